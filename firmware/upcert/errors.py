@@ -1,0 +1,29 @@
+# upcert device exceptions: one small hierarchy, each carrying a reason a person can act on.
+
+
+class UpcertError(Exception):
+    """Base of every error the device package raises on purpose."""
+
+
+class ConfigError(UpcertError):
+    """/upcert/config.json is missing, not JSON, or lacks a required field."""
+
+
+class StoreError(UpcertError):
+    """A credential store is missing data or holds data that does not parse."""
+
+
+class CertificateError(UpcertError):
+    """A certificate (DER/PEM) is malformed or unusable."""
+
+
+class ClockNotSetError(UpcertError):
+    """The clock is not trusted yet (unset RTC, no NTP), so validity cannot be judged."""
+
+
+class ConnectError(UpcertError):
+    """A connection failed; the message names the likely cause (see diagnose.py)."""
+
+
+class MqttError(UpcertError):
+    """The broker refused us, or the MQTT link is dead."""
