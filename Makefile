@@ -1,0 +1,44 @@
+# upcert: every target sets itself up on first use (Debian packages, .venv, device deps).
+# `make test` is what CI runs (.ci/run); `make demo` is the end-to-end show.
+
+PY      := .venv/bin/python
+PYTEST  := .venv/bin/pytest
+STAMP   := .venv/.upcert-setup
+export UPCERT_HOME ?= $(CURDIR)/.state
+
+.PHONY: setup test test-device test-host test-e2e lint mpy bench demo clean
+
+$(STAMP) .build/deps/umqtt/simple.py: host_tools/requirements.txt pyproject.toml scripts/setup.sh
+	@./scripts/setup.sh
+
+setup: $(STAMP) .build/deps/umqtt/simple.py
+
+test: setup lint mpy
+	$(PYTEST) -q -ra tests
+
+test-device: setup
+	$(PYTEST) -q tests/device
+
+test-host: setup
+	$(PYTEST) -q tests/host
+
+test-e2e: setup
+	$(PYTEST) -q tests/e2e
+
+lint: setup
+	.venv/bin/ruff check host_tools tests bench firmware boards
+
+# Compile every device file with mpy-cross (syntax check for the ESP32 too) and report sizes.
+mpy: setup
+	$(PY) bench/mpy_size.py
+
+bench: setup
+	$(PY) bench/run_all.py
+
+demo: setup
+	$(PY) scripts/demo.py
+
+clean:
+	-$(PY) -m upcert.cli cloud down >/dev/null 2>&1
+	-for d in .state/boards/*/; do [ -d "$$d" ] && $(PY) -m upcert.cli board stop --state "$$d" >/dev/null 2>&1; done
+	rm -rf .state .build

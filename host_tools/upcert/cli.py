@@ -1,0 +1,203 @@
+"""The `upcert` command: parses arguments, calls the library, maps errors to one stderr line.
+
+State lives under $UPCERT_HOME (default ./.state): ca/, cloud/, boards/<name>/.
+"""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .errors import UpcertError
+
+
+def home():
+    return Path(os.environ.get("UPCERT_HOME", ".state"))
+
+
+def _out(obj):
+    print(json.dumps(obj, indent=2, default=str))
+
+
+# ---- ca ----------------------------------------------------------------------------------
+def do_ca_init(args):
+    from .certs import LocalCa
+
+    ca = LocalCa.init(args.dir, key_type=args.key_type, server_names=tuple(args.server_name),
+                      force=args.force)
+    print(f"local CA ({args.key_type}) in {ca.directory}: ca.pem, server.pem, admin.pem")
+
+
+# ---- cloud -------------------------------------------------------------------------------
+def _cloud(args):
+    from .certs import LocalCa
+    from .cloud import Cloud
+
+    return Cloud, LocalCa.load(args.ca_dir)
+
+
+def do_cloud_up(args):
+    Cloud, ca = _cloud(args)
+    cloud = Cloud(args.dir, ca, port=args.port)
+    cloud.up()
+    print(f"cloud up: mqtts://{cloud.endpoint}:{cloud.port} (mosquitto, TLS 1.2, client certs)")
+
+
+def do_cloud_down(args):
+    Cloud, ca = _cloud(args)
+    try:
+        cloud = Cloud.load(args.dir, ca)
+    except UpcertError:
+        print("cloud: not running")
+        return
+    cloud.down()
+    print("cloud down")
+
+
+def do_cloud_status(args):
+    Cloud, ca = _cloud(args)
+    try:
+        cloud = Cloud.load(args.dir, ca)
+    except UpcertError:
+        print("cloud: not running")
+        return 1
+    state = "running" if cloud.is_running() else "stopped"
+    print(f"cloud: {state} on {cloud.endpoint}:{cloud.port}")
+    return 0 if state == "running" else 1
+
+
+# ---- board -------------------------------------------------------------------------------
+def _state_dir(args):
+    if getattr(args, "flash", None):
+        return Path(args.flash).parent
+    return Path(args.state) if args.state else home() / "boards" / args.name
+
+
+def do_board_run(args):
+    from . import emulator
+
+    argv = ["run", "--state", str(_state_dir(args))]
+    for opt in ("heapsize", "clock", "ntp"):
+        if getattr(args, opt):
+            argv += [f"--{opt}", getattr(args, opt)]
+    return emulator.main(argv)
+
+
+def do_board_start(args):
+    from .emulator import EmulatedBoard
+
+    board = EmulatedBoard(_state_dir(args), heapsize=args.heapsize, clock=args.clock,
+                          ntp=args.ntp)
+    port = board.start()
+    print(port)
+
+
+def do_board_stop(args):
+    from .emulator import stop_board
+
+    if stop_board(_state_dir(args)):
+        print("board stopped")
+    else:
+        print("board was not running")
+
+
+def do_board_status(args):
+    from .provision import status
+
+    _out(status(args.port))
+
+
+# ---- provision ---------------------------------------------------------------------------
+def do_provision(args):
+    from . import provision as p
+
+    cfg = p.make_config(args.thing, args.endpoint, args.store)
+    if args.cert or args.key or args.root_ca:
+        cert, key, roots = p.file_credentials(args.cert, args.key, args.root_ca)
+    else:
+        cert, key, roots = p.local_credentials(args.ca_dir, args.thing, days=args.days)
+    res = p.provision(args.port, cfg, cert, key, roots, board=args.board,
+                      install=not args.no_firmware, reset=not args.no_reset,
+                      log=lambda m: print(m, file=sys.stderr))
+    for w in res.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"provisioned {res.thing} ({res.store} store) in {res.seconds:.1f} s")
+    print(f"certificate id {res.cert_id}")
+    print(f"expires {res.not_after.isoformat()}; issuer: {res.issuer_check}")
+
+
+def build_parser():
+    ap = argparse.ArgumentParser(prog="upcert", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    ca = sub.add_parser("ca", help="local development CA").add_subparsers(dest="sub", required=True)
+    p = ca.add_parser("init", help="make a CA, the broker's server certificate and a host identity")
+    p.add_argument("--dir", default=str(home() / "ca"))
+    p.add_argument("--key-type", choices=("rsa", "ec"), default="rsa",
+                   help="rsa: RSA-2048 like Amazon Root CA 1; ec: P-256 like Amazon Root CA 3")
+    p.add_argument("--server-name", action="append", default=None)
+    p.add_argument("--force", action="store_true", help="replace an existing CA")
+    p.set_defaults(fn=do_ca_init)
+
+    cl = sub.add_parser("cloud", help="the local AWS IoT stand-in").add_subparsers(
+        dest="sub", required=True)
+    for name, fn in (("up", do_cloud_up), ("down", do_cloud_down), ("status", do_cloud_status)):
+        p = cl.add_parser(name)
+        p.add_argument("--dir", default=str(home() / "cloud"))
+        p.add_argument("--ca-dir", default=str(home() / "ca"))
+        if name == "up":
+            p.add_argument("--port", type=int, default=None, help="default: a free port")
+        p.set_defaults(fn=fn)
+
+    bd = sub.add_parser("board", help="emulated boards, and what a board holds").add_subparsers(
+        dest="sub", required=True)
+    for name, fn in (("run", do_board_run), ("start", do_board_start), ("stop", do_board_stop)):
+        p = bd.add_parser(name)
+        p.add_argument("--name", default="board1", help="board name under $UPCERT_HOME/boards")
+        p.add_argument("--state", default=None, help="state folder of the board")
+        p.add_argument("--flash", default=None,
+                       help="flash image path (its folder holds the board's other state)")
+        if name != "stop":
+            p.add_argument("--heapsize", default=None, help="MicroPython GC heap, e.g. 110K")
+            p.add_argument("--clock", choices=("set", "unset"), default=None)
+            p.add_argument("--ntp", choices=("ok", "unreachable"), default=None)
+        p.set_defaults(fn=fn)
+    p = bd.add_parser("status", help="what the board holds (thing, store, certificate)")
+    p.add_argument("--port", required=True)
+    p.set_defaults(fn=do_board_status)
+
+    p = sub.add_parser("provision", help="write an identity onto a board")
+    p.add_argument("--port", required=True, help="serial device of the board")
+    p.add_argument("--thing", required=True)
+    p.add_argument("--endpoint", required=True, help="HOST[:PORT] (default port 8883)")
+    p.add_argument("--store", choices=("fs", "nvs"), default="fs")
+    p.add_argument("--cert", help="device certificate (PEM or DER)")
+    p.add_argument("--key", help="private key (PEM or DER: PKCS#1, SEC1 or PKCS#8)")
+    p.add_argument("--root-ca", help="root CA(s) for the server, e.g. AmazonRootCA1.pem")
+    p.add_argument("--ca-dir", default=str(home() / "ca"), help="local CA (when no --cert)")
+    p.add_argument("--days", type=int, default=365, help="validity of a local-CA certificate")
+    p.add_argument("--board", default="esp32_generic", help="board definition under boards/")
+    p.add_argument("--no-firmware", action="store_true", help="do not update the device files")
+    p.add_argument("--no-reset", action="store_true", help="do not reboot the board afterwards")
+    p.set_defaults(fn=do_provision)
+    return ap
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if getattr(args, "server_name", 1) is None:
+        args.server_name = ["localhost"]
+    try:
+        rc = args.fn(args)
+    except UpcertError as exc:
+        print(f"upcert: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("upcert: interrupted", file=sys.stderr)
+        return 130
+    return rc or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
