@@ -11,10 +11,17 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 
 
+# Debian installs daemons (mosquitto) in sbin, which is not on a normal user's PATH.
+SBIN_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin")
+
+
 def require(name):
-    """Path of a required executable. Under CI=true a missing one fails the test; else skips."""
-    path = shutil.which(name) or (
-        str(VENV_BIN / name) if (VENV_BIN / name).exists() else None
+    """Path of a required executable. Under CI=true a missing one fails the test; else skips.
+
+    Looks on PATH, then in the venv's bin, then in the sbin directories."""
+    candidates = [VENV_BIN / name] + [Path(d) / name for d in SBIN_DIRS]
+    path = shutil.which(name) or next(
+        (str(p) for p in candidates if p.is_file() and os.access(p, os.X_OK)), None
     )
     if path:
         return path

@@ -1,0 +1,404 @@
+"""The local AWS IoT Core stand-in: mosquitto with AWS's TLS 1.2 policy, client certificates from
+the local CA and per-thing topic authorisation; plus host-side MQTT clients for it (paho-mqtt).
+"""
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+from .certs import ADMIN_CN
+from .errors import UpcertError
+
+ENDPOINT = "localhost"  # the server certificate names localhost and 127.0.0.1
+# AWS IoT security policy IoTSecurityPolicy_TLS12_1_2_2022_10, OpenSSL names (DESIGN.md §3;
+# AWS IoT Developer Guide, "Transport security in AWS IoT Core").
+AWS_TLS12_CIPHERS = tuple(
+    f"{kx}{suite}"
+    for kx in ("ECDHE-ECDSA-", "ECDHE-RSA-")
+    for suite in ("AES128-GCM-SHA256", "AES128-SHA256", "AES128-SHA",
+                  "AES256-GCM-SHA384", "AES256-SHA384", "AES256-SHA")
+) + ("AES128-GCM-SHA256", "AES128-SHA256", "AES128-SHA",
+     "AES256-GCM-SHA384", "AES256-SHA256", "AES256-SHA")
+_MOSQUITTO_PATHS = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+
+# Per-thing authorisation. AWS policies say `${iot:Connection.Thing.ThingName}`/`${iot:ClientId}`;
+# mosquitto knows the certificate CN (use_identity_as_username -> %u), so here the CN is the thing
+# name and the client id is not checked (AWS would refuse a client id that is not the thing).
+# mosquitto cannot send a reply only to the client that asked: every device subscribed to a
+# fleet-provisioning `.../accepted` topic receives every reply (AWS delivers it to the requester
+# only), so a device must be trusted not to listen for others' ownership tokens. For that reason
+# `$aws/certificates/create/json` (whose reply holds a private key) is not offered at all.
+# ACL wildcards do not match topics starting with "$" (MQTT 3.1.1 §4.7.2; checked): `$aws/#`.
+# Refusals differ from AWS (checked): mosquitto grants every SUBACK and filters each delivery,
+# and drops a forbidden PUBLISH (MQTT 5: PUBACK "Not authorized"); AWS refuses or disconnects.
+# mosquitto logs a warning for each `pattern` line without %u/%c; they apply to all users.
+_ACL = """\
+# written by upcert (host_tools/upcert/cloud.py): devices, by certificate CN (%u)
+pattern readwrite things/%u/#
+pattern readwrite $aws/things/%u/#
+pattern write $aws/certificates/create-from-csr/json
+pattern read $aws/certificates/create-from-csr/json/accepted
+pattern read $aws/certificates/create-from-csr/json/rejected
+pattern write $aws/provisioning-templates/+/provision/json
+pattern read $aws/provisioning-templates/+/provision/json/accepted
+pattern read $aws/provisioning-templates/+/provision/json/rejected
+# the host's own identity (subscriber, provisioning service) reads and writes everything
+user {admin}
+topic readwrite #
+topic readwrite $aws/#
+topic read $SYS/#
+"""
+
+# mosquitto 2.0's `tls_version` is a minimum only (mosquitto.conf(5)) and `ciphers_tls1.3` cannot
+# be emptied, so TLS 1.3 is switched off through OpenSSL's own configuration (OPENSSL_CONF).
+# SECLEVEL=2 as in Debian's openssl.cnf, which this file replaces for mosquitto.
+_OPENSSL_CNF = """\
+openssl_conf = upcert_init
+[upcert_init]
+ssl_conf = upcert_ssl
+[upcert_ssl]
+system_default = upcert_tls
+[upcert_tls]
+MinProtocol = TLSv1.2
+MaxProtocol = TLSv1.2
+CipherString = DEFAULT:@SECLEVEL=2
+"""
+
+
+class CloudError(UpcertError):
+    """The local broker cannot start, stop or be reached."""
+
+
+def find_mosquitto():
+    """Path of the mosquitto binary (Debian puts it in /usr/sbin, often not on PATH)."""
+    path = shutil.which("mosquitto") or next(
+        (p for p in _MOSQUITTO_PATHS if os.access(p, os.X_OK)), None)
+    if not path:
+        raise CloudError("mosquitto not found: run `make setup` (apt-get install mosquitto)")
+    return path
+
+
+def free_port(host="127.0.0.1"):
+    """A TCP port that is free right now (the kernel's choice)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class Cloud:
+    """mosquitto in state_dir, configured like AWS IoT Core; see up(). No I/O until up()."""
+
+    def __init__(self, state_dir, ca, port=None, host="127.0.0.1", server_cert=None,
+                 server_key=None, extra_conf=""):
+        self.state_dir = Path(state_dir)
+        self.ca = ca
+        self.port = port
+        self.host = host
+        self.endpoint = ENDPOINT
+        self.server_cert = Path(server_cert or ca.server_pem)
+        self.server_key = Path(server_key or ca.server_key)
+        self.extra_conf = extra_conf
+        self._auto_port = port is None
+        self._proc = None
+        self._log_offset = 0
+        self.conf_path = self.state_dir / "mosquitto.conf"
+        self.acl_path = self.state_dir / "acl"
+        self.log_path = self.state_dir / "mosquitto.log"
+        self.pid_path = self.state_dir / "mosquitto.pid"
+        self.json_path = self.state_dir / "cloud.json"
+        self._openssl_path = self.state_dir / "openssl.cnf"
+        self._out_path = self.state_dir / "mosquitto.out"
+
+    @classmethod
+    def load(cls, state_dir, ca):
+        """The Cloud whose settings `up()` saved in state_dir/cloud.json (running or not)."""
+        path = Path(state_dir) / "cloud.json"
+        try:
+            saved = json.loads(path.read_text())
+            return cls(state_dir, ca, port=saved["port"], host=saved["host"],
+                       server_cert=saved["server_cert"], server_key=saved["server_key"],
+                       extra_conf=saved.get("extra_conf", ""))
+        except FileNotFoundError:
+            raise CloudError(f"no local cloud in {state_dir}: run `upcert cloud up`") from None
+        except (ValueError, KeyError, TypeError):
+            raise CloudError(f"{path} is corrupt: stop mosquitto if it runs (see "
+                             f"{Path(state_dir) / 'mosquitto.pid'}), delete it, run `upcert "
+                             "cloud up`") from None
+
+    def __enter__(self):
+        if not self.is_running():
+            self.up()
+        return self
+
+    def __exit__(self, *exc):
+        self.down()
+
+    # configuration ------------------------------------------------------------------------
+
+    def config_text(self):
+        """mosquitto.conf for this broker (mosquitto.conf(5), version 2.0)."""
+        user = pwd.getpwuid(os.geteuid()).pw_name  # as root, mosquitto drops to this user
+        return "\n".join([
+            "# written by upcert (host_tools/upcert/cloud.py); regenerated by every `up`",
+            "per_listener_settings false",
+            # Clients have no MQTT username, but use_identity_as_username gives them the
+            # certificate CN before authentication, so they are not anonymous (checked).
+            "allow_anonymous false",
+            "persistence false",
+            f"user {user}",
+            f"log_dest file {self.log_path}",
+            *(f"log_type {t}" for t in ("error", "warning", "notice", "information")),
+            "connection_messages true",
+            "log_timestamp_format %Y-%m-%dT%H:%M:%S",
+            f"acl_file {self.acl_path}",
+            # Listener options below this line; one placed above it makes mosquitto open a
+            # default plaintext listener on 1883 (seen with max_qos).
+            f"listener {self.port} {self.host}",
+            "max_qos 1",  # AWS IoT Core has no QoS 2 (DESIGN.md §3)
+            f"cafile {self.ca.ca_pem}",
+            f"certfile {self.server_cert}",
+            f"keyfile {self.server_key}",
+            "require_certificate true",
+            "use_identity_as_username true",
+            "tls_version tlsv1.2",
+            f"ciphers {':'.join(AWS_TLS12_CIPHERS)}",
+            self.extra_conf,
+            "",
+        ])
+
+    def _write_config(self):
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        ca = self.ca
+        for path in (ca.ca_pem, self.server_cert, self.server_key, ca.admin_pem, ca.admin_key):
+            if not Path(path).exists():
+                raise CloudError(f"{path} is missing: run `upcert ca init`")
+        self.conf_path.write_text(self.config_text())
+        self.acl_path.write_text(_ACL.format(admin=ADMIN_CN))
+        self._openssl_path.write_text(_OPENSSL_CNF)
+
+    # process ------------------------------------------------------------------------------
+
+    def up(self, timeout_s=10):
+        """Start mosquitto and wait until its TLS port completes a handshake; idempotent."""
+        if self.is_running():
+            return self
+        exe = find_mosquitto()
+        for attempt in range(3):
+            if self.port is None or (self._auto_port and attempt):
+                self.port = free_port(self.host)
+            try:
+                return self._start(exe, timeout_s)
+            except CloudError as e:
+                # A port picked by us may be taken between picking and binding: pick again.
+                if not (self._auto_port and "in use" in str(e)):
+                    raise
+        raise CloudError(f"no free port found for mosquitto on {self.host}: try again")
+
+    def _start(self, exe, timeout_s):
+        self._write_config()
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        env = dict(os.environ, OPENSSL_CONF=str(self._openssl_path))
+        with open(self._out_path, "wb") as out:
+            self._proc = subprocess.Popen(
+                [exe, "-c", str(self.conf_path)], stdin=subprocess.DEVNULL, stdout=out,
+                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.pid_path.write_text(f"{self._proc.pid}\n")
+        self.json_path.write_text(json.dumps({
+            "host": self.host, "port": self.port, "pid": self._proc.pid,
+            "server_cert": str(self.server_cert), "server_key": str(self.server_key),
+            "extra_conf": self.extra_conf}, indent=1))
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                self.pid_path.unlink(missing_ok=True)
+                raise CloudError(f"mosquitto exited with code {self._proc.returncode}:\n"
+                                 + self._last_lines())
+            if self._handshake_ok():
+                return self
+            time.sleep(0.05)
+        self.down()
+        raise CloudError(f"mosquitto did not accept TLS on {self.host}:{self.port} within "
+                         f"{timeout_s} s:\n{self._last_lines()}")
+
+    def _handshake_ok(self):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # probing liveness only
+        ctx.load_cert_chain(self.ca.admin_pem, self.ca.admin_key)
+        try:
+            with socket.create_connection((self.host, self.port), timeout=1) as raw:
+                with ctx.wrap_socket(raw):
+                    return True
+        except OSError:
+            return False
+
+    def _last_lines(self, n=15):
+        text = self._out_path.read_text(errors="replace") if self._out_path.exists() else ""
+        lines = [ln for ln in (text + self.log_text()).splitlines() if "run as root" not in ln]
+        return "\n".join(lines[-n:])
+
+    def _pid(self):
+        if self._proc is not None:
+            return self._proc.pid
+        try:
+            return int(self.pid_path.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def is_running(self):
+        """True while our mosquitto process lives (checked through /proc, not just the pid)."""
+        if self._proc is not None:
+            return self._proc.poll() is None
+        pid = self._pid()
+        if pid is None:
+            return False
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            return False
+        return state != "Z" and str(self.conf_path).encode() in cmdline  # pid not reused
+
+    def down(self, timeout_s=10):
+        """Stop mosquitto (SIGTERM, then SIGKILL after timeout_s); nothing to do if stopped."""
+        if self.is_running():
+            pid = self._pid()
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout_s
+            while self.is_running() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if self.is_running():
+                os.kill(pid, signal.SIGKILL)
+        if self._proc is not None:
+            self._proc.wait()
+            self._proc = None
+        self.pid_path.unlink(missing_ok=True)
+
+    def restart(self, timeout_s=10):
+        """Stop and start again on the same port (a broker restart as devices see it)."""
+        self.down()
+        self._auto_port = False
+        return self.up(timeout_s)
+
+    def log_text(self):
+        """mosquitto's log since this object's last up() (the whole log after load())."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_offset)
+                return f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    # clients ------------------------------------------------------------------------------
+
+    def tls_context(self, certfile=None, keyfile=None):
+        """A TLS client context trusting the local CA, presenting certfile/keyfile if given."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(cafile=str(self.ca.ca_pem))
+        if certfile:
+            ctx.load_cert_chain(str(certfile), str(keyfile))
+        return ctx
+
+    def client(self, client_id, certfile, keyfile, timeout_s=10, protocol=mqtt.MQTTv311):
+        """A paho client connected over TLS with the given identity, network loop started."""
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
+        c.tls_set_context(self.tls_context(certfile, keyfile))
+        done, result = threading.Event(), []
+
+        def on_connect(client, userdata, flags, reason_code, properties):
+            result.append(reason_code)
+            done.set()
+
+        c.on_connect = on_connect
+        try:
+            c.connect(self.endpoint, self.port, keepalive=60)
+        except (OSError, ssl.SSLError) as e:
+            raise CloudError(f"cannot connect to {self.endpoint}:{self.port} as {client_id}: {e}"
+                             " (is the cloud up? `upcert cloud up`)") from None
+        c.loop_start()
+        if not done.wait(timeout_s) or result[0].is_failure:
+            c.loop_stop()
+            c.disconnect()
+            why = result[0] if result else f"no CONNACK within {timeout_s} s"
+            raise CloudError(f"broker refused {client_id}: {why}")
+        return c
+
+    def admin_client(self, client_id=None, timeout_s=10):
+        """A paho client connected as upcert-admin (may read and write every topic)."""
+        client_id = client_id or f"upcert-admin-{uuid.uuid4().hex[:8]}"
+        return self.client(client_id, self.ca.admin_pem, self.ca.admin_key, timeout_s)
+
+
+class Subscription:
+    """Collects messages on topic with an admin client; subscribes on construction.
+
+    wait_for(predicate, timeout_s) hands out each matching message once, oldest first.
+    """
+
+    def __init__(self, cloud, topic, qos=1, timeout_s=10):
+        self.topic = topic
+        self.messages = []  # every message received, in order
+        self._pending = []
+        self._cond = threading.Condition()
+        self._client = cloud.admin_client()
+        self._client.on_message = self._on_message
+        subscribed, codes = threading.Event(), []
+
+        def on_subscribe(client, userdata, mid, reason_codes, properties):
+            codes.extend(reason_codes)
+            subscribed.set()
+
+        self._client.on_subscribe = on_subscribe
+        self._client.subscribe(topic, qos)
+        if not subscribed.wait(timeout_s) or codes[0].is_failure:
+            self.close()
+            why = codes[0] if codes else f"no SUBACK within {timeout_s} s"
+            raise CloudError(f"cannot subscribe to {topic}: {why}")
+
+    @property
+    def client(self):
+        """The connected admin client (to publish commands, for instance)."""
+        return self._client
+
+    def _on_message(self, client, userdata, message):
+        with self._cond:
+            self.messages.append(message)
+            self._pending.append(message)
+            self._cond.notify_all()
+
+    def wait_for(self, predicate=None, timeout_s=10):
+        """The first not yet returned message for which predicate(message) is true."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while True:
+                for m in self._pending:
+                    if predicate is None or predicate(m):
+                        self._pending.remove(m)
+                        return m
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    seen = ", ".join(sorted({m.topic for m in self.messages})) or "none"
+                    raise CloudError(f"no matching message on {self.topic} within {timeout_s} s "
+                                     f"({len(self.messages)} received; topics: {seen})")
+                self._cond.wait(left)
+
+    def close(self):
+        """Disconnect the subscriber."""
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
