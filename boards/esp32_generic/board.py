@@ -1,0 +1,79 @@
+# Board definition for a generic ESP32 running stock MicroPython: the only device code that
+# constructs hardware (Wi-Fi, NVS, NTP). Copied to the board's /lib/board.py.
+import time
+
+from upcert.errors import ConfigError, ConnectError
+
+NAME = "esp32-generic"
+_STORES = ("fs", "nvs")
+
+
+def network_up(config, timeout_ms=20000):
+    """Bring up Wi-Fi station mode from config['wifi'] (ssid, password); wait until connected.
+
+    Without a 'wifi' entry an already connected interface is used as is. Raises ConnectError
+    naming the SSID (and the last WLAN status) on timeout.
+    """
+    import network
+
+    wlan = network.WLAN(network.STA_IF)
+    wifi = config.get("wifi")
+    if not wifi:
+        if wlan.isconnected():
+            return wlan
+        raise ConnectError(
+            "no network: Wi-Fi is down and config has no 'wifi' {ssid, password}: add it with upcert provision"
+        )
+    wlan.active(True)
+    if wlan.isconnected():
+        return wlan
+    ssid = wifi["ssid"]
+    wlan.connect(ssid, wifi.get("password", ""))
+    start = time.ticks_ms()
+    while not wlan.isconnected():
+        if time.ticks_diff(time.ticks_ms(), start) > timeout_ms:
+            status = wlan.status()
+            wlan.disconnect()
+            raise ConnectError(
+                "wifi '%s': not connected after %d ms (%s): check ssid, password and signal"
+                % (ssid, timeout_ms, _status_name(network, status))
+            )
+        time.sleep_ms(100)
+    return wlan
+
+
+def _status_name(network, status):
+    for name in ("STAT_WRONG_PASSWORD", "STAT_NO_AP_FOUND", "STAT_CONNECT_FAIL", "STAT_CONNECTING"):
+        if getattr(network, name, None) == status:
+            return name
+    return "status %r" % (status,)
+
+
+def _ntp_sync():
+    import ntptime
+
+    ntptime.settime()
+
+
+def clock():
+    """A Clock whose sync() sets the RTC by NTP (ntptime.settime; may raise OSError)."""
+    from upcert.clock import Clock
+
+    return Clock(sync_fn=_ntp_sync)
+
+
+def store(config):
+    """The credential store named by config['store']['kind']: 'fs' or 'nvs'."""
+    st = config.get("store") or {"kind": "fs"}
+    kind = st.get("kind", "fs")
+    if kind == "fs":
+        from upcert.store import FsStore
+
+        return FsStore(st.get("root", "/upcert"))
+    if kind == "nvs":
+        import esp32
+        from upcert.store_nvs import NvsStore
+
+        ns = st.get("namespace", "upcert")
+        return NvsStore(esp32.NVS(ns), ns)
+    raise ConfigError("config: store kind %r unknown: use one of %s" % (kind, ", ".join(_STORES)))

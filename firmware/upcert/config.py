@@ -1,0 +1,94 @@
+# Device configuration (/upcert/config.json, written by `upcert provision`): load, check every
+# field against AWS IoT limits, and fill the defaults listed in docs/ARCHITECTURE.md.
+import json
+
+from upcert.errors import ConfigError
+
+PATH = "/upcert/config.json"
+# (field, default, min, max): keepalive 30..1200 s is the range AWS IoT accepts.
+_INTS = (
+    ("port", 8883, 1, 65535),
+    ("telemetry_interval_s", 60, 1, 86400),
+    ("keepalive_s", 60, 30, 1200),
+)
+
+
+def _fail(path, msg):
+    return ConfigError("config %s: %s" % (path, msg))
+
+
+def _text(v, n):
+    # A str of 1..n UTF-8 bytes.
+    return type(v) is str and 1 <= len(v.encode()) <= n
+
+
+def validate(cfg, path=PATH):
+    """Check a config dict and return a new dict with defaults filled in. Raises ConfigError."""
+    if type(cfg) is not dict:
+        raise _fail(path, "must be a JSON object, got %s" % type(cfg).__name__)
+    c = dict(cfg)
+    for key in ("thing", "endpoint"):
+        if key not in c:
+            raise _fail(path, "'%s' missing" % key)
+    c.setdefault("client_id", c["thing"])
+    # AWS IoT: client id <= 128 bytes; '+', '#', '/' would break per-thing topics and ACLs.
+    for key in ("thing", "client_id"):
+        v = c[key]
+        if not _text(v, 128):
+            raise _fail(path, "'%s' must be a string of 1..128 bytes, got %r" % (key, v))
+        for ch in "+#/":
+            if ch in v:
+                raise _fail(path, "'%s' %r must not contain '%s'" % (key, v, ch))
+    v = c["endpoint"]
+    if not _text(v, 253) or " " in v or "/" in v or ":" in v:
+        raise _fail(
+            path, "'endpoint' must be a bare host name (no scheme, port or path), got %r" % (v,)
+        )
+    for key, default, lo, hi in _INTS:
+        v = c.setdefault(key, default)
+        if type(v) is not int or not lo <= v <= hi:
+            raise _fail(path, "'%s' must be an integer %d..%d, got %r" % (key, lo, hi, v))
+    v = c.setdefault("store", {"kind": "fs"})
+    if type(v) is not dict or type(v.get("kind")) is not str:
+        raise _fail(path, "'store' must be an object with a 'kind' string, got %r" % (v,))
+    tp = c.get("topics", {})
+    if type(tp) is not dict:
+        raise _fail(path, "'topics' must be an object, got %r" % (tp,))
+    c["topics"] = tp = dict(tp)
+    for name in ("telemetry", "commands", "replies"):
+        # AWS IoT: topic <= 256 bytes and <= 7 '/'; no wildcards in topics we publish to.
+        v = tp.setdefault(name, "things/%s/%s" % (c["thing"], name))
+        if not _text(v, 256) or v.count("/") > 7 or "+" in v or "#" in v:
+            raise _fail(
+                path,
+                "topic '%s' must be 1..256 bytes, at most 7 '/', no '+' or '#'; got %r" % (name, v),
+            )
+    v = c.get("wifi")
+    if v is not None and (
+        type(v) is not dict
+        or not _text(v.get("ssid"), 32)
+        or type(v.get("password", "")) is not str
+    ):
+        raise _fail(
+            path, "'wifi' must be an object with 'ssid' (1..32 bytes) and a string 'password'"
+        )
+    return c
+
+
+def load(path=PATH):
+    """Read and validate the JSON config at `path`; returns a dict with defaults filled in."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as exc:
+        raise _fail(path, "cannot read (%s): run `upcert provision` to write it" % exc) from None
+    try:
+        cfg = json.loads(text)
+    except ValueError as exc:
+        raise _fail(path, "not valid JSON (%s)" % exc) from None
+    return validate(cfg, path)
+
+
+def dumps(cfg):
+    """JSON text of a config dict."""
+    return json.dumps(cfg)
