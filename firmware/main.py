@@ -1,0 +1,4 @@
+import board
+from upcert import app
+
+app.main(board)

@@ -1,0 +1,191 @@
+# The device's main loop: connect (refusing an untrusted clock or an out-of-date certificate),
+# subscribe to commands, publish telemetry, answer commands, reconnect with backoff.
+# Everything it touches is injected; its log lines are a contract (tests and the demo grep them).
+import gc
+import json
+import random
+from time import sleep_ms, ticks_add, ticks_diff, ticks_ms
+
+from micropython import const
+
+from upcert import diagnose, tlsconn
+from upcert.errors import CertificateError, ClockNotSetError
+from upcert.mqtt import Client
+
+_BACKOFF_MAX_S = const(300)
+_TICK_MS = const(100)  # how often the link is serviced while waiting for the next report
+_MAX_REPLIES = const(4)  # commands queued between two services; more are dropped
+
+
+class Agent:
+    """Agent(config, store, clock, connect, log=print).
+
+    config: dict from upcert.config.load; store: certificate() -> DER; clock: now(), trusted(),
+    sync(), require_trusted(), iso(t); connect(host, port) -> socket-like (e.g.
+    tlsconn.Connector.connect); log: one str per line (the serial console).
+    """
+
+    def __init__(self, config, store, clock, connect, log=print):
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self.connect = connect
+        self.log = log
+        self.topics = config["topics"]
+        self._cmd_topic = self.topics["commands"].encode()
+        self.mqtt = Client(config["client_id"], config.get("keepalive_s", 60))
+        self.sleep_ms = sleep_ms  # replaceable in tests
+        self.seq = 0
+        self.connected = False
+        self._cert = None
+        self._good = False  # a telemetry PUBACK arrived on this connection
+        self._backoff_s = 0
+        self._replies = []
+        self._up_ms = 0
+        self._last_ms = ticks_ms()
+
+    def uptime_s(self):
+        """Seconds since the agent started (immune to ticks_ms wrap-around)."""
+        now = ticks_ms()
+        self._up_ms += ticks_diff(now, self._last_ms)
+        self._last_ms = now
+        return self._up_ms // 1000
+
+    def run(self, max_cycles=None):
+        """Loop forever (or max_cycles cycles); a cycle is one report period or one failed
+        attempt with its backoff wait. KeyboardInterrupt passes through after a DISCONNECT."""
+        n = 0
+        try:
+            while max_cycles is None or n < max_cycles:
+                self.cycle()
+                n += 1
+                gc.collect()
+        finally:
+            if self.connected:
+                self.mqtt.disconnect()
+                self.connected = False
+
+    def cycle(self):
+        """Connect if needed (waiting out the backoff on failure), else report and serve the
+        link until the next report is due."""
+        c = self.config
+        if not self.connected:
+            try:
+                self._connect()
+            except Exception as e:
+                self.mqtt.close()
+                why = diagnose.explain(e, c["endpoint"], c["port"])
+                if isinstance(e, ClockNotSetError):
+                    self._retry(why if why.startswith("clock") else "clock not set: " + why)
+                else:
+                    self._retry("connection failed: " + why)
+                return
+        try:
+            self._report()
+            self._serve(c["telemetry_interval_s"] * 1000)
+        except Exception as e:
+            self.mqtt.close()
+            self.connected = False
+            why = "link lost: " + diagnose.explain(e, c["endpoint"], c["port"])
+            if self._good:
+                self.log("upcert: " + why)
+            else:  # dropped before any report got through: do not hammer the broker
+                self._retry(why)
+
+    def _connect(self):
+        from upcert.x509 import Certificate
+
+        if not self.clock.trusted():
+            try:
+                self.clock.sync()
+            except Exception:
+                pass  # require_trusted() below explains
+        try:
+            cert = Certificate(self.store.certificate())
+        except CertificateError as e:
+            raise CertificateError(
+                "device certificate unreadable (%s): run upcert provision" % e
+            ) from None
+        tlsconn.check_validity(cert, self.clock)
+        c = self.config
+        self.log("upcert: connecting %s:%s as %s" % (c["endpoint"], c["port"], c["client_id"]))
+        sock = self.connect(c["endpoint"], c["port"])
+        self.mqtt.set_callback(self._on_message)
+        self.mqtt.connect(sock)
+        self._cert = cert
+        self._good = False
+        info = getattr(sock, "cipher", None)
+        info = info() if info else None
+        suite = info[0] if info else "offered %d AWS suites" % len(tlsconn.AWS_SUITES)
+        self.log(
+            "upcert: connected TLS 1.2 %s cert %s expires %s (%d days)"
+            % (
+                suite,
+                cert.cert_id()[:16],
+                self.clock.iso(cert.not_after),
+                int(cert.days_left(self.clock.now())),
+            )
+        )
+        self.mqtt.subscribe(self.topics["commands"], 1)
+        self.connected = True
+
+    def _retry(self, why):
+        # Exponential backoff 1 s .. 300 s plus up to 25 % random jitter; reset by a good report.
+        d = min(self._backoff_s * 2, _BACKOFF_MAX_S) if self._backoff_s else 1
+        self._backoff_s = d
+        ms = d * 1000 + random.getrandbits(16) % (d * 250 + 1)
+        self.log("upcert: %s; retry in %d.%d s" % (why, ms // 1000, ms % 1000 // 100))
+        self.sleep_ms(ms)
+
+    def _report(self):
+        self.seq += 1
+        cert = self._cert
+        msg = json.dumps(
+            {
+                "thing": self.config["thing"],
+                "uptime_s": self.uptime_s(),
+                "free_heap": gc.mem_free(),
+                "cert_id": cert.cert_id(),
+                "days_left": int(cert.days_left(self.clock.now())),
+                "clock": "trusted" if self.clock.trusted() else "untrusted",
+                "seq": self.seq,
+            }
+        )
+        self.mqtt.publish(self.topics["telemetry"], msg, qos=1)
+        self._good = True
+        self._backoff_s = 0
+        self.log("upcert: published telemetry seq=%d" % self.seq)
+
+    def _serve(self, ms):
+        deadline = ticks_add(ticks_ms(), ms)
+        while True:
+            self.mqtt.service()
+            while self._replies:
+                reply = self._replies.pop(0)
+                self.mqtt.publish(self.topics["replies"], json.dumps(reply), qos=1)
+                if reply.get("ok"):
+                    self.log("upcert: command ping id=%s answered" % reply["id"])
+                else:
+                    self.log("upcert: command refused: %s" % reply["error"])
+            left = ticks_diff(deadline, ticks_ms())
+            if left <= 0:
+                return
+            self.sleep_ms(min(left, _TICK_MS))
+
+    def _on_message(self, topic, msg):
+        # Called by umqtt inside service()/publish(): only queue, never publish from here.
+        if topic != self._cmd_topic or len(self._replies) >= _MAX_REPLIES:
+            return
+        self._replies.append(self.answer(msg))
+
+    def answer(self, msg):
+        """Reply dict for one command message (bytes); never raises on bad input."""
+        try:
+            req = json.loads(msg)
+            cmd = req.get("cmd")  # AttributeError unless a JSON object
+            cid = req.get("id")
+        except Exception:
+            return {"id": None, "ok": False, "error": "malformed command: want a JSON object"}
+        if cmd == "ping":
+            return {"id": cid, "cmd": "ping", "ok": True, "uptime_s": self.uptime_s()}
+        return {"id": cid, "cmd": cmd, "ok": False, "error": "unknown command '%s'" % cmd}

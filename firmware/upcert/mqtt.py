@@ -1,0 +1,304 @@
+# MQTT 3.1.1 for AWS IoT over umqtt.simple 1.3.4: takes an already connected socket, sends each
+# packet as one write (one TLS record), bounds every wait, pings on idle, checks AWS limits.
+import errno
+from time import sleep_ms, ticks_add, ticks_diff, ticks_ms
+
+from micropython import const
+from umqtt.simple import MQTTClient
+
+from upcert import diagnose
+from upcert.errors import MqttError
+
+# AWS IoT Core message broker quotas (AWS General Reference, "AWS IoT Core endpoints and quotas").
+_MAX_CLIENT_ID = const(128)
+_MAX_TOPIC = const(256)
+_MAX_SLASHES = const(7)
+_MAX_PAYLOAD = const(131072)  # 128 KB
+_RULES = b"$aws/rules/"  # Basic Ingest prefix $aws/rules/<rule>/: excluded from both limits
+_POLL_MS = const(10)
+_BURST = const(8)  # packets handled per service() call, so a flood cannot starve the agent
+_CLOSED = "the broker closed the connection"
+_NO_CONNACK = (
+    "the broker closed the connection after CONNECT: its policy does not allow iot:Connect for"
+    " this client id, or our certificate is not attached to a policy"
+)
+
+
+def _ignore(topic, msg):
+    pass
+
+
+def check_topic(topic, wildcards=False):
+    """Topic as bytes after the AWS IoT checks: <= 256 bytes and <= 7 slashes, not counting a
+    Basic Ingest prefix `$aws/rules/<rule>/` (reserved `$aws/things/...` topics count in full);
+    no '+'/'#' unless wildcards (a subscription filter). ValueError names the limit."""
+    b = topic.encode() if isinstance(topic, str) else bytes(topic)
+    eff = b
+    if b.startswith(_RULES):
+        i = b.find(b"/", len(_RULES))
+        eff = b[i + 1 :] if i > 0 else b""
+    if not eff:
+        raise ValueError("empty topic %r: name at least one level" % topic)
+    if len(eff) > _MAX_TOPIC:
+        raise ValueError("topic %r is %d bytes: AWS IoT allows 256" % (topic, len(eff)))
+    n = eff.count(b"/")
+    if n > _MAX_SLASHES:
+        raise ValueError("topic %r has %d slashes: AWS IoT allows 7" % (topic, n))
+    if not wildcards and (b"+" in b or b"#" in b):
+        raise ValueError("topic %r: '+' and '#' are only for subscriptions" % topic)
+    return b
+
+
+class _Wire:
+    """What umqtt sees as its socket. Writes gather in one reused buffer until flush() (before
+    any read and at the end of each client call); umqtt's setblocking(True), which would clear
+    the timeout, restores it instead. sock: read, write, setblocking, settimeout, close."""
+
+    def __init__(self, bufsize):
+        self.mv = memoryview(bytearray(bufsize))
+        self.n = 0
+        self.sock = None
+        self.timeout_s = 15
+        self.nb = False
+        self.rx = 0  # reads that returned data, so service() can tell progress
+        self.rx_ms = self.tx_ms = 0
+
+    def attach(self, sock, timeout_s):
+        self.sock = sock
+        self.timeout_s = timeout_s
+        self.n = 0
+        self.rx_ms = self.tx_ms = ticks_ms()
+        self.setblocking(True)
+
+    def setblocking(self, flag):
+        self.nb = not flag
+        if flag:
+            self.sock.settimeout(self.timeout_s)
+        else:
+            self.sock.setblocking(False)
+
+    def write(self, data, n=-1):
+        if n < 0:
+            n = len(data)
+        if self.n + n > len(self.mv):
+            self.flush()
+            if n > len(self.mv):  # bigger than the buffer: header record, then this one
+                self._send(memoryview(data)[:n])
+                return n
+        self.mv[self.n : self.n + n] = memoryview(data)[:n]
+        self.n += n
+        return n
+
+    def flush(self):
+        n = self.n
+        if n:
+            self.n = 0
+            nb = self.nb
+            if nb:  # send whole, then back to polling
+                self.sock.settimeout(self.timeout_s)
+            self._send(self.mv[:n])
+            if nb:
+                self.sock.setblocking(False)
+
+    def _send(self, mv):
+        while mv:
+            k = self.sock.write(mv)
+            if not k:
+                raise MqttError("could not send to the broker in %d s" % self.timeout_s)
+            mv = mv[k:]
+        self.tx_ms = ticks_ms()
+
+    def read(self, n):
+        self.flush()
+        d = b""
+        while True:
+            more = self.sock.read(n - len(d))
+            if more == b"":
+                raise MqttError(_CLOSED)
+            if more is None:  # non-blocking: nothing yet; blocking: a port's timeout
+                if self.nb:
+                    return None
+                raise MqttError("no data from the broker in %d s" % self.timeout_s)
+            d = d + more if d else more  # a TLS record may end inside an MQTT packet
+            self.rx += 1
+            self.rx_ms = ticks_ms()
+            if self.nb or len(d) >= n:
+                return d
+
+    def close(self):
+        self.n = 0
+        if self.sock:
+            self.sock.close()
+            self.sock = None
+
+
+class Client(MQTTClient):
+    """MQTT 3.1.1 client for AWS IoT; connect() takes a connected socket (e.g. TlsSocket)."""
+
+    def __init__(self, client_id, keepalive_s=60, timeout_s=15, bufsize=512):
+        cid = client_id.encode() if isinstance(client_id, str) else bytes(client_id)
+        if not 0 < len(cid) <= _MAX_CLIENT_ID:
+            raise ValueError("client id is %d bytes: AWS IoT allows 1..128" % len(cid))
+        super().__init__(cid, None, keepalive=keepalive_s)
+        self.timeout_s = timeout_s
+        self.cb = _ignore
+        self.sock = _Wire(bufsize)  # stays ours across connections (connect() attaches)
+        self._hdr = bytearray(5)
+        self._ping_ms = None
+
+    def _header(self, ptype, rem):
+        # Fixed header: type/flags byte + Remaining Length varint (MQTT 3.1.1 §2.2.3).
+        h = self._hdr
+        h[0] = ptype
+        i = 1
+        while rem > 0x7F:
+            h[i] = (rem & 0x7F) | 0x80
+            rem >>= 7
+            i += 1
+        h[i] = rem
+        self.sock.write(h, i + 1)
+
+    def _u16(self, v, s=b""):
+        # Two-byte big-endian integer, then s: a length-prefixed string when v = len(s) (§1.5.3).
+        h = self._hdr
+        h[0] = v >> 8
+        h[1] = v & 0xFF
+        self.sock.write(h, 2)
+        self.sock.write(s)
+
+    def _next_pid(self):
+        self.pid = self.pid % 65535 + 1  # 1..65535, never 0 (MQTT 3.1.1 §2.3.1)
+        return self.pid
+
+    def connect(self, sock, clean_session=True):
+        """CONNECT over `sock` (one write), wait timeout_s for CONNACK; returns session-present.
+        Refusals raise MqttError naming the CONNACK code's cause."""
+        w = self.sock
+        w.attach(sock, self.timeout_s)
+        self._ping_ms = None
+        cid = self.client_id
+        self._header(0x10, 12 + len(cid))
+        w.write(b"\x00\x04MQTT\x04")  # protocol name, level 4 = 3.1.1 (§3.1.2.1-2)
+        h = self._hdr
+        h[0] = 2 if clean_session else 0
+        h[1] = self.keepalive >> 8
+        h[2] = self.keepalive & 0xFF
+        w.write(h, 3)
+        self._u16(len(cid), cid)
+        try:
+            resp = w.read(4)
+        except (MqttError, OSError) as e:
+            if e.args[0] == _CLOSED:
+                raise MqttError(_NO_CONNACK) from None
+            if e.args[0] == errno.ETIMEDOUT:
+                raise MqttError("no CONNACK from the broker in %d s" % self.timeout_s) from None
+            raise
+        if resp[0] != 0x20 or resp[1] != 2:
+            raise MqttError("not an MQTT broker: no CONNACK but %r" % resp)
+        if resp[3]:
+            raise MqttError(diagnose.connack(resp[3]))
+        return resp[2] & 1
+
+    def publish(self, topic, msg, retain=False, qos=1, timeout_ms=None):
+        """PUBLISH msg (bytes or str) to topic; QoS 1 waits for PUBACK up to timeout_ms
+        (default timeout_s) and raises MqttError instead of waiting forever."""
+        t = check_topic(topic)
+        if isinstance(msg, str):
+            msg = msg.encode()
+        if len(msg) > _MAX_PAYLOAD:
+            raise ValueError("payload is %d bytes: AWS IoT allows 131072 (128 KB)" % len(msg))
+        if qos != 0 and qos != 1:
+            raise ValueError("QoS %r: AWS IoT supports QoS 0 and 1" % qos)
+        self._header(0x30 | qos << 1 | (1 if retain else 0), 2 + len(t) + len(msg) + 2 * qos)
+        self._u16(len(t), t)
+        if qos:
+            pid = self._next_pid()
+            self._u16(pid)
+        self.sock.write(msg)
+        self.sock.flush()
+        if qos:
+            self._await(0x40, pid, timeout_ms, topic)
+
+    def subscribe(self, topic, qos=1, timeout_ms=None):
+        """SUBSCRIBE to one topic filter; returns the granted QoS. A refusal (SUBACK 0x80) or
+        no SUBACK within timeout_ms raises MqttError naming the topic."""
+        t = check_topic(topic, True)
+        pid = self._next_pid()
+        self._header(0x82, 5 + len(t))
+        self._u16(pid)
+        self._u16(len(t), t)
+        self._hdr[0] = qos
+        self.sock.write(self._hdr, 1)
+        self.sock.flush()
+        rc = self._await(0x90, pid, timeout_ms, topic)[2]
+        if rc == 0x80:
+            raise MqttError("broker refused subscription to %r (SUBACK 0x80): policy" % topic)
+        return rc
+
+    def _await(self, want, pid, timeout_ms, topic):
+        # Poll (non-blocking first byte) until the ack for pid arrives; PUBLISH and PINGRESP on
+        # the way are handled by umqtt's wait_msg (callback, PUBACK).
+        ms = timeout_ms if timeout_ms is not None else self.timeout_s * 1000
+        deadline = ticks_add(ticks_ms(), ms)
+        while True:
+            op = self.check_msg()
+            if op is None:
+                if ticks_diff(deadline, ticks_ms()) <= 0:
+                    raise MqttError(
+                        "no %s for %r in %d ms"
+                        % ("PUBACK" if want == 0x40 else "SUBACK", topic, ms)
+                    )
+                sleep_ms(_POLL_MS)
+                continue
+            body = self._body()
+            if op == want and len(body) >= 2 and (body[0] << 8 | body[1]) == pid:
+                self.sock.flush()
+                return body
+
+    def _body(self):
+        n = self._recv_len()
+        return self.sock.read(n) if n else b""
+
+    def service(self):
+        """Call often from the agent loop: handles arrived messages (callback), answers QoS 1,
+        sends PINGREQ after keepalive/2 without sending, and raises MqttError when nothing
+        arrived for 1.5 x keepalive after a ping (MQTT 3.1.1 §3.1.2.10)."""
+        w = self.sock
+        for _ in range(_BURST):
+            rx = w.rx
+            op = self.check_msg()
+            if op is not None:
+                self._body()  # stray ack (e.g. after an earlier timeout): skip it
+            elif w.rx == rx:
+                break
+        w.flush()
+        if not self.keepalive:
+            return
+        now = ticks_ms()
+        ka = self.keepalive * 1000
+        if self._ping_ms is not None:
+            if ticks_diff(w.rx_ms, self._ping_ms) >= 0:
+                self._ping_ms = None  # something arrived since the ping: link alive
+            elif ticks_diff(now, w.rx_ms) >= ka * 3 // 2:
+                raise MqttError("no PINGRESP (keepalive %d s): link dead" % self.keepalive)
+        if ticks_diff(now, w.tx_ms) >= ka // 2:
+            self.ping()
+            if self._ping_ms is None:
+                self._ping_ms = now
+
+    def ping(self, pkt=b"\xc0\x00"):
+        """Send PINGREQ (or another 2-byte packet) now."""
+        self.sock.write(pkt)
+        self.sock.flush()
+
+    def disconnect(self):
+        """Send DISCONNECT (best effort) and close the socket."""
+        try:
+            self.ping(b"\xe0\x00")
+        except Exception:
+            pass
+        self.close()
+
+    def close(self):
+        """Close the socket without DISCONNECT (after a failure)."""
+        self.sock.close()

@@ -1,0 +1,130 @@
+# TLS 1.2 to AWS IoT Core with MicroPython's built-in `tls` module (mbedTLS): context set-up,
+# the connector the agent calls, and the checks that refuse to connect on a bad clock/cert.
+import socket
+
+import tls
+
+from upcert import diagnose
+from upcert.errors import CertificateError, ConnectError
+
+# AWS IoT TLS 1.2 suites (security policy IoTSecurityPolicy_TLS12_1_2_2022_10, developer guide
+# "Transport security in AWS IoT Core") in mbedTLS names: ECDHE-ECDSA and ECDHE-RSA with each
+# cipher below, AES128-GCM first; then RSA key exchange with the same ciphers, except that its
+# AES256-CBC suite uses SHA256 (OpenSSL AES256-SHA256). 18 suites.
+_CIPHERS = (
+    "128-GCM-SHA256",
+    "128-CBC-SHA256",
+    "128-CBC-SHA",
+    "256-GCM-SHA384",
+    "256-CBC-SHA384",
+    "256-CBC-SHA",
+)
+AWS_SUITES = tuple(
+    ["TLS-%s-WITH-AES-%s" % (kx, c) for c in _CIPHERS for kx in ("ECDHE-ECDSA", "ECDHE-RSA")]
+    + ["TLS-RSA-WITH-AES-" + c.replace("CBC-SHA384", "CBC-SHA256") for c in _CIPHERS]
+)
+
+
+def make_context(cert_der, key_der, roots_der_list):
+    """SSLContext for AWS IoT: client cert + key (DER), every root trusted, AWS suites only.
+
+    key_der None means the key lives in a secure element: refused (ConnectError), never a
+    fallback. Bad DER raises CertificateError.
+    """
+    if key_der is None:
+        raise ConnectError(
+            "key in a secure element: TLS needs upcert's own TLS client (not available yet);"
+            " the tls module takes only key bytes"
+        )
+    if not roots_der_list:
+        raise CertificateError("no trust anchors: roots.der holds no certificate")
+    ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
+    n = 0
+    for der in roots_der_list:
+        n += 1
+        try:
+            # Positional only: the keyword form (cadata=) raises TypeError. Each call appends to
+            # the context's CA chain, so every root is trusted (checked with two roots).
+            ctx.load_verify_locations(der)
+        except ValueError:
+            raise CertificateError(
+                "trust anchor %d in roots.der: not a DER certificate" % n
+            ) from None
+    try:
+        ctx.load_cert_chain(cert_der, key_der)
+    except ValueError as e:
+        # mbedTLS parses the key first: "invalid key", then "invalid cert". The text names no
+        # key material.
+        raise CertificateError(
+            "device certificate or key rejected by mbedTLS (%s): store both as DER" % e
+        ) from None
+    ctx.verify_mode = tls.CERT_REQUIRED
+    have = ctx.get_ciphers()
+    suites = [s for s in AWS_SUITES if s in have]
+    if not suites:
+        raise ConnectError("this firmware's mbedTLS has none of the AWS IoT TLS 1.2 suites")
+    ctx.set_ciphers(suites)
+    return ctx
+
+
+def check_validity(cert, clock):
+    """Refuse to connect on an untrusted clock or an out-of-date certificate; returns now.
+
+    cert: `not_before`, `not_after` (port-epoch s); clock: `require_trusted()`, `now()`, `iso(t)`.
+    Raises ClockNotSetError or CertificateError.
+    """
+    clock.require_trusted()
+    now = clock.now()
+    if now < cert.not_before:
+        raise CertificateError(
+            "device certificate not valid until %s (clock reads %s)"
+            % (clock.iso(cert.not_before), clock.iso(now))
+        )
+    if now > cert.not_after:
+        raise CertificateError("device certificate expired on %s" % clock.iso(cert.not_after))
+    return now
+
+
+class TlsSocket:
+    """The TLS stream plus the TCP socket under it: the tls module's SSLSocket has no
+    settimeout, and its setblocking(True) clears the TCP timeout, so both go to the TCP socket.
+    Bound methods are copied, so reads and writes cost no extra Python call."""
+
+    def __init__(self, tls_sock, tcp):
+        self.read = tls_sock.read
+        self.readinto = tls_sock.readinto
+        self.write = tls_sock.write
+        self.close = tls_sock.close  # also closes the TCP socket (stream ioctl CLOSE)
+        self.setblocking = tcp.setblocking
+        self.settimeout = tcp.settimeout
+        # cipher() -> negotiated (suite, version), e.g. ('TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256',
+        # 'TLSv1.2'); None on firmware whose SSLSocket lacks it.
+        self.cipher = getattr(tls_sock, "cipher", None)
+
+
+class Connector:
+    """connect(host, port) -> TlsSocket: DNS, TCP with a timeout, TLS with SNI and hostname
+    check. Failures close the socket and raise ConnectError naming the cause (diagnose.py)."""
+
+    def __init__(self, ctx, timeout_s=15):
+        self.ctx = ctx
+        self.timeout_s = timeout_s
+
+    def connect(self, host, port):
+        try:
+            ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+        except OSError as e:
+            raise diagnose.connect_error(e, host, port) from None
+        sock = socket.socket(ai[0], socket.SOCK_STREAM)
+        handshake = False
+        try:
+            sock.settimeout(self.timeout_s)
+            sock.connect(ai[-1])
+            handshake = True
+            wrapped = self.ctx.wrap_socket(sock, server_hostname=host)
+        except BaseException as e:
+            sock.close()
+            if isinstance(e, Exception):
+                raise diagnose.connect_error(e, host, port, handshake) from None
+            raise  # KeyboardInterrupt / SystemExit pass through untouched
+        return TlsSocket(wrapped, sock)
