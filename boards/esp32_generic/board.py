@@ -69,7 +69,7 @@ def store(config):
     if kind == "fs":
         from upcert.store import FsStore
 
-        return FsStore(st.get("root", "/upcert"))
+        return FsStore(st.get("root", "/upcert.d"))
     if kind == "nvs":
         import esp32
         from upcert.store_nvs import NvsStore

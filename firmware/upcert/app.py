@@ -36,7 +36,7 @@ def _sync(clock):
         raise ClockNotSetError("%s (NTP: %s)" % (e, ntp)) from None
 
 
-def main(board, config_path="/upcert/config.json", log=print, sleep_ms=time.sleep_ms):
+def main(board, config_path="/upcert.d/config.json", log=print, sleep_ms=time.sleep_ms):
     """Run the device (board: NAME, network_up(config), clock(), store(config)); returns only
     when a person must fix something, after one "upcert: cannot start: ..." line.
     KeyboardInterrupt (Ctrl-C from mpremote) propagates."""

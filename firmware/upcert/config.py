@@ -1,10 +1,10 @@
-# Device configuration (/upcert/config.json, written by `upcert provision`): load, check every
+# Device configuration (/upcert.d/config.json, written by `upcert provision`): load, check every
 # field against AWS IoT limits, and fill the defaults listed in docs/ARCHITECTURE.md.
 import json
 
 from upcert.errors import ConfigError
 
-PATH = "/upcert/config.json"
+PATH = "/upcert.d/config.json"
 # (field, default, min, max): keepalive 30..1200 s is the range AWS IoT accepts.
 _INTS = (
     ("port", 8883, 1, 65535),

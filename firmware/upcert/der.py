@@ -183,7 +183,7 @@ def read_str(buf, tag, s, e):
 
 
 def split_certs(data):
-    """Split a concatenation of DER certificates (e.g. /upcert/roots.der) into a list of bytes."""
+    """Split a concatenation of DER certificates (e.g. /upcert.d/roots.der) into a list of bytes."""
     buf = memoryview(data)
     out = []
     pos = 0

@@ -6,7 +6,7 @@ class UpcertError(Exception):
 
 
 class ConfigError(UpcertError):
-    """/upcert/config.json is missing, not JSON, or lacks a required field."""
+    """/upcert.d/config.json is missing, not JSON, or lacks a required field."""
 
 
 class StoreError(UpcertError):

@@ -5,7 +5,7 @@ import os
 from upcert import der
 from upcert.errors import CertificateError, StoreError
 
-ROOTS = "/upcert/roots.der"
+ROOTS = "/upcert.d/roots.der"
 _CERT = "cert.der"
 _KEY = "key.der"
 
@@ -69,7 +69,7 @@ class FsStore(Store):
 
     kind = "fs"
 
-    def __init__(self, root="/upcert"):
+    def __init__(self, root="/upcert.d"):
         self.root = self.location = root
         self._cert = root + "/" + _CERT
         self._key = root + "/" + _KEY

@@ -112,7 +112,11 @@ def do_board_status(args):
 def do_provision(args):
     from . import provision as p
 
-    cfg = p.make_config(args.thing, args.endpoint, args.store)
+    wifi = None
+    if args.wifi_ssid:
+        wifi = (args.wifi_ssid, os.environ.get("UPCERT_WIFI_PASSWORD", ""))
+    extra = {"telemetry_interval_s": args.telemetry_interval} if args.telemetry_interval else {}
+    cfg = p.make_config(args.thing, args.endpoint, args.store, extra, wifi)
     if args.cert or args.key or args.root_ca:
         cert, key, roots = p.file_credentials(args.cert, args.key, args.root_ca)
     else:
@@ -172,6 +176,9 @@ def build_parser():
     p.add_argument("--thing", required=True)
     p.add_argument("--endpoint", required=True, help="HOST[:PORT] (default port 8883)")
     p.add_argument("--store", choices=("fs", "nvs"), default="fs")
+    p.add_argument("--wifi-ssid", help="Wi-Fi network for the board (password from the "
+                   "environment variable UPCERT_WIFI_PASSWORD, so it stays out of shell history)")
+    p.add_argument("--telemetry-interval", type=int, default=None, help="seconds (default 60)")
     p.add_argument("--cert", help="device certificate (PEM or DER)")
     p.add_argument("--key", help="private key (PEM or DER: PKCS#1, SEC1 or PKCS#8)")
     p.add_argument("--root-ca", help="root CA(s) for the server, e.g. AmazonRootCA1.pem")

@@ -14,8 +14,8 @@ from .errors import UpcertError
 from .transport import Board
 
 STORES = ("fs", "nvs")
-CONFIG_PATH = "/upcert/config.json"
-ROOTS_PATH = "/upcert/roots.der"
+CONFIG_PATH = "/upcert.d/config.json"
+ROOTS_PATH = "/upcert.d/roots.der"
 
 
 @dataclass
@@ -39,7 +39,9 @@ def parse_endpoint(text):
     return host, int(port)
 
 
-def make_config(thing, endpoint, store="fs", extra=None):
+def make_config(thing, endpoint, store="fs", extra=None, wifi=None):
+    """The device's config.json as a dict. wifi: (ssid, password) or None when the board's
+    network comes up by other means (its own boot.py, Ethernet)."""
     if store not in STORES:
         raise UpcertError(f"unknown store {store!r}: choose one of {', '.join(STORES)}")
     if not thing or len(thing.encode()) > 128 or any(c in thing for c in "+#/"):
@@ -51,6 +53,11 @@ def make_config(thing, endpoint, store="fs", extra=None):
            "store": {"kind": store}}
     if store == "nvs":
         cfg["store"]["namespace"] = "upcert"
+    if wifi:
+        ssid, password = wifi
+        if not 0 < len(ssid.encode()) <= 32:
+            raise UpcertError(f"Wi-Fi SSID {ssid!r}: 1..32 bytes")
+        cfg["wifi"] = {"ssid": ssid, "password": password or ""}
     cfg.update(extra or {})
     return cfg
 
@@ -151,7 +158,7 @@ import json, time, board
 from upcert import config, x509
 out = {}
 try:
-    cfg = config.load('/upcert/config.json')
+    cfg = config.load('/upcert.d/config.json')
     out['thing'] = cfg['thing']
     out['endpoint'] = '%s:%d' % (cfg['endpoint'], cfg['port'])
     s = board.store(cfg)

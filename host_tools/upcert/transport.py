@@ -24,6 +24,21 @@ def _last_line(text):
     return lines[-1] if lines else text.strip()
 
 
+def _open_failure(port, exc):
+    """Why mpremote could not open port (it hides the cause behind 'failed to access')."""
+    import serial
+
+    try:
+        serial.Serial(port, exclusive=True).close()
+    except Exception as probe:  # pyserial's SerialException is not an OSError
+        text = str(probe)
+        if "exclusive" in text.lower() or "lock" in text.lower():
+            return ("the serial port is in use by another program "
+                    "(close mpremote, screen or minicom and try again)")
+        return text
+    return str(exc)
+
+
 class Board:
     """A connection to a MicroPython board in the raw REPL. Use as a context manager."""
 
@@ -36,24 +51,11 @@ class Board:
         if not os.path.exists(self.port):
             raise BoardError(f"no serial device {self.port}: is the board plugged in / running?")
         try:
-            self._t = SerialTransport(self.port, baudrate=115200)
-        except TransportError as exc:
-            raise BoardError(f"cannot open {self.port}: {exc}") from None
-        except OSError as exc:
-            if "exclusive" in str(exc).lower() or "lock" in str(exc).lower():
-                raise BoardError(
-                    f"serial port {self.port} is in use by another program "
-                    "(close mpremote, screen or minicom and try again)"
-                ) from None
-            raise BoardError(f"cannot open {self.port}: {exc}") from None
-        except Exception as exc:  # pyserial's SerialException is not an OSError
-            msg = str(exc)
-            if "exclusive" in msg.lower() or "lock" in msg.lower():
-                raise BoardError(
-                    f"serial port {self.port} is in use by another program "
-                    "(close mpremote, screen or minicom and try again)"
-                ) from None
-            raise BoardError(f"cannot open {self.port}: {msg}") from None
+            # timeout=1: mpremote reads a pty with blocking read(1); without a serial timeout a
+            # silent device would hang us forever instead of timing out.
+            self._t = SerialTransport(self.port, baudrate=115200, timeout=1)
+        except (TransportError, OSError) as exc:
+            raise BoardError(f"cannot open {self.port}: {_open_failure(self.port, exc)}") from None
         try:
             self._t.enter_raw_repl(soft_reset=False, timeout_overall=self.timeout_s)
         except (TransportError, OSError) as exc:

@@ -1,7 +1,7 @@
 # Device test runner, run by the MicroPython unix port: `micropython runner.py test_x.py`.
 # Imports the module, calls each test_* function, prints PASS/FAIL lines and a closing count.
-import sys
 import gc
+import sys
 
 
 def main(path):

@@ -105,7 +105,7 @@ def test_clock_syncs_by_ntp():
 def test_store_kinds():
     eq(
         board.store({"store": {"kind": "fs"}}).describe(),
-        {"kind": "fs", "location": "/upcert"},
+        {"kind": "fs", "location": "/upcert.d"},
         "fs",
     )
     eq(board.store({}).kind, "fs", "default fs")

@@ -66,8 +66,8 @@ def test_file_errors():
     raises(
         ConfigError,
         config.load,
-        "/nonexistent/upcert/config.json",
-        contains=("config /nonexistent/upcert/config.json: cannot read", "upcert provision"),
+        "/nonexistent/upcert.d/config.json",
+        contains=("config /nonexistent/upcert.d/config.json: cannot read", "upcert provision"),
     )
     path = _write("badjson", '{"thing": ')
     raises(ConfigError, config.load, path, contains=("config " + path, "not valid JSON"))
@@ -82,7 +82,7 @@ def test_missing_required():
         ConfigError,
         config.validate,
         {"endpoint": "x"},
-        contains="config /upcert/config.json: 'thing' missing",
+        contains="config /upcert.d/config.json: 'thing' missing",
     )
 
 

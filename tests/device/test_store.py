@@ -18,7 +18,7 @@ def _put(path, data):
 
 
 def test_fs_round_trip():
-    root = tmpdir("fs") + "/upcert"
+    root = tmpdir("fs") + "/upcert.d"
     s = FsStore(root)
     eq(s.kind, "fs", "kind")
     s.write(EC_DER, _KEY)  # creates root

@@ -59,7 +59,7 @@ def _point(public_key):
 
 
 def compile_package(lib, names):
-    """Compile the named firmware/upcert modules to lib/upcert/*.mpy, as the board ships them."""
+    """Compile the named firmware/upcert modules to lib/upcert.d/*.mpy, as the board ships them."""
     out = lib / "upcert"
     out.mkdir(parents=True)
     for name in ("__init__",) + tuple(names):

@@ -1,0 +1,253 @@
+"""The emulated ESP32 board: run one in the foreground, or drive one from tests.
+
+`python -m upcert.emulator run --state DIR` keeps a board running until SIGTERM/SIGINT and
+prints `serial: <pty>`; unmodified mpremote drives that port like a real board's UART.
+See boards/unix/README.md for how it works and how it differs from an ESP32.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from upcert import emulator_config
+from upcert.errors import UpcertError
+
+REPO = Path(__file__).resolve().parents[2]
+START_PY = REPO / "boards" / "unix" / "emu" / "start.py"
+# GC heap the stand-ins (emu_*.py, compiled at boot) occupy on the unix port; added to the
+# configured heapsize so user code finds about as much free heap as on an ESP32.
+EMU_HEAP_RESERVE = 46 * 1024
+
+
+def find_micropython():
+    """Path of the unix port: on PATH first, then beside this Python (the venv)."""
+    path = shutil.which("micropython")
+    if not path:
+        cand = Path(sys.executable).parent / "micropython"
+        path = str(cand) if cand.exists() else None
+    if not path:
+        raise UpcertError("micropython (the unix port) not found on PATH or in the venv: "
+                          "run `make setup`")
+    return path
+
+
+def run(state_dir, *, heapsize=None, clock=None, ntp=None):
+    """Run a board in the foreground until SIGTERM or SIGINT (SIGUSR1 cuts its power)."""
+    from upcert.emulator_relay import Relay
+
+    state = Path(state_dir).resolve()
+    cfg = emulator_config.load(state, heapsize=heapsize, clock=clock, ntp=ntp)
+    if not START_PY.exists():
+        raise UpcertError(f"{START_PY} is missing: the emulated board needs the repository")
+    flash = state / "flash.img"
+    if flash.exists() and flash.stat().st_size != cfg["flash_size"]:
+        raise UpcertError(f"{flash} has {flash.stat().st_size} bytes but board.json says "
+                          f"flash_size {cfg['flash_size']}: fix flash_size or delete the image")
+    pid_file, link = state / "board.pid", state / "serial"
+    other = _running_pid(pid_file)
+    if other:
+        raise UpcertError(f"a board already runs in {state} (pid {other}); stop it first "
+                          "with `upcert board stop`")
+    heap = emulator_config.heap_bytes(cfg["heapsize"]) + EMU_HEAP_RESERVE
+    command = [find_micropython(), "-X", f"heapsize={heap}", "-i", str(START_PY)]
+    resolved = dict(cfg, partitions=emulator_config.resolve_partitions(cfg))
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(state), "TZ": "UTC",
+           "LANG": "C", "UPCERT_BOARD_STATE": str(state), "UPCERT_BOARD": json.dumps(resolved)}
+
+    def announce(port):
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(port)
+        try:
+            print(f"serial: {port}", flush=True)
+        except BrokenPipeError:  # whoever started us stopped listening; keep running
+            pass
+        if not sys.stdout.isatty():
+            # Nothing else goes to stdout: a parent that read this line may close the pipe.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+    pid_file.write_text(f"{os.getpid()}\n")
+    try:
+        with open(state / "serial.log", "ab") as log:
+            Relay(state, cfg, command, env, log, announce).run()
+    finally:
+        for path in (link, pid_file):
+            if path.is_symlink() or path.exists():
+                path.unlink()
+
+
+def _alive(pid):
+    """True if process `pid` exists and is not a zombie waiting for its parent."""
+    try:
+        os.kill(pid, 0)
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _running_pid(pid_file):
+    """The pid in `pid_file` if that process is alive, else None."""
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if pid != os.getpid() and _alive(pid) else None
+
+
+def stop_board(state_dir):
+    """SIGTERM the board running in `state_dir` and wait until it is gone. True if one ran."""
+    pid = _running_pid(Path(state_dir) / "board.pid")
+    if not pid:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(200):
+        time.sleep(0.05)
+        if not _alive(pid):
+            return True
+    raise UpcertError(f"board process {pid} did not stop within 10 s; kill it with `kill -9 {pid}`")
+
+
+class EmulatedBoard:
+    """A board run by a background `python -m upcert.emulator run` process.
+
+    with EmulatedBoard(tmp_path / "b1") as board:
+        subprocess.run(["mpremote", "connect", board.port, "exec", "print(1)"])
+    """
+
+    def __init__(self, state_dir, *, heapsize=None, clock=None, ntp=None):
+        self.state_dir = Path(state_dir).resolve()
+        self.log_path = self.state_dir / "serial.log"
+        self.port = None
+        self._args = []
+        for flag, value in (("--heapsize", heapsize), ("--clock", clock), ("--ntp", ntp)):
+            if value is not None:
+                self._args += [flag, value]
+        self._proc = None
+
+    def start(self, timeout_s=20):
+        """Start the board; returns its serial port once the board is booted."""
+        if self._proc is not None:
+            return self.port
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        err = open(self.state_dir / "host.log", "ab")
+        cmd = [sys.executable, "-m", "upcert.emulator", "run", "--state", str(self.state_dir)]
+        self._proc = subprocess.Popen(cmd + self._args, stdout=subprocess.PIPE, stderr=err,
+                                      start_new_session=True, cwd=str(REPO))
+        err.close()
+        deadline = time.monotonic() + timeout_s
+        line = b""
+        while not line.endswith(b"\n"):
+            if time.monotonic() > deadline or self._proc.poll() is not None:
+                self.stop()
+                tail = (self.state_dir / "host.log").read_text(errors="replace")[-2000:]
+                raise UpcertError(f"board in {self.state_dir} did not start: {tail.strip()}")
+            import select
+
+            if select.select([self._proc.stdout], [], [], 0.1)[0]:
+                line += os.read(self._proc.stdout.fileno(), 1)
+        match = re.match(rb"serial: (\S+)", line)
+        if not match:
+            self.stop()
+            raise UpcertError(f"unexpected output from the board process: {line!r}")
+        self.port = match.group(1).decode()
+        return self.port
+
+    def log_text(self):
+        """Everything the board printed (serial.log), decoded leniently."""
+        try:
+            return self.log_path.read_bytes().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_size(self):
+        """Current length of serial.log in bytes: pass it as `since` to wait_for_log."""
+        try:
+            return self.log_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def wait_for_log(self, text_or_regex, timeout_s=30, since=0):
+        """Wait until serial.log (from byte `since`) contains the text or matches the regex
+        (str or compiled); returns the log from `since` on. TimeoutError shows the tail."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                data = self.log_path.read_bytes()[since:]
+            except FileNotFoundError:
+                data = b""
+            text = data.decode("utf-8", "replace")
+            if isinstance(text_or_regex, re.Pattern):
+                if text_or_regex.search(text):
+                    return text
+            elif text_or_regex in text:
+                return text
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{text_or_regex!r} not in {self.log_path} after "
+                                   f"{timeout_s} s; last output:\n{text[-1500:]}")
+            time.sleep(0.05)
+
+    def wait_for_line(self, pattern, timeout_s=30, since=0):
+        """The first line of serial.log (from byte `since`) matching the regex `pattern`."""
+        rx = re.compile(pattern)
+        text = self.wait_for_log(re.compile(pattern), timeout_s, since)
+        return next(line for line in text.splitlines() if rx.search(line)).strip()
+
+    def power_cut(self):
+        """Cut the power: the interpreter dies at once and the board boots again."""
+        if self._proc is None or self._proc.poll() is not None:
+            raise UpcertError("the board is not running: call start() first")
+        self._proc.send_signal(signal.SIGUSR1)
+
+    def stop(self):
+        """Stop the board (SIGTERM, then SIGKILL after 10 s). Safe to call twice."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def main(argv=None):
+    """CLI: python -m upcert.emulator run --state DIR [--heapsize 110K] [--clock set|unset]
+    [--ntp ok|unreachable]."""
+    parser = argparse.ArgumentParser(prog="python -m upcert.emulator",
+                                     description="Run an emulated ESP32 board.")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("run", help="run a board in the foreground until SIGTERM/SIGINT")
+    p.add_argument("--state", required=True, help="the board's state folder")
+    p.add_argument("--heapsize", help="MicroPython GC heap, e.g. 110K (default from board.json)")
+    p.add_argument("--clock", choices=["set", "unset"], help="RTC at power-on")
+    p.add_argument("--ntp", choices=["ok", "unreachable"], help="what ntptime.settime() does")
+    args = parser.parse_args(argv)
+    try:
+        run(args.state, heapsize=args.heapsize, clock=args.clock, ntp=args.ntp)
+    except UpcertError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

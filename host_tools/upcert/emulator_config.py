@@ -1,0 +1,161 @@
+"""Settings of one emulated board: <state>/board.json, its defaults and its checks.
+
+The host resolves board.json (partition offsets included) and hands the result to the board
+as JSON in UPCERT_BOARD, so the MicroPython side never has to validate it.
+"""
+
+import json
+import os
+import re
+import struct
+import time
+from pathlib import Path
+
+from upcert.errors import UpcertError
+
+SECTOR = 4096
+FLASH_SIZE = 0x200000  # the vfs partition of MicroPython's partitions-4MiB.csv
+NVS_SIZE = 0x6000  # the nvs partition of every stock table (24 KiB)
+# MicroPython ports/esp32/partitions-4MiB.csv: Name, Type, SubType, Offset, Size.
+DEFAULT_PARTITIONS = [
+    {"label": "nvs", "type": "data", "subtype": "nvs", "size": NVS_SIZE},
+    {"label": "phy_init", "type": "data", "subtype": "phy", "size": 0x1000},
+    {"label": "factory", "type": "app", "subtype": "factory", "size": 0x1F0000},
+    {"label": "vfs", "type": "data", "subtype": "fat", "size": FLASH_SIZE},
+]
+DEFAULTS = {
+    # An ESP32-WROOM-32 running stock MicroPython has a GC heap of about 110 KB.
+    "heapsize": "110K",
+    "flash_size": FLASH_SIZE,
+    "nvs_size": NVS_SIZE,
+    "clock": "set",
+    "ntp": "ok",
+    "partitions": DEFAULT_PARTITIONS,
+}
+TYPES = {"app": 0, "data": 1}
+# ESP-IDF esp_partition.h subtype values.
+SUBTYPES = {
+    "app": {"factory": 0x00, "test": 0x20, **{f"ota_{i}": 0x10 + i for i in range(16)}},
+    "data": {"ota": 0x00, "phy": 0x01, "nvs": 0x02, "coredump": 0x03, "nvs_keys": 0x04,
+             "efuse": 0x05, "undefined": 0x06, "esphttpd": 0x80, "fat": 0x81, "spiffs": 0x82,
+             "littlefs": 0x83},
+}
+_HEAP_RE = re.compile(r"^[1-9][0-9]*[KM]?$")
+_LABEL_RE = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
+FIRST_OFFSET = 0x9000  # after the bootloader and the partition table at 0x8000
+
+
+def load(state_dir, *, heapsize=None, clock=None, ntp=None):
+    """Read <state>/board.json (creating the folder and defaults on first use), apply the
+    explicit arguments, check everything and write it back. Returns the settings dict."""
+    state = Path(state_dir)
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UpcertError(f"cannot create board state folder {state}: {e.strerror}") from e
+    path = state / "board.json"
+    cfg = json.loads(json.dumps(DEFAULTS))
+    if path.exists():
+        try:
+            stored = json.loads(path.read_text())
+        except ValueError as e:
+            raise UpcertError(f"{path} is not valid JSON ({e}); fix it or delete it") from e
+        if not isinstance(stored, dict):
+            raise UpcertError(f"{path} must hold a JSON object; fix it or delete it")
+        unknown = sorted(set(stored) - set(DEFAULTS))
+        if unknown:
+            raise UpcertError(f"{path}: unknown setting(s) {', '.join(unknown)}; "
+                              f"known: {', '.join(DEFAULTS)}")
+        cfg.update(stored)
+    for key, value in (("heapsize", heapsize), ("clock", clock), ("ntp", ntp)):
+        if value is not None:
+            cfg[key] = value
+    check(cfg, path)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(cfg, indent=2) + "\n")
+    os.replace(tmp, path)
+    return cfg
+
+
+def check(cfg, where="board.json"):
+    """Raise UpcertError naming the first bad setting and how to fix it."""
+    if not isinstance(cfg["heapsize"], str) or not _HEAP_RE.match(cfg["heapsize"]):
+        raise UpcertError(f"{where}: heapsize {cfg['heapsize']!r} must look like 110K, 2M "
+                          "or 65536 (bytes)")
+    if cfg["clock"] not in ("set", "unset"):
+        raise UpcertError(f"{where}: clock must be \"set\" or \"unset\", not {cfg['clock']!r}")
+    if cfg["ntp"] not in ("ok", "unreachable"):
+        raise UpcertError(f"{where}: ntp must be \"ok\" or \"unreachable\", not {cfg['ntp']!r}")
+    for key in ("flash_size", "nvs_size"):
+        v = cfg[key]
+        if not isinstance(v, int) or v <= 0 or v % SECTOR:
+            raise UpcertError(f"{where}: {key} {v!r} must be a positive multiple of 4096")
+    if cfg["nvs_size"] < 3 * SECTOR:
+        raise UpcertError(f"{where}: nvs_size must be at least 12288 (ESP-IDF needs 3 pages)")
+    resolve_partitions(cfg, where)
+
+
+def resolve_partitions(cfg, where="board.json"):
+    """The partition table with numeric type/subtype and offsets laid out like ESP-IDF's
+    gen_esp32part.py (data aligned to 4 KiB, app to 64 KiB, from 0x9000 on)."""
+    parts = cfg["partitions"]
+    if not isinstance(parts, list) or not parts:
+        raise UpcertError(f"{where}: partitions must be a non-empty list of "
+                          '{"label", "type", "subtype", "size"} objects')
+    out, labels, end = [], set(), FIRST_OFFSET
+    for i, p in enumerate(parts):
+        what = f"{where}: partitions[{i}]"
+        if not isinstance(p, dict) or not {"label", "type", "subtype", "size"} <= set(p):
+            raise UpcertError(f"{what} needs label, type, subtype and size")
+        label = p["label"]
+        if not isinstance(label, str) or not _LABEL_RE.match(label) or label in labels:
+            raise UpcertError(f"{what}: label {label!r} must be 1-16 letters, digits, _ or -, "
+                              "and unique")
+        labels.add(label)
+        ptype = _number(p["type"], TYPES, f"{what}: type")
+        names = SUBTYPES.get(p["type"], {}) if isinstance(p["type"], str) else {}
+        subtype = _number(p["subtype"], names, f"{what}: subtype")
+        size = p["size"]
+        if not isinstance(size, int) or size <= 0 or size % SECTOR:
+            raise UpcertError(f"{what}: size {size!r} must be a positive multiple of 4096")
+        align = 0x10000 if ptype == 0 else SECTOR
+        offset = p.get("offset", (end + align - 1) // align * align)
+        if not isinstance(offset, int) or offset % align or offset < end:
+            raise UpcertError(f"{what}: offset {offset!r} must be a multiple of {align:#x} "
+                              f"at or after {end:#x} (partitions may not overlap)")
+        end = offset + size
+        out.append({"label": label, "type": ptype, "subtype": subtype, "offset": offset,
+                    "size": size})
+    sizes = {p["label"]: p for p in out}
+    for label, key, kind in (("vfs", "flash_size", "the littlefs root, flash.img"),
+                             ("nvs", "nvs_size", "esp32.NVS, nvs.bin")):
+        if label not in sizes or sizes[label]["type"] != 1:
+            raise UpcertError(f"{where}: partitions need a data partition labelled {label!r} "
+                              f"({kind})")
+        if sizes[label]["size"] != cfg[key]:
+            raise UpcertError(f"{where}: partition {label!r} has size {sizes[label]['size']} "
+                              f"but {key} is {cfg[key]}; make them equal")
+    return out
+
+
+def _number(value, names, what):
+    if isinstance(value, int) and 0 <= value <= 0xFE:
+        return value
+    if isinstance(value, str) and value in names:
+        return names[value]
+    choices = ", ".join(names) if names else "a number 0-254"
+    raise UpcertError(f"{what} {value!r} is not one of: {choices}")
+
+
+def heap_bytes(heapsize):
+    """'110K' -> 112640."""
+    mult = {"K": 1024, "M": 1024 * 1024}.get(heapsize[-1], 1)
+    return int(heapsize.rstrip("KM")) * mult
+
+
+def reset_rtc(state_dir, clock):
+    """Power-on value of the board's RTC (<state>/rtc.bin, an int64 offset in microseconds
+    from the host clock): the host's time for clock "set", 2000-01-01 UTC for "unset"."""
+    offset = 0 if clock == "set" else 946684800 * 1000000 - time.time_ns() // 1000
+    with open(Path(state_dir) / "rtc.bin", "wb") as f:
+        f.write(struct.pack("<q", offset))

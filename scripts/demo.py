@@ -1,0 +1,112 @@
+"""`make demo`: a local AWS IoT stand-in, an emulated ESP32 board, provisioning through mpremote,
+and the agent talking over TLS 1.2 with its own certificate. Stops everything it started.
+"""
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "host_tools"))
+
+from upcert import provision as prov  # noqa: E402
+from upcert.certs import LocalCa  # noqa: E402
+from upcert.cloud import Cloud, Subscription  # noqa: E402
+from upcert.emulator import EmulatedBoard  # noqa: E402
+from upcert.errors import UpcertError  # noqa: E402
+from upcert.wiretap import WireTap  # noqa: E402
+
+THING = "demo-thing-1"
+
+
+def step(msg):
+    print(f"\n== {msg}", flush=True)
+
+
+def say(msg):
+    print(f"   {msg}", flush=True)
+
+
+def main():
+    home = Path(os.environ.get("UPCERT_HOME", ROOT / ".state")) / "demo"
+    started = time.monotonic()
+    shutil.rmtree(home / "board1", ignore_errors=True)  # a factory-fresh board every time
+    cloud = board = tap = None
+    try:
+        step("local CA (RSA-2048, like Amazon Root CA 1) and broker certificate")
+        ca_dir = home / "ca"
+        ca = LocalCa.load(ca_dir) if (ca_dir / "ca.pem").exists() else LocalCa.init(ca_dir)
+        say(f"CA: {ca.certificate.subject.rfc4514_string()} in {ca_dir}")
+
+        step("local AWS IoT stand-in: mosquitto, TLS 1.2 only, AWS cipher suites, client certs")
+        cloud = Cloud(home / "cloud", ca)
+        cloud.up()
+        say(f"broker on {cloud.endpoint}:{cloud.port}; per-thing ACL things/<CN>/#")
+        tap = WireTap("127.0.0.1", cloud.port).start()
+        say(f"wire tap on 127.0.0.1:{tap.port} -> broker (reads the TLS hellos, counts bytes)")
+
+        step("emulated ESP32 board (MicroPython unix port, littlefs flash, pty serial)")
+        board = EmulatedBoard(home / "board1")
+        port = board.start()
+        say(f"serial device {port}")
+
+        step(f"provision {THING} through mpremote: key + certificate from the local CA, fs store")
+        cfg = prov.make_config(THING, f"localhost:{tap.port}", "fs",
+                               {"telemetry_interval_s": 5},
+                               wifi=("upcert-lab", "demo-password"))
+        cert, key, roots = prov.local_credentials(ca_dir, THING, days=30)
+        res = prov.provision(port, cfg, cert, key, roots, log=say)
+        say(f"checked, written, read back (sha256), loaded into tls.SSLContext in {res.seconds:.1f} s")
+        say(f"certificate id {res.cert_id}")
+        say(f"expires {res.not_after:%Y-%m-%d %H:%M} UTC; issuer {res.issuer_check}")
+        say("board reset: boot.py, main.py, agent starts")
+
+        step("agent connects")
+        sub = Subscription(cloud, f"things/{THING}/#")
+        line = board.wait_for_line("upcert: connected", timeout_s=60)
+        say(line)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (tap.sessions and tap.sessions[-1].suite):
+            time.sleep(0.1)
+        if tap.sessions and tap.sessions[-1].suite:
+            s = tap.sessions[-1]
+            say(f"on the wire: SNI {s.sni!r}, {len(s.offered)} suites offered, "
+                f"server chose {s.version} {s.suite}")
+
+        step("telemetry reaches a host subscriber (admin identity)")
+        msg = sub.wait_for(lambda m: m.topic.endswith("/telemetry"), timeout_s=30)
+        say(f"{msg.topic}: {msg.payload.decode()}")
+
+        step("host sends a ping command; the board answers")
+        cmd = {"cmd": "ping", "id": "demo-1"}
+        cloud_client = sub.client
+        cloud_client.publish(f"things/{THING}/commands", json.dumps(cmd), qos=1)
+        say(f"things/{THING}/commands <- {json.dumps(cmd)}")
+        reply = sub.wait_for(lambda m: m.topic.endswith("/replies"), timeout_s=30)
+        say(f"{reply.topic}: {reply.payload.decode()}")
+        say(board.wait_for_line("upcert: command ping", timeout_s=10))
+        sub.close()
+
+        step(f"done in {time.monotonic() - started:.1f} s")
+        return 0
+    except (UpcertError, TimeoutError) as exc:
+        print(f"\ndemo failed: {exc}", file=sys.stderr)
+        if board is not None:
+            tail = "\n".join(board.log_text().splitlines()[-25:])
+            print(f"--- board serial log (tail) ---\n{tail}", file=sys.stderr)
+        return 1
+    finally:
+        if board is not None:
+            board.stop()
+        if tap is not None:
+            tap.stop()
+        if cloud is not None:
+            cloud.down()
+        print("stopped the board, the wire tap and the broker")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
