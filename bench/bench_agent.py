@@ -64,6 +64,76 @@ c.disconnect()
 """
 
 
+# Bare umqtt.simple 1.3.4 with the tls module (the baseline DESIGN.md measured at 1.28x paho):
+# its connect() creates the socket and calls ussl.wrap_socket, so a tiny ussl shim supplies it.
+BARE = r"""
+import sys, time, tls
+d, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def rd(n):
+    with open(d + "/" + n, "rb") as f:
+        return f.read()
+ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
+ctx.load_verify_locations(rd("ca.der"))
+ctx.load_cert_chain(rd("cert.der"), rd("key.der"))
+ctx.verify_mode = tls.CERT_REQUIRED
+class ussl:
+    @staticmethod
+    def wrap_socket(sock, **kw):
+        return ctx.wrap_socket(sock, server_hostname=host)
+sys.modules["ussl"] = ussl
+from umqtt.simple import MQTTClient
+t0 = time.ticks_us()
+c = MQTTClient("bench-bare", host, port, ssl=True)
+c.connect()
+c.publish(b"things/bench-bare/telemetry", b'{"seq":1}', qos=1)
+print("US", time.ticks_diff(time.ticks_us(), t0))
+c.disconnect()
+"""
+
+PAHO = r"""
+import sys, threading, time
+import paho.mqtt.client as paho
+folder, port, ca = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+done = threading.Event()
+c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-paho")
+c.tls_set(ca_certs=ca, certfile=folder + "/paho.pem", keyfile=folder + "/paho.key")
+c.on_publish = lambda *a: done.set()
+c.on_connect = lambda cl, *a: cl.publish("things/bench-paho/telemetry", b'{"seq":1}', qos=1)
+t0 = time.perf_counter()
+c.connect("localhost", port, keepalive=60)
+while not done.is_set():
+    c.loop(timeout=0.01)
+print("US", int((time.perf_counter() - t0) * 1e6))
+c.disconnect()
+"""
+
+
+def whole_process(cmd, env=None):
+    """Wall time of a whole process run (interpreter start-up included) and its own timing."""
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+    wall = time.perf_counter() - t0
+    if "US" not in out.stdout:
+        raise SystemExit(f"run failed: {cmd}\n{out.stdout}\n{out.stderr}")
+    return wall, int(out.stdout.split("US", 1)[1].split()[0]) / 1e6
+
+
+def bench_processes(folder, port, ca_pem):
+    """Alternating whole-process runs: agent stack, bare umqtt.simple, paho."""
+    env = dict(os.environ, MICROPYPATH=f"{folder}/lib")
+    runs = {"agent": [], "bare_umqtt": [], "paho": []}
+    for _ in range(RUNS):
+        runs["agent"].append(whole_process(
+            [find_micropython(), f"{folder}/dev.py", str(folder), "localhost", str(port), "time"],
+            env))
+        runs["bare_umqtt"].append(whole_process(
+            [find_micropython(), f"{folder}/bare.py", str(folder), "localhost", str(port)], env))
+        runs["paho"].append(whole_process(
+            [sys.executable, f"{folder}/paho_run.py", str(folder), str(port), ca_pem]))
+    return {k: (statistics.median(w for w, _ in v), statistics.median(i for _, i in v))
+            for k, v in runs.items()}
+
+
 def device_run(folder, port, heap="2M", cmd="time"):
     env = dict(os.environ, MICROPYPATH=f"{folder}/lib")
     out = subprocess.run([find_micropython(), "-X", f"heapsize={heap}", f"{folder}/dev.py",
@@ -97,6 +167,8 @@ def prepare(folder, ca):
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_bytes(data)
     (folder / "dev.py").write_text(DEVICE)
+    (folder / "bare.py").write_text(BARE)
+    (folder / "paho_run.py").write_text(PAHO)
     for name in ("bench-dev", "bench-paho"):
         key = certs.generate_key("ec")
         cert = ca.issue_device(name, key.public_key())
@@ -208,6 +280,7 @@ def main():
             cloud.up()
             dev, pah, db, pb = bench_connect(folder, cloud, ca)
             md, mp = statistics.median(dev), statistics.median(pah)
+            procs = bench_processes(folder, cloud.port, str(ca.ca_pem))
             link = bench_heap_link(folder, cloud)
             agent = bench_heap_agent(tmp, cloud, ca)
             prov_s = bench_provision(tmp, cloud, ca)
@@ -215,6 +288,12 @@ def main():
         "runs": RUNS,
         "connect_publish_s": {"agent_median": round(md, 4), "paho_median": round(mp, 4),
                               "ratio_agent_over_paho": round(md / mp, 2)},
+        "whole_process_s": {
+            k: {"wall_median": round(w, 4), "in_process_median": round(i, 4)}
+            for k, (w, i) in procs.items()},
+        "whole_process_ratio_agent_over_paho": round(procs["agent"][0] / procs["paho"][0], 2),
+        "whole_process_ratio_bare_umqtt_over_paho": round(
+            procs["bare_umqtt"][0] / procs["paho"][0], 2),
         "wire_bytes": {"agent": {"up": db[0], "down": db[1], "suite": db[2]},
                        "paho": {"up": pb[0], "down": pb[1], "suite": pb[2]}},
         "min_heap_kib": {"link_layer_roundtrip": link, "emulated_board_agent_ping": agent},

@@ -6,9 +6,12 @@ set -eu
 cd "$(dirname "$0")/.."
 
 need_apt=""
-for pair in mosquitto:/usr/sbin/mosquitto openssl:/usr/bin/openssl; do
+# gcc + mosquitto headers build the stand-in's identity plugin (host_tools/upcert/plugin).
+for pair in mosquitto:/usr/sbin/mosquitto openssl:/usr/bin/openssl gcc:/usr/bin/gcc \
+        mosquitto-dev:/usr/include/mosquitto_broker.h libmosquitto-dev:/usr/include/mosquitto.h \
+        libssl-dev:/usr/include/openssl/ssl.h; do
     pkg=${pair%%:*}; path=${pair#*:}
-    [ -x "$path" ] || need_apt="$need_apt $pkg"
+    [ -e "$path" ] || need_apt="$need_apt $pkg"
 done
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt="$need_apt python3-venv"
 if [ -n "$need_apt" ]; then

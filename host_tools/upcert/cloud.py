@@ -1,5 +1,6 @@
 """The local AWS IoT Core stand-in: mosquitto with AWS's TLS 1.2 policy, client certificates from
-the local CA and per-thing topic authorisation; plus host-side MQTT clients for it (paho-mqtt).
+the local CA and per-thing topic authorisation, plus (services=True) the identity plugin, a CRL of
+the registry's non-ACTIVE certificates and the provisioning service; host-side MQTT clients for it.
 """
 
 import json
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from .certs import ADMIN_CN
+from .certs import ADMIN_CN, LocalCa
 from .errors import UpcertError
 
 ENDPOINT = "localhost"  # the server certificate names localhost and 127.0.0.1
@@ -35,10 +36,12 @@ _MOSQUITTO_PATHS = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
 # Per-thing authorisation. AWS policies say `${iot:Connection.Thing.ThingName}`/`${iot:ClientId}`;
 # mosquitto knows the certificate CN (use_identity_as_username -> %u), so here the CN is the thing
 # name and the client id is not checked (AWS would refuse a client id that is not the thing).
-# mosquitto cannot send a reply only to the client that asked: every device subscribed to a
-# fleet-provisioning `.../accepted` topic receives every reply (AWS delivers it to the requester
-# only), so a device must be trusted not to listen for others' ownership tokens. For that reason
-# `$aws/certificates/create/json` (whose reply holds a private key) is not offered at all.
+# mosquitto alone cannot send a reply only to the client that asked (AWS does): with services the
+# identity plugin (plugin/upcert_identity.c) restricts each service reply to the thing that asked;
+# without them every device subscribed to `.../accepted` would see every reply. The payload
+# format is `+` so that a cbor request reaches the service and gets a clear rejection.
+# `$aws/certificates/create/json` (CreateKeysAndCertificate: a server-made private key) is not
+# offered.
 # ACL wildcards do not match topics starting with "$" (MQTT 3.1.1 §4.7.2; checked): `$aws/#`.
 # Refusals differ from AWS (checked): mosquitto grants every SUBACK and filters each delivery,
 # and drops a forbidden PUBLISH (MQTT 5: PUBACK "Not authorized"); AWS refuses or disconnects.
@@ -47,12 +50,12 @@ _ACL = """\
 # written by upcert (host_tools/upcert/cloud.py): devices, by certificate CN (%u)
 pattern readwrite things/%u/#
 pattern readwrite $aws/things/%u/#
-pattern write $aws/certificates/create-from-csr/json
-pattern read $aws/certificates/create-from-csr/json/accepted
-pattern read $aws/certificates/create-from-csr/json/rejected
-pattern write $aws/provisioning-templates/+/provision/json
-pattern read $aws/provisioning-templates/+/provision/json/accepted
-pattern read $aws/provisioning-templates/+/provision/json/rejected
+pattern write $aws/certificates/create-from-csr/+
+pattern read $aws/certificates/create-from-csr/+/accepted
+pattern read $aws/certificates/create-from-csr/+/rejected
+pattern write $aws/provisioning-templates/+/provision/+
+pattern read $aws/provisioning-templates/+/provision/+/accepted
+pattern read $aws/provisioning-templates/+/provision/+/rejected
 # the host's own identity (subscriber, provisioning service) reads and writes everything
 user {admin}
 topic readwrite #
@@ -97,10 +100,24 @@ def free_port(host="127.0.0.1"):
 
 
 class Cloud:
-    """mosquitto in state_dir, configured like AWS IoT Core; see up(). No I/O until up()."""
+    """mosquitto in state_dir, configured like AWS IoT Core; see up(). No I/O until up().
+
+    services: also load the identity plugin, enforce certificate status through a CRL and run
+    the provisioning service (upcert.provisioning); cert_validity ("10m", "12h", "365d") and
+    templates (provisioning template names) configure that service.
+    """
 
     def __init__(self, state_dir, ca, port=None, host="127.0.0.1", server_cert=None,
-                 server_key=None, extra_conf=""):
+                 server_key=None, extra_conf="", services=True, cert_validity="365d",
+                 templates=("upcert-rotation",), registry_path=None):
+        from .provisioning import parse_validity
+
+        parse_validity(cert_validity)  # a bad value fails here, not in the service's log
+        if isinstance(templates, str) or not templates:
+            raise CloudError("templates must be a non-empty list of provisioning template names")
+        self.services = bool(services)
+        self.cert_validity = cert_validity
+        self.templates = tuple(templates)
         self.state_dir = Path(state_dir)
         self.ca = ca
         self.port = port
@@ -119,6 +136,9 @@ class Cloud:
         self.json_path = self.state_dir / "cloud.json"
         self._openssl_path = self.state_dir / "openssl.cnf"
         self._out_path = self.state_dir / "mosquitto.out"
+        self.registry_path = Path(registry_path or self.state_dir / "registry.sqlite3")
+        self.crl_path = self.state_dir / "crl.pem"
+        self.plugin_path = None  # built by up() when services
 
     @classmethod
     def load(cls, state_dir, ca):
@@ -128,13 +148,30 @@ class Cloud:
             saved = json.loads(path.read_text())
             return cls(state_dir, ca, port=saved["port"], host=saved["host"],
                        server_cert=saved["server_cert"], server_key=saved["server_key"],
-                       extra_conf=saved.get("extra_conf", ""))
+                       extra_conf=saved.get("extra_conf", ""),
+                       services=saved.get("services", False),
+                       cert_validity=saved.get("cert_validity", "365d"),
+                       templates=saved.get("templates", ["upcert-rotation"]),
+                       registry_path=saved.get("registry"))
         except FileNotFoundError:
             raise CloudError(f"no local cloud in {state_dir}: run `upcert cloud up`") from None
         except (ValueError, KeyError, TypeError):
             raise CloudError(f"{path} is corrupt: stop mosquitto if it runs (see "
                              f"{Path(state_dir) / 'mosquitto.pid'}), delete it, run `upcert "
                              "cloud up`") from None
+
+    @classmethod
+    def from_state(cls, state_dir):
+        """Cloud.load with the local CA that `up()` recorded in cloud.json."""
+        path = Path(state_dir) / "cloud.json"
+        try:
+            ca_dir = json.loads(path.read_text())["ca_dir"]
+        except FileNotFoundError:
+            raise CloudError(f"no local cloud in {state_dir}: run `upcert cloud up`") from None
+        except (ValueError, KeyError, TypeError):
+            raise CloudError(f"{path} names no CA directory: run `upcert cloud down` and "
+                             "`upcert cloud up` again") from None
+        return cls.load(state_dir, LocalCa.load(ca_dir))
 
     def __enter__(self):
         if not self.is_running():
@@ -162,6 +199,9 @@ class Cloud:
             "connection_messages true",
             "log_timestamp_format %Y-%m-%dT%H:%M:%S",
             f"acl_file {self.acl_path}",
+            # plugin_opt_*: read by mosquitto_plugin_init in plugin/upcert_identity.c
+            *([f"plugin {self.plugin_path}", f"plugin_opt_admin {ADMIN_CN}",
+               f"plugin_opt_crlfile {self.crl_path}"] if self.services else []),
             # Listener options below this line; one placed above it makes mosquitto open a
             # default plaintext listener on 1883 (seen with max_qos).
             f"listener {self.port} {self.host}",
@@ -173,6 +213,8 @@ class Cloud:
             "use_identity_as_username true",
             "tls_version tlsv1.2",
             f"ciphers {':'.join(AWS_TLS12_CIPHERS)}",
+            # reloaded on SIGHUP; a listed certificate fails the handshake (DESIGN.md §2)
+            *([f"crlfile {self.crl_path}"] if self.services else []),
             self.extra_conf,
             "",
         ])
@@ -183,16 +225,66 @@ class Cloud:
         for path in (ca.ca_pem, self.server_cert, self.server_key, ca.admin_pem, ca.admin_key):
             if not Path(path).exists():
                 raise CloudError(f"{path} is missing: run `upcert ca init`")
+        if self.services:
+            from .plugin import build_plugin, write_crl
+            from .registry import Registry
+
+            self.plugin_path = build_plugin()
+            write_crl(ca, Registry(self.registry_path).revocations(), self.crl_path)
         self.conf_path.write_text(self.config_text())
         self.acl_path.write_text(_ACL.format(admin=ADMIN_CN))
         self._openssl_path.write_text(_OPENSSL_CNF)
 
+    def enforce(self, registry=None):
+        """Rewrite the CRL from the registry and make mosquitto reload it (SIGHUP): new
+        connections with a non-ACTIVE certificate fail the handshake and the identity plugin
+        disconnects open ones. Certificates the local CA signed but nobody registered are
+        accepted (a deny-list; AWS accepts registered certificates only)."""
+        from .plugin import write_crl
+        from .registry import Registry
+
+        registry = registry or Registry(self.registry_path)
+        write_crl(self.ca, registry.revocations(), self.crl_path)
+        self.reload()
+
+    def reload(self, timeout_s=5):
+        """SIGHUP mosquitto (it re-reads its CRL, ACL and certificates) and wait until it has;
+        False if it is not running."""
+        if not self.is_running():
+            return False
+        start = self.log_path.stat().st_size if self.log_path.exists() else 0
+        os.kill(self._pid(), signal.SIGHUP)
+        # mosquitto logs "Reloading config." as it starts reloading and handles no socket
+        # until it is done (one thread, src/loop.c), so a handshake after the line is the proof.
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with open(self.log_path, "rb") as f:
+                f.seek(start)
+                if b"Reloading config." in f.read():
+                    return self._handshake_ok()
+            time.sleep(0.005)
+        raise CloudError(f"mosquitto did not reload its configuration within {timeout_s} s:\n"
+                         + self._last_lines())
+
     # process ------------------------------------------------------------------------------
 
     def up(self, timeout_s=10):
-        """Start mosquitto and wait until its TLS port completes a handshake; idempotent."""
-        if self.is_running():
-            return self
+        """Start mosquitto, wait until its TLS port completes a handshake, then (services) start
+        the provisioning service and wait until it listens; idempotent."""
+        if not self.is_running():
+            self._up_broker(timeout_s)
+        if self.services:
+            from . import provisioning
+
+            if not provisioning.service_running(self.state_dir):
+                try:
+                    provisioning.start_service(self, timeout_s=max(timeout_s, 20))
+                except UpcertError:
+                    self.down()
+                    raise
+        return self
+
+    def _up_broker(self, timeout_s):
         exe = find_mosquitto()
         for attempt in range(3):
             if self.port is None or (self._auto_port and attempt):
@@ -217,7 +309,9 @@ class Cloud:
         self.json_path.write_text(json.dumps({
             "host": self.host, "port": self.port, "pid": self._proc.pid,
             "server_cert": str(self.server_cert), "server_key": str(self.server_key),
-            "extra_conf": self.extra_conf}, indent=1))
+            "extra_conf": self.extra_conf, "ca_dir": str(self.ca.directory),
+            "services": self.services, "cert_validity": self.cert_validity,
+            "templates": list(self.templates), "registry": str(self.registry_path)}, indent=1))
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -270,7 +364,11 @@ class Cloud:
         return state != "Z" and str(self.conf_path).encode() in cmdline  # pid not reused
 
     def down(self, timeout_s=10):
-        """Stop mosquitto (SIGTERM, then SIGKILL after timeout_s); nothing to do if stopped."""
+        """Stop the provisioning service and mosquitto (SIGTERM, then SIGKILL after timeout_s);
+        nothing to do if stopped."""
+        from . import provisioning
+
+        provisioning.stop_service(self.state_dir, timeout_s)
         if self.is_running():
             pid = self._pid()
             os.kill(pid, signal.SIGTERM)
@@ -301,18 +399,25 @@ class Cloud:
 
     # clients ------------------------------------------------------------------------------
 
-    def tls_context(self, certfile=None, keyfile=None):
-        """A TLS client context trusting the local CA, presenting certfile/keyfile if given."""
+    def tls_context(self, certfile=None, keyfile=None, internal=False):
+        """A TLS client context trusting the local CA, presenting certfile/keyfile if given.
+        internal: for the host's own services, which also trust the configured server
+        certificate itself (it may come from another CA or name another host, as in tests)."""
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.load_verify_locations(cafile=str(self.ca.ca_pem))
+        if internal:
+            ctx.check_hostname = False
+            ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # a pinned leaf is an anchor
+            ctx.load_verify_locations(cafile=str(self.server_cert))
         if certfile:
             ctx.load_cert_chain(str(certfile), str(keyfile))
         return ctx
 
-    def client(self, client_id, certfile, keyfile, timeout_s=10, protocol=mqtt.MQTTv311):
+    def client(self, client_id, certfile, keyfile, timeout_s=10, protocol=mqtt.MQTTv311,
+               internal=False):
         """A paho client connected over TLS with the given identity, network loop started."""
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
-        c.tls_set_context(self.tls_context(certfile, keyfile))
+        c.tls_set_context(self.tls_context(certfile, keyfile, internal))
         done, result = threading.Event(), []
 
         def on_connect(client, userdata, flags, reason_code, properties):
@@ -333,10 +438,12 @@ class Cloud:
             raise CloudError(f"broker refused {client_id}: {why}")
         return c
 
-    def admin_client(self, client_id=None, timeout_s=10):
-        """A paho client connected as upcert-admin (may read and write every topic)."""
+    def admin_client(self, client_id=None, timeout_s=10, internal=False):
+        """A paho client connected as upcert-admin (may read and write every topic); internal
+        as for tls_context."""
         client_id = client_id or f"upcert-admin-{uuid.uuid4().hex[:8]}"
-        return self.client(client_id, self.ca.admin_pem, self.ca.admin_key, timeout_s)
+        return self.client(client_id, self.ca.admin_pem, self.ca.admin_key, timeout_s,
+                           internal=internal)
 
 
 class Subscription:

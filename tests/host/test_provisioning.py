@@ -1,0 +1,436 @@
+"""Tests for the rotation side of the local AWS IoT stand-in against a real mosquitto with the
+identity plugin, real TLS and the provisioning service process: Fleet Provisioning over MQTT,
+replies that reach only the requester, certificate status enforced by the broker, and Jobs.
+"""
+
+import datetime
+import json
+import os
+import queue
+import re
+import socket
+import ssl
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+from upcert import jobs, plugin, provisioning
+from upcert.certs import LocalCa, cert_id, generate_key, write_certificate, write_private_key
+from upcert.cloud import Cloud
+from upcert.registry import Registry, RegistryError
+
+from tests.tools import require
+
+CSR_TOPIC = "$aws/certificates/create-from-csr/json"
+PROVISION_TOPIC = "$aws/provisioning-templates/upcert-rotation/provision/json"
+_HEADERS = {"/usr/include/mosquitto_broker.h": "mosquitto-dev",
+            "/usr/include/mosquitto.h": "libmosquitto-dev",
+            "/usr/include/openssl/x509.h": "libssl-dev"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _components():
+    require("mosquitto")
+    require("gcc")
+    for path, pkg in _HEADERS.items():
+        if not Path(path).exists():
+            msg = f"{path} missing: apt-get install {pkg} (`make setup`)"
+            pytest.fail(msg) if os.environ.get("CI") == "true" else pytest.skip(msg)
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory):
+    return LocalCa.init(tmp_path_factory.mktemp("ca"), key_type="rsa")
+
+
+@pytest.fixture(scope="module")
+def cloud(ca, tmp_path_factory):
+    with Cloud(tmp_path_factory.mktemp("cloud"), ca, cert_validity="10m") as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def registry(cloud):
+    return Registry(cloud.registry_path)
+
+
+def identity(ca, tmp_path, thing):
+    """(certificate, certfile, keyfile) for a thing, issued by ca."""
+    key = generate_key()
+    cert = ca.issue_device(thing, key.public_key())
+    certfile, keyfile = tmp_path / f"{thing}.pem", tmp_path / f"{thing}.key"
+    write_private_key(keyfile, key)
+    write_certificate(certfile, cert)
+    return cert, certfile, keyfile
+
+
+def make_csr(cn, key=None):
+    key = key or generate_key()
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+           .sign(key, hashes.SHA256()))
+    return csr.public_bytes(serialization.Encoding.PEM).decode(), key
+
+
+class Device:
+    """A paho client with a device identity that keeps what it receives."""
+
+    def __init__(self, cloud, thing, certfile, keyfile, client_id=None):
+        self.inbox = queue.Queue()
+        self.dropped = threading.Event()
+        self.client = cloud.client(client_id or thing, certfile, keyfile)
+        self.client.on_message = lambda c, u, m: self.inbox.put(m)
+        self.client.on_disconnect = lambda *a: self.dropped.set()
+
+    def subscribe(self, *topics):
+        done = threading.Event()
+        self.client.on_subscribe = lambda *a: done.set()
+        self.client.subscribe([(t, 1) for t in topics])
+        assert done.wait(5), "no SUBACK"
+
+    def wait(self, predicate, timeout_s=10):
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                m = self.inbox.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"nothing matching within {timeout_s} s") from None
+            if predicate(m):
+                return m
+
+    def request(self, topic, body, timeout_s=10):
+        """("accepted" | "rejected", reply payload) for a request."""
+        self.subscribe(topic + "/accepted", topic + "/rejected")
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.client.publish(topic, raw, qos=1).wait_for_publish(5)
+        m = self.wait(lambda m: m.topic.rsplit("/", 1)[0] == topic, timeout_s)
+        return m.topic.rsplit("/", 1)[1], m.payload
+
+    def json_request(self, topic, body, timeout_s=10):
+        outcome, payload = self.request(topic, body, timeout_s)
+        return outcome, json.loads(payload)
+
+    def received(self, within_s=1.0):
+        """Topics received within within_s (to show that nothing came)."""
+        time.sleep(within_s)
+        out = []
+        while not self.inbox.empty():
+            out.append(self.inbox.get().topic)
+        return out
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def device(cloud, ca, tmp_path):
+    made = []
+
+    def make(thing, **kwargs):
+        _, certfile, keyfile = identity(ca, tmp_path, thing)
+        made.append(Device(cloud, thing, certfile, keyfile, **kwargs))
+        return made[-1]
+
+    yield make
+    for d in made:
+        d.close()
+
+
+def handshake(cloud, certfile, keyfile):
+    """A raw TLS handshake with the broker; raises ssl.SSLError when refused."""
+    ctx = cloud.tls_context(certfile, keyfile)
+    with socket.create_connection((cloud.host, cloud.port), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname=cloud.endpoint) as tls:
+            tls.recv(0)
+
+
+# --- Fleet Provisioning ---------------------------------------------------------------------
+
+
+def test_rotation_happy_path(cloud, ca, registry, device, tmp_path):
+    dev = device("rot1")
+    csr_pem, new_key = make_csr("rot1", ec.generate_private_key(ec.SECP256R1()))
+    outcome, reply = dev.json_request(CSR_TOPIC, {"certificateSigningRequest": csr_pem})
+    assert outcome == "accepted", reply
+    assert set(reply) == {"certificateId", "certificatePem", "certificateOwnershipToken"}
+    cert = x509.load_pem_x509_certificate(reply["certificatePem"].encode())
+    assert reply["certificateId"] == cert_id(cert)  # sha256 of the DER
+    cert.verify_directly_issued_by(ca.certificate)
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    assert cert.public_key().public_bytes(serialization.Encoding.DER, spki) == \
+        new_key.public_key().public_bytes(serialization.Encoding.DER, spki)
+    assert cert.subject.rfc4514_string() == "CN=rot1"
+    lifetime = cert.not_valid_after_utc - datetime.datetime.now(datetime.timezone.utc)
+    assert datetime.timedelta(minutes=9) < lifetime <= datetime.timedelta(minutes=10)
+    assert registry.get(reply["certificateId"])["status"] == "PENDING_ACTIVATION"
+
+    certfile, keyfile = tmp_path / "new.pem", tmp_path / "new.key"
+    certfile.write_text(reply["certificatePem"])
+    write_private_key(keyfile, new_key)
+    with pytest.raises(ssl.SSLError, match="REVOKED"):  # AWS: not usable before RegisterThing
+        handshake(cloud, certfile, keyfile)
+
+    outcome, reply2 = dev.json_request(PROVISION_TOPIC, {
+        "certificateOwnershipToken": reply["certificateOwnershipToken"], "parameters": {}})
+    assert (outcome, reply2) == ("accepted", {"deviceConfiguration": {}, "thingName": "rot1"})
+    record = registry.get(reply["certificateId"])
+    assert record["status"] == "ACTIVE" and record["attached"] and record["thing"] == "rot1"
+    Device(cloud, "rot1", certfile, keyfile, client_id="rot1-new").close()  # the new identity
+
+
+def test_csr_for_another_thing_is_forbidden(registry, device):
+    dev = device("rot2")
+    outcome, reply = dev.json_request(CSR_TOPIC, {"certificateSigningRequest": make_csr("victim")[0]})
+    assert outcome == "rejected" and reply["statusCode"] == 403
+    assert reply["errorCode"] == "Forbidden" and "renew only its own" in reply["errorMessage"]
+    assert registry.list(thing="victim") == []
+
+
+def _tampered_csr():
+    pem, _ = make_csr("rot3")
+    der = bytearray(x509.load_pem_x509_csr(pem.encode()).public_bytes(serialization.Encoding.DER))
+    der[-5] ^= 0x55  # inside the signature
+    return x509.load_der_x509_csr(bytes(der)).public_bytes(serialization.Encoding.PEM).decode()
+
+
+@pytest.mark.parametrize("body, code, words", [
+    ({"certificateSigningRequest": "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n"}, "InvalidCsr",
+     "not a PEM certificate signing request"),
+    ({}, "InvalidCsr", "certificateSigningRequest is missing"),
+    ("tampered", "InvalidCsr", "signature does not verify"),
+    ("rsa1024", "InvalidCsr", "RSA-1024.*is not accepted"),
+    ("p521", "InvalidCsr", "secp521r1.*is not accepted"),
+    (b"not json", "InvalidPayload", "not UTF-8 JSON"),
+])
+def test_bad_csr_is_rejected(device, body, code, words):
+    if body == "tampered":
+        body = {"certificateSigningRequest": _tampered_csr()}
+    elif body == "rsa1024":
+        key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+        body = {"certificateSigningRequest": make_csr("rot3", key)[0]}
+    elif body == "p521":
+        body = {"certificateSigningRequest": make_csr("rot3", ec.generate_private_key(
+            ec.SECP521R1()))[0]}
+    outcome, reply = device("rot3").json_request(CSR_TOPIC, body)
+    assert outcome == "rejected" and reply["statusCode"] == 400
+    assert reply["errorCode"] == code and re.search(words, reply["errorMessage"]), reply
+
+
+def test_cbor_requests_get_a_cbor_rejection(device):
+    outcome, payload = device("rot4").request("$aws/certificates/create-from-csr/cbor", b"\xa0")
+    assert outcome == "rejected"
+    assert payload[0] == 0xA3 and b"statusCode" in payload and b"InvalidPayload" in payload
+    assert b"publish JSON to $aws/certificates/create-from-csr/json" in payload
+
+
+def test_reply_reaches_only_the_requester(cloud, device):
+    asker, other = device("leak1"), device("leak2")
+    other.subscribe(CSR_TOPIC + "/accepted", CSR_TOPIC + "/rejected", "#")
+    observer = cloud.admin_client()  # even the host's own identity sees no reply
+    seen, subscribed = [], threading.Event()
+    observer.on_message = lambda c, u, m: seen.append(m.topic)
+    observer.on_subscribe = lambda *a: subscribed.set()
+    observer.subscribe("$aws/#", 1)
+    assert subscribed.wait(5)
+    try:
+        outcome, reply = asker.json_request(CSR_TOPIC, {"certificateSigningRequest":
+                                                        make_csr("leak1")[0]})
+        assert outcome == "accepted" and reply["certificateOwnershipToken"]
+        assert other.received(1.0) == []  # no ownership token, no upcert/from copy
+        assert seen == [CSR_TOPIC]  # the request, as AWS's own topic; never the reply
+    finally:
+        observer.disconnect()
+        observer.loop_stop()
+
+
+def test_provision_refusals(device, registry):
+    dev, other = device("prov1"), device("prov2")
+    _, reply = dev.json_request(CSR_TOPIC, {"certificateSigningRequest": make_csr("prov1")[0]})
+    token = reply["certificateOwnershipToken"]
+
+    outcome, r = dev.json_request(PROVISION_TOPIC, {"certificateOwnershipToken": "forged"})
+    assert (outcome, r["statusCode"], r["errorCode"]) == (
+        "rejected", 400, "InvalidCertificateOwnershipToken")
+    outcome, r = other.json_request(PROVISION_TOPIC, {"certificateOwnershipToken": token})
+    assert (outcome, r["statusCode"], r["errorCode"]) == ("rejected", 403, "Forbidden")
+    outcome, r = dev.json_request("$aws/provisioning-templates/nope/provision/json",
+                                  {"certificateOwnershipToken": token})
+    assert (outcome, r["statusCode"], r["errorCode"]) == ("rejected", 404, "ResourceNotFound")
+    assert "offers upcert-rotation" in r["errorMessage"]
+    outcome, r = dev.json_request(PROVISION_TOPIC, {"certificateOwnershipToken": token,
+                                                    "parameters": {"ThingName": "prov2"}})
+    assert (outcome, r["errorCode"]) == ("rejected", "Forbidden")
+
+    expired = registry.issue_token(reply["certificateId"], now=time.time() - 7200)
+    outcome, r = dev.json_request(PROVISION_TOPIC, {"certificateOwnershipToken": expired})
+    assert (outcome, r["errorCode"]) == ("rejected", "InvalidCertificateOwnershipToken")
+    assert "expired" in r["errorMessage"]
+    assert registry.get(reply["certificateId"])["status"] == "PENDING_ACTIVATION"
+
+
+# --- status enforced by the broker -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", ["INACTIVE", "REVOKED"])
+def test_status_change_refuses_and_kicks(cloud, ca, registry, tmp_path, status):
+    thing = f"kick-{status.lower()}"
+    cert, certfile, keyfile = identity(ca, tmp_path, thing)
+    cid = registry.register(cert)["cert_id"]
+    (tmp_path / "b").mkdir()
+    bystander = Device(cloud, thing, *identity(ca, tmp_path / "b", thing)[1:],
+                       client_id=f"{thing}-other")  # same thing, another certificate
+    dev = Device(cloud, thing, certfile, keyfile)
+    try:
+        dev.subscribe(f"$aws/things/{thing}/jobs/notify-next")  # any first packet
+        bystander.subscribe(f"$aws/things/{thing}/jobs/notify-next")
+        handshake(cloud, certfile, keyfile)
+        record = provisioning.set_certificate_status(cloud.state_dir, cid[:12], status)
+        assert record["status"] == status
+        assert dev.dropped.wait(5), "the open connection was not closed"
+        with pytest.raises(ssl.SSLError, match="CERTIFICATE_REVOKED"):
+            handshake(cloud, certfile, keyfile)
+        assert not bystander.dropped.is_set()  # only connections of that certificate go
+        assert "uses a certificate listed in the CRL" in cloud.log_text()
+        if status == "INACTIVE":  # INACTIVE can come back, REVOKED cannot (AWS)
+            provisioning.set_certificate_status(cloud.state_dir, cid, "ACTIVE")
+            handshake(cloud, certfile, keyfile)
+        else:
+            with pytest.raises(RegistryError, match="final"):
+                provisioning.set_certificate_status(cloud.state_dir, cid, "ACTIVE")
+    finally:
+        dev.close()
+        bystander.close()
+
+
+def test_unregistered_certificates_are_accepted(cloud, ca, tmp_path):
+    # a deny-list: the CRL names what is not ACTIVE; AWS would refuse an unknown certificate
+    _, certfile, keyfile = identity(ca, tmp_path, "never-registered")
+    handshake(cloud, certfile, keyfile)
+
+
+# --- jobs -----------------------------------------------------------------------------------
+
+
+def test_rotation_job_round_trip(cloud, device):
+    dev = device("job1")
+    base = jobs.prefix("job1")
+    dev.subscribe(base + "notify-next")
+    outcome, r = dev.json_request(base + "start-next", {"clientToken": "t0"})
+    assert outcome == "accepted" and "execution" not in r and r["clientToken"] == "t0"
+
+    job_id = provisioning.create_rotation_job(cloud.state_dir, "job1")
+    event = json.loads(dev.wait(lambda m: m.topic == base + "notify-next", 5).payload)
+    assert event["execution"]["jobId"] == job_id
+    assert event["execution"]["jobDocument"] == {"operation": "rotate-certificate"}
+
+    outcome, r = dev.json_request(base + "start-next", {"statusDetails": {"step": "csr"}})
+    ex = r["execution"]
+    assert outcome == "accepted" and (ex["jobId"], ex["status"], ex["versionNumber"]) == (
+        job_id, "IN_PROGRESS", 2)
+    assert ex["statusDetails"] == {"step": "csr"} and ex["thingName"] == "job1"
+
+    outcome, r = dev.json_request(f"{base}{job_id}/update", {
+        "status": "SUCCEEDED", "expectedVersion": 2, "includeJobExecutionState": True,
+        "clientToken": "t1"})
+    assert outcome == "accepted" and r["executionState"]["status"] == "SUCCEEDED"
+    assert r["clientToken"] == "t1" and isinstance(r["timestamp"], int)
+    event = json.loads(dev.wait(lambda m: m.topic == base + "notify-next", 5).payload)
+    assert "execution" not in event  # nothing pending any more
+
+    outcome, r = dev.json_request(f"{base}{job_id}/update", {"status": "IN_PROGRESS"})
+    assert outcome == "rejected" and r["code"] == "InvalidStateTransition"
+    assert r["executionState"]["status"] == "SUCCEEDED"
+
+
+def test_job_update_version_mismatch(cloud, device):
+    dev = device("job2")
+    base = jobs.prefix("job2")
+    job_id = provisioning.create_rotation_job(cloud.state_dir, "job2")
+    dev.json_request(base + "start-next", {})
+    outcome, r = dev.json_request(f"{base}{job_id}/update", {"status": "FAILED",
+                                                             "expectedVersion": 1})
+    assert outcome == "rejected" and r["code"] == "VersionMismatch"
+    assert r["executionState"] == {"status": "IN_PROGRESS", "statusDetails": {},
+                                   "versionNumber": 2}
+    outcome, r = dev.json_request(base + "x/y", {})
+    assert outcome == "rejected" and r["code"] == "InvalidTopic"
+    outcome, r = dev.json_request(base + "start-next", b"{nope")
+    assert outcome == "rejected" and r["code"] == "InvalidJson"
+
+
+def test_jobs_describe_and_list(registry):
+    registry.create_job("job3", {"a": 1}, job_id="d1")
+    registry.create_job("job3", {"a": 2}, job_id="d2")
+    registry.start_next("job3")
+    [(topic, body)] = jobs.handle(registry, "job3", "get", b"", now=5)
+    assert topic == "$aws/things/job3/jobs/get/accepted" and body["timestamp"] == 5
+    assert [j["jobId"] for j in body["inProgressJobs"]] == ["d1"]
+    assert [j["jobId"] for j in body["queuedJobs"]] == ["d2"]
+    [(_, body)] = jobs.handle(registry, "job3", "$next/get", b'{"includeJobDocument": false}')
+    assert body["execution"]["jobId"] == "d1" and "jobDocument" not in body["execution"]
+    [(topic, body)] = jobs.handle(registry, "job4", "d1/get", b"")
+    assert topic.endswith("/rejected") and body["code"] == "ResourceNotFound"
+    assert jobs.handle(registry, "job3", "start-next/accepted", b"") == []
+
+
+# --- the processes and their configuration ------------------------------------------------
+
+
+def test_up_starts_the_service_and_down_stops_it(ca, tmp_path):
+    c = Cloud(tmp_path / "c", ca).up()
+    try:
+        assert provisioning.service_running(c.state_dir)
+        pid = int((c.state_dir / "provisioning.pid").read_text())
+        assert "ready" in (c.state_dir / "provisioning.log").read_text()
+        Cloud.from_state(c.state_dir).down()  # as `upcert cloud down` in another process
+        assert not provisioning.service_running(c.state_dir) and not c.is_running()
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    finally:
+        c.down()
+
+
+def test_service_trusts_a_server_certificate_from_another_ca(ca, tmp_path):
+    # tests start brokers with foreign server certificates; the service must still connect
+    other = LocalCa.init(tmp_path / "other", key_type="ec")
+    with Cloud(tmp_path / "c", ca, server_cert=other.server_pem,
+               server_key=other.server_key) as c:
+        assert provisioning.service_running(c.state_dir)
+
+
+def test_bare_broker_has_no_services(ca, tmp_path):
+    with Cloud(tmp_path / "c", ca, services=False) as c:
+        assert not provisioning.service_running(c.state_dir)
+        assert "plugin" not in c.conf_path.read_text()
+        with pytest.raises(provisioning.ProvisioningError, match="runs without services"):
+            provisioning.set_certificate_status(c.state_dir, "0" * 64, "INACTIVE")
+
+
+def test_bad_settings_are_explained(ca, tmp_path):
+    with pytest.raises(provisioning.ProvisioningError, match="'10x' is not valid.*10m"):
+        Cloud(tmp_path, ca, cert_validity="10x")
+    assert provisioning.parse_validity("90s") == datetime.timedelta(seconds=90)
+    assert provisioning.parse_validity("365d") == datetime.timedelta(days=365)
+    with pytest.raises(provisioning.ProvisioningError, match="no local cloud in"):
+        provisioning.list_certificates(tmp_path / "none")
+    with pytest.raises(plugin.PluginError, match="cannot run the C compiler"):
+        plugin.build_plugin(tmp_path / "p", cc=str(tmp_path / "no-gcc"))
+
+
+def test_plugin_is_rebuilt_only_when_stale(tmp_path, monkeypatch):
+    so = plugin.build_plugin(tmp_path)
+    first = so.stat().st_mtime_ns
+    assert plugin.build_plugin(tmp_path).stat().st_mtime_ns == first  # fresh: kept
+    (tmp_path / "upcert_identity.sha256").write_text("old\n")  # other source or flags
+    assert plugin.build_plugin(tmp_path).stat().st_mtime_ns != first
+    src = tmp_path / "broken.c"
+    src.write_text('#include <no_such_header.h>\n')
+    monkeypatch.setattr(plugin, "SOURCE", src)
+    with pytest.raises(plugin.PluginError, match="cannot build broken.c"):
+        plugin.build_plugin(tmp_path / "b")
