@@ -176,10 +176,13 @@ print(json.dumps(out))
 """
 
 
-def status(port, timeout_s=10):
-    """What the board holds: thing, store, certificate id and expiry (read by the device)."""
+def status(port, timeout_s=10, resume=True):
+    """What the board holds: thing, store, certificate id and expiry (read by the device).
+    Reading interrupts main.py (Ctrl-C); resume=True soft-reboots the board afterwards."""
     with Board(port, timeout_s=timeout_s) as b:
         out = b.exec(STATUS_CODE)
+        if resume:
+            b.soft_reboot()
     try:
         return json.loads(out.strip().splitlines()[-1])
     except (ValueError, IndexError):

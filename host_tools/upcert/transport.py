@@ -159,6 +159,18 @@ class Board:
             raise BoardError(f"{path} on the board does not read back as written")
         return True
 
+    def soft_reboot(self):
+        """Leave the raw REPL and soft-reset from the friendly REPL (Ctrl-B, Ctrl-D): the board
+        runs boot.py and main.py again, so an agent interrupted by our Ctrl-C goes back to work."""
+        try:
+            self._t.exit_raw_repl()
+            self._t.serial.write(b"\x04")
+            self._t.serial.flush()
+        except (TransportError, OSError):
+            pass
+        self._t.close()
+        self._t = None
+
     def hard_reset(self):
         """machine.reset(): reboot, running boot.py and main.py. Does not wait for the board."""
         try:

@@ -45,10 +45,13 @@ def test_provision_connect_publish_and_ping(board_factory, cloud, ca, thing, sto
         assert "error" in json.loads(bad.payload)
     finally:
         sub.close()
-    # The board answers mpremote while the agent runs (Ctrl-C interrupts main.py).
+    # The board answers mpremote while the agent runs (Ctrl-C interrupts main.py), then the
+    # status command soft-reboots it and the agent goes back to work.
+    mark = board.log_size()
     st = status(board.port)
     assert st["thing"] == thing and st["cert_id"] == res.cert_id
     assert st["store"]["kind"] == store
+    board.wait_for_line("upcert: connected", timeout_s=60, since=mark)
 
 
 def test_cli_provision_and_status(board_factory, cloud, ca, thing, tmp_path):
