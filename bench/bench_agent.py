@@ -25,7 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "host_tools"))
 
 import paho.mqtt.client as paho  # noqa: E402
-
 from upcert import certs, firmware  # noqa: E402
 from upcert import provision as prov  # noqa: E402
 from upcert.certs import LocalCa  # noqa: E402
@@ -198,7 +197,7 @@ def bench_connect(folder, cloud, ca):
     tap = WireTap("127.0.0.1", cloud.port).start()
     dev, pah, dev_bytes, paho_bytes = [], [], None, None
     try:
-        for i in range(RUNS):
+        for _ in range(RUNS):
             n = len(tap.sessions)
             out = device_run(folder, tap.port)
             if "US" not in out.stdout:
