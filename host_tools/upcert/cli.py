@@ -108,6 +108,42 @@ def do_board_status(args):
     _out(status(args.port))
 
 
+# ---- certs / rotate (the stand-in's registry) ---------------------------------------------
+def do_certs_list(args):
+    from .provisioning import list_certificates
+
+    rows = list_certificates(args.dir)
+    if args.json:
+        _out(rows)
+        return
+    import datetime as dt
+
+    for r in rows:
+        expires = r.get("not_after")
+        if isinstance(expires, (int, float)):
+            expires = dt.datetime.fromtimestamp(expires, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        print(f"{r['cert_id'][:16]}  {r['status']:<18} {str(r.get('thing') or '-'):<24} "
+              f"expires {expires}")
+    print(f"{len(rows)} certificate(s)")
+
+
+def _set_status(status):
+    def handler(args):
+        from .provisioning import set_certificate_status
+
+        rec = set_certificate_status(args.dir, args.cert_id, status)
+        print(f"{rec['cert_id']} is {rec['status']}: the broker now refuses it"
+              if status != "ACTIVE" else f"{rec['cert_id']} is ACTIVE")
+    return handler
+
+
+def do_rotate(args):
+    from .provisioning import create_rotation_job
+
+    job = create_rotation_job(args.dir, args.thing)
+    print(f"job {job} queued for {args.thing}: the agent rotates when it receives it")
+
+
 # ---- provision ---------------------------------------------------------------------------
 def do_provision(args):
     from . import provision as p
@@ -126,6 +162,14 @@ def do_provision(args):
                       log=lambda m: print(m, file=sys.stderr))
     for w in res.warnings:
         print(f"warning: {w}", file=sys.stderr)
+    if (Path(args.cloud_dir) / "cloud.json").exists():
+        # Like AWS, the local stand-in keeps a registry: record the new certificate there so
+        # `upcert certs list|deactivate|revoke` can act on it.
+        from .cloud import Cloud
+        from .registry import Registry
+
+        Registry(Cloud.from_state(args.cloud_dir).registry_path).register(cert, cfg["thing"])
+        print(f"registered in the local stand-in's registry ({args.cloud_dir}) as ACTIVE")
     print(f"provisioned {res.thing} ({res.store} store) in {res.seconds:.1f} s")
     print(f"certificate id {res.cert_id}")
     print(f"expires {res.not_after.isoformat()}; issuer: {res.issuer_check}")
@@ -171,6 +215,24 @@ def build_parser():
     p.add_argument("--port", required=True)
     p.set_defaults(fn=do_board_status)
 
+    ce = sub.add_parser("certs", help="certificates in the local stand-in's registry")
+    ce = ce.add_subparsers(dest="sub", required=True)
+    for name, fn, hlp in (("list", do_certs_list, "every certificate with its status"),
+                          ("deactivate", _set_status("INACTIVE"), "set INACTIVE"),
+                          ("revoke", _set_status("REVOKED"), "set REVOKED"),
+                          ("activate", _set_status("ACTIVE"), "set ACTIVE again")):
+        p = ce.add_parser(name, help=hlp)
+        p.add_argument("--dir", default=str(home() / "cloud"))
+        if name == "list":
+            p.add_argument("--json", action="store_true")
+        else:
+            p.add_argument("cert_id", help="certificate id or a unique prefix (8+ hex digits)")
+        p.set_defaults(fn=fn)
+    p = sub.add_parser("rotate", help="ask a thing to rotate its certificate (an AWS IoT Job)")
+    p.add_argument("--thing", required=True)
+    p.add_argument("--dir", default=str(home() / "cloud"))
+    p.set_defaults(fn=do_rotate)
+
     p = sub.add_parser("provision", help="write an identity onto a board")
     p.add_argument("--port", required=True, help="serial device of the board")
     p.add_argument("--thing", required=True)
@@ -184,6 +246,8 @@ def build_parser():
     p.add_argument("--root-ca", help="root CA(s) for the server, e.g. AmazonRootCA1.pem")
     p.add_argument("--ca-dir", default=str(home() / "ca"), help="local CA (when no --cert)")
     p.add_argument("--days", type=int, default=365, help="validity of a local-CA certificate")
+    p.add_argument("--cloud-dir", default=str(home() / "cloud"),
+                   help="local stand-in whose registry records the certificate, if it exists")
     p.add_argument("--board", default="esp32_generic", help="board definition under boards/")
     p.add_argument("--no-firmware", action="store_true", help="do not update the device files")
     p.add_argument("--no-reset", action="store_true", help="do not reboot the board afterwards")

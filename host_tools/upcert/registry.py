@@ -353,7 +353,7 @@ def _resolve(con, cert_id, must_exist=True):
     if not rows:
         if must_exist:
             raise RegistryError(f"no certificate {cid} in the registry: list them with "
-                                "`upcert cert list`")
+                                "`upcert certs list`")
         return None
     return rows[0]["cert_id"]
 
