@@ -164,8 +164,11 @@ class Board:
         runs boot.py and main.py again, so an agent interrupted by our Ctrl-C goes back to work."""
         try:
             self._t.exit_raw_repl()
+            # Wait for the friendly prompt: a Ctrl-D sent while the REPL is still switching can
+            # be lost. Then Ctrl-D on an empty line, and wait until the board says it rebooted.
+            self._t.read_until(1, b">>> ", timeout=5, timeout_overall=10)
             self._t.serial.write(b"\x04")
-            self._t.serial.flush()
+            self._t.read_until(1, b"soft reboot", timeout=5, timeout_overall=10)
         except (TransportError, OSError):
             pass
         self._t.close()
