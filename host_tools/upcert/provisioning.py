@@ -72,7 +72,9 @@ class Provisioner:
         parts = aws.split("/")
         if aws.startswith(jobs.prefix(thing)):
             out = jobs.handle(self.registry, thing, aws[len(jobs.prefix(thing)):], payload, now)
-            return [(f"{TO}{thing}/{t}", json.dumps(b).encode()) for t, b in out], False
+            changed = any(t.endswith("/update/accepted") for t, _ in out) and \
+                self._retire(thing, payload)
+            return [(f"{TO}{thing}/{t}", json.dumps(b).encode()) for t, b in out], changed
         if parts[:3] == ["$aws", "certificates", "create-from-csr"] and len(parts) == 4:
             return self._answer(thing, aws, parts[3], self._create_from_csr, payload)
         if parts[:2] == ["$aws", "provisioning-templates"] and parts[3:4] == ["provision"] \
@@ -80,6 +82,26 @@ class Provisioner:
             return self._answer(thing, aws, parts[4],
                                 lambda t, r: self._provision(t, parts[2], r, now), payload)
         return [], False  # e.g. a reply topic a device wrote to: nothing to answer
+
+    def _retire(self, thing, payload):
+        """AWS's rotation advice, as a rule: once a device reports a rotation job SUCCEEDED
+        with {"oldCertificateId", "newCertificateId"} (it connected with the new one), set the
+        old certificate INACTIVE. Both must be this thing's; the new one must be ACTIVE."""
+        try:
+            request = json.loads(payload)
+            details = request.get("statusDetails") or {}
+            old, new = details.get("oldCertificateId"), details.get("newCertificateId")
+        except (ValueError, AttributeError, UnicodeDecodeError):
+            return False
+        if request.get("status") != "SUCCEEDED" or not old or not new or old == new:
+            return False
+        old_rec, new_rec = self.registry.get(old), self.registry.get(new)
+        if not (old_rec and new_rec and old_rec["thing"] == thing == new_rec["thing"]
+                and new_rec["status"] == "ACTIVE" and old_rec["status"] == "ACTIVE"):
+            return False
+        self.registry.set_status(old_rec["cert_id"], "INACTIVE")
+        log.info("%s rotated to %s: old certificate %s set INACTIVE", thing, new[:16], old[:16])
+        return True
 
     def _answer(self, thing, topic, fmt, fn, payload):
         try:

@@ -434,3 +434,26 @@ def test_plugin_is_rebuilt_only_when_stale(tmp_path, monkeypatch):
     monkeypatch.setattr(plugin, "SOURCE", src)
     with pytest.raises(plugin.PluginError, match="cannot build broken.c"):
         plugin.build_plugin(tmp_path / "b")
+
+
+def test_job_succeeded_with_new_certificate_retires_the_old_one(cloud, ca, registry, device,
+                                                               tmp_path):
+    dev = device("job3")
+    base = jobs.prefix("job3")
+    old = registry.register(identity(ca, tmp_path, "job3")[0], "job3")
+    new = registry.register(identity(ca, tmp_path, "job3")[0], "job3")
+    other = registry.register(identity(ca, tmp_path, "job4")[0], "job4")
+    job_id = provisioning.create_rotation_job(cloud.state_dir, "job3")
+    dev.json_request(base + "start-next", {})
+    # A report naming another thing's certificate changes nothing.
+    outcome, _ = dev.json_request(f"{base}{job_id}/update", {
+        "status": "IN_PROGRESS", "statusDetails": {"oldCertificateId": other["cert_id"],
+                                                   "newCertificateId": new["cert_id"]}})
+    assert outcome == "accepted" and registry.get(other["cert_id"])["status"] == "ACTIVE"
+    outcome, _ = dev.json_request(f"{base}{job_id}/update", {
+        "status": "SUCCEEDED", "statusDetails": {"oldCertificateId": old["cert_id"],
+                                                 "newCertificateId": new["cert_id"]}})
+    assert outcome == "accepted"
+    assert registry.get(old["cert_id"])["status"] == "INACTIVE"
+    assert registry.get(new["cert_id"])["status"] == "ACTIVE"
+    assert registry.get(other["cert_id"])["status"] == "ACTIVE"
