@@ -15,6 +15,9 @@ OID = const(0x06)
 UTC_TIME = const(0x17)
 GENERALIZED_TIME = const(0x18)
 _MAX_LEN_BYTES = const(4)
+# Longest OID we decode: real ones are < 30 bytes (2.25.<UUID> is 20); the bound keeps a hostile
+# OID from building huge integers or thousands of arcs (found by tests/fuzz).
+_MAX_OID_BYTES = const(64)
 
 
 def error(reason, pos, detail=""):
@@ -27,7 +30,7 @@ def tlv(buf, pos=0, end=None):
     """Read one TLV header at `pos`; return (tag, value_start, value_end).
 
     The value must lie within [pos, end) (end defaults to len(buf)). X.690 §8.1.2 (identifier),
-    §8.1.3 (length); DER forbids the indefinite form (§10.1).
+    §8.1.3 (length); DER forbids the indefinite form and non-minimal lengths (§10.1).
     """
     if end is None:
         end = len(buf)
@@ -46,9 +49,13 @@ def tlv(buf, pos=0, end=None):
             raise error("length too long", pos + 1, "%d length bytes (max 4)" % n)
         if p + n > end:
             raise error("truncated", p, "length needs %d byte(s)" % n)
+        if buf[p] == 0:
+            raise error("non-minimal length", pos + 1, "leading zero byte (DER, X.690 10.1)")
         length = 0
         for i in range(n):
             length = (length << 8) | buf[p + i]
+        if length < 0x80:
+            raise error("non-minimal length", pos + 1, "%d needs no long form (X.690 10.1)" % length)
         p += n
     else:
         length = n
@@ -107,6 +114,8 @@ def read_oid(buf, s, e):
     """Decode an OBJECT IDENTIFIER (X.690 §8.19) into its dotted string."""
     if s == e:
         raise error("bad OID", s, "empty")
+    if e - s > _MAX_OID_BYTES:
+        raise error("bad OID", s, "%d bytes (max %d)" % (e - s, _MAX_OID_BYTES))
     arcs = []
     v = 0
     for i in range(s, e):
@@ -168,18 +177,48 @@ def read_str(buf, tag, s, e):
     w = 2 if tag == 0x1E else 4 if tag == 0x1C else 1 if tag == 0x14 else 0
     try:
         if not w:
+            _utf8_strict(buf, s, e)
             return str(bytes(buf[s:e]), "utf-8")
         if (e - s) % w:
             raise ValueError
-        out = []
-        for i in range(s, e, w):
+        # Re-encode as UTF-8 into one buffer: a list of 1-char strings costs ~40x the input.
+        out = bytearray()
+        i = s
+        while i < e:
             c = 0
             for j in range(i, i + w):
                 c = (c << 8) | buf[j]
-            out.append(chr(c))
-        return "".join(out)
-    except ValueError:  # UnicodeError is a ValueError; chr() beyond 0x10FFFF too
+            i += w
+            if w == 2 and 0xD800 <= c < 0xDC00 and i < e and 0xDC <= buf[i] < 0xE0:
+                # A UTF-16 surrogate pair: what encoders (and pyca/cryptography) write for
+                # characters past U+FFFF in a BMPString.
+                c = 0x10000 + ((c - 0xD800) << 10) + ((buf[i] - 0xDC) << 8 | buf[i + 1])
+                i += 2
+            # A lone surrogate is not a character (Unicode §3.9); past U+10FFFF, CPython's chr()
+            # raises OverflowError, not ValueError (found by tests/fuzz).
+            if 0xD800 <= c < 0xE000 or c > 0x10FFFF:
+                raise ValueError
+            out.extend(chr(c).encode())
+        return str(out, "utf-8")
+    except ValueError:  # UnicodeError is a ValueError
         raise error("bad string", s, "tag 0x%02x does not decode" % tag) from None
+
+
+def _utf8_strict(buf, s, e):
+    # RFC 3629 §4 well-formed UTF-8. MicroPython's decoder lets overlong forms, surrogates and
+    # code points past U+10FFFF through (CPython's does not): checking here makes ports agree.
+    while s < e:
+        b = buf[s]
+        n = 0 if b < 0x80 else 1 if 0xC2 <= b < 0xE0 else 2 if 0xE0 <= b < 0xF0 else 3
+        if n == 3 and not 0xF0 <= b < 0xF5 or s + n >= e:
+            raise ValueError
+        lo = 0xA0 if b == 0xE0 else 0x90 if b == 0xF0 else 0x80
+        hi = 0x9F if b == 0xED else 0x8F if b == 0xF4 else 0xBF
+        for i in range(s + 1, s + n + 1):
+            if not lo <= buf[i] <= hi:
+                raise ValueError
+            lo, hi = 0x80, 0xBF
+        s += n + 1
 
 
 def split_certs(data):

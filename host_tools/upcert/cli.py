@@ -29,6 +29,13 @@ def do_ca_init(args):
     print(f"local CA ({args.key_type}) in {ca.directory}: ca.pem, server.pem, admin.pem")
 
 
+# ---- cert --------------------------------------------------------------------------------
+def do_cert_inspect(args):
+    from .inspect import inspect_file
+
+    _out(inspect_file(args.file, device=args.device))
+
+
 # ---- cloud -------------------------------------------------------------------------------
 def _cloud(args):
     from .certs import LocalCa
@@ -187,6 +194,22 @@ def build_parser():
     p.add_argument("--server-name", action="append", default=None)
     p.add_argument("--force", action="store_true", help="replace an existing CA")
     p.set_defaults(fn=do_ca_init)
+
+    ct = sub.add_parser("cert", help="certificates").add_subparsers(dest="sub", required=True)
+    p = ct.add_parser(
+        "inspect", help="a certificate's view as JSON",
+        description="Print a certificate's view as JSON: subject_cn, issuer_cn, serial (hex), "
+        "not_before/not_after (ISO-8601 UTC), public_key (type, bits, curve), "
+        "signature_algorithm (AWS's name, else the OID), aws_accepts_signature, "
+        "certificate_id (AWS: SHA-256 of the DER). PEM or DER; when the file holds several "
+        "certificates (a chain, a bundle, concatenated DER) the first is shown and a 'note' "
+        "says how many there are. Key bits and curve are given as far as the device knows "
+        "them (RSA; EC on P-256/P-384/P-521), so both views can be compared.")
+    p.add_argument("file", help="certificate file (PEM or DER)")
+    p.add_argument("--device", action="store_true",
+                   help="read it with the device's own reader (firmware/upcert/x509.py on the "
+                   "MicroPython unix port): exactly what a board will see")
+    p.set_defaults(fn=do_cert_inspect)
 
     cl = sub.add_parser("cloud", help="the local AWS IoT stand-in").add_subparsers(
         dest="sub", required=True)

@@ -1,0 +1,83 @@
+"""Load the device package (firmware/upcert) under CPython without disturbing the host package,
+which is also named `upcert`: a private meta-path finder serves `upcert.*` from firmware/ and
+`micropython` from shims/ while importing, then sys.modules gets the host's entries back. The
+loaded modules keep working because they reach each other through their own globals.
+"""
+
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+
+ROOT = Path(__file__).resolve().parents[2]
+FIRMWARE = ROOT / "firmware"
+SHIMS = Path(__file__).resolve().parent / "shims"
+CORPUS = Path(__file__).resolve().parent / "corpus" / "der"
+_LOCK = threading.Lock()
+_cache = {}
+
+
+class _Finder(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "micropython":
+            return importlib.util.spec_from_file_location(name, SHIMS / "micropython.py")
+        if name == "upcert":
+            return importlib.util.spec_from_file_location(
+                name, FIRMWARE / "upcert" / "__init__.py",
+                submodule_search_locations=[str(FIRMWARE / "upcert")],
+            )
+        if name.startswith("upcert."):
+            file = FIRMWARE / "upcert" / (name.split(".", 1)[1] + ".py")
+            if file.is_file():
+                return importlib.util.spec_from_file_location(name, file)
+            raise ImportError(f"firmware has no module {name} ({file} missing)")
+        return None
+
+
+def _ours(name):
+    return name in ("upcert", "micropython") or name.startswith("upcert.")
+
+
+def load_firmware(names=("errors", "der", "x509")):
+    """The firmware modules `upcert.<name>` as attributes of a namespace (cached per process)."""
+    key = tuple(names)
+    with _LOCK:
+        if key in _cache:
+            return _cache[key]
+        saved = {k: sys.modules.pop(k) for k in list(sys.modules) if _ours(k)}
+        finder = _Finder()
+        sys.meta_path.insert(0, finder)
+        try:
+            mods = {n: importlib.import_module("upcert." + n) for n in names}
+        finally:
+            sys.meta_path.remove(finder)
+            for k in [k for k in sys.modules if _ours(k)]:
+                del sys.modules[k]
+            sys.modules.update(saved)
+        ns = _cache[key] = SimpleNamespace(**mods)
+        return ns
+
+
+def view(fw, data):
+    """What the device reader makes of `data`: its fields, or {"error": type, "message": ...}.
+
+    The same dict the MicroPython replay script (replay_mp.py) prints, so the two compare."""
+    try:
+        c = fw.x509.load(data)
+    except fw.errors.CertificateError as exc:
+        return {"error": "CertificateError", "message": str(exc)}
+    return {
+        "serial": c.serial, "subject_cn": c.subject_cn, "issuer_cn": c.issuer_cn,
+        "not_before": c.not_before, "not_after": c.not_after,
+        "not_before_tuple": list(c.not_before_tuple), "not_after_tuple": list(c.not_after_tuple),
+        "key_type": c.key_type, "key_bits": c.key_bits, "public_key": bytes(c.public_key).hex(),
+        "sig_alg": c.sig_alg, "sig_alg_aws_ok": c.sig_alg_aws_ok, "cert_id": c.cert_id(),
+    }
+
+
+def corpus_files():
+    """The corpus inputs, sorted by name."""
+    return sorted(p for p in CORPUS.iterdir() if p.is_file() and not p.name.startswith("."))
