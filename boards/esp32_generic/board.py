@@ -2,10 +2,11 @@
 # constructs hardware (Wi-Fi, NVS, NTP). Copied to the board's /lib/board.py.
 import time
 
-from upcert.errors import ConfigError, ConnectError
+from upcert.errors import ConfigError, ConnectError, StoreError
 
 NAME = "esp32-generic"
-_STORES = ("fs", "nvs")
+_STORES = ("fs", "nvs", "partition", "esp_secure_cert")
+_TYPE_SECURE_CERT = 0x3F  # esp_secure_cert_mgr: ESP_SECURE_CERT_TLV_PARTITION_TYPE
 
 
 def network_up(config, timeout_ms=20000):
@@ -62,12 +63,27 @@ def clock():
     return Clock(sync_fn=_ntp_sync)
 
 
+def _partition(label, types):
+    """The flash partition labelled `label` of one of `types`; StoreError when the table lacks it."""
+    import esp32
+
+    for t in types:
+        found = esp32.Partition.find(t, label=label)
+        if found:
+            return found[0]
+    raise StoreError(
+        "no partition labelled %r in this board's partition table: flash the custom table "
+        "boards/esp32_generic/partitions.csv (see its header), or use store fs or nvs" % label
+    )
+
+
 def store(config):
-    """The credential store named by config['store']['kind']: 'fs' or 'nvs'."""
+    """The credential store named by config['store']['kind']: 'fs' (root), 'nvs' (namespace),
+    'partition' (label, default 'upcert') or 'esp_secure_cert' (label; read-only)."""
     st = config.get("store") or {"kind": "fs"}
     kind = st.get("kind", "fs")
     if kind == "fs":
-        from upcert.store import FsStore
+        from upcert.store_fs import FsStore
 
         return FsStore(st.get("root", "/upcert.d"))
     if kind == "nvs":
@@ -76,4 +92,17 @@ def store(config):
 
         ns = st.get("namespace", "upcert")
         return NvsStore(esp32.NVS(ns), ns)
+    if kind == "partition":
+        import esp32
+        from upcert.store_part import PartitionStore
+
+        label = st.get("label", "upcert")
+        return PartitionStore(_partition(label, (esp32.Partition.TYPE_DATA,)), label)
+    if kind == "esp_secure_cert":
+        import esp32
+        from upcert.store_part import SecureCertStore
+
+        label = st.get("label", "esp_secure_cert")
+        types = (_TYPE_SECURE_CERT, esp32.Partition.TYPE_DATA)
+        return SecureCertStore(_partition(label, types), label)
     raise ConfigError("config: store kind %r unknown: use one of %s" % (kind, ", ".join(_STORES)))

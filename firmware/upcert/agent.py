@@ -1,5 +1,6 @@
 # The device's main loop: connect (refusing an untrusted clock or an out-of-date certificate),
-# subscribe to commands, publish telemetry, answer commands, reconnect with backoff.
+# subscribe to commands, publish telemetry, answer commands, rotate the certificate when due or
+# asked (rotation.py, optional), reconnect with backoff.
 # Everything it touches is injected; its log lines are a contract (tests and the demo grep them).
 import gc
 import json
@@ -18,19 +19,22 @@ _MAX_REPLIES = const(4)  # commands queued between two services; more are droppe
 
 
 class Agent:
-    """Agent(config, store, clock, connect, log=print).
+    """Agent(config, store, clock, connect, log=print, rotation=None).
 
     config: dict from upcert.config.load; store: certificate() -> DER; clock: now(), trusted(),
     sync(), require_trusted(), iso(t); connect(host, port) -> socket-like (e.g.
-    tlsconn.Connector.connect); log: one str per line (the serial console).
+    tlsconn.Connector.connect); log: one str per line (the serial console); rotation: an
+    upcert.rotation.Rotation, None for a device that never rotates (no rotation telemetry), or
+    False when it could not be loaded (telemetry "rotation": "off").
     """
 
-    def __init__(self, config, store, clock, connect, log=print):
+    def __init__(self, config, store, clock, connect, log=print, rotation=None):
         self.config = config
         self.store = store
         self.clock = clock
         self.connect = connect
         self.log = log
+        self.rot = rotation
         self.topics = config["topics"]
         self._cmd_topic = self.topics["commands"].encode()
         self.mqtt = Client(config["client_id"], config.get("keepalive_s", 60))
@@ -81,6 +85,8 @@ class Agent:
                     self._retry("connection failed: " + why)
                 return
         try:
+            if self.rot and self._rotate():
+                return
             self._report()
             self._serve(c["telemetry_interval_s"] * 1000)
         except Exception as e:
@@ -127,6 +133,8 @@ class Agent:
             )
         )
         self.mqtt.subscribe(self.topics["commands"], 1)
+        if self.rot:
+            self.rot.attach(self.mqtt)  # job events; a job may be waiting
         self.connected = True
 
     def _retry(self, why):
@@ -140,17 +148,22 @@ class Agent:
     def _report(self):
         self.seq += 1
         cert = self._cert
-        msg = json.dumps(
-            {
-                "thing": self.config["thing"],
-                "uptime_s": self.uptime_s(),
-                "free_heap": gc.mem_free(),
-                "cert_id": cert.cert_id(),
-                "days_left": int(cert.days_left(self.clock.now())),
-                "clock": "trusted" if self.clock.trusted() else "untrusted",
-                "seq": self.seq,
-            }
-        )
+        m = {
+            "thing": self.config["thing"],
+            "uptime_s": self.uptime_s(),
+            "free_heap": gc.mem_free(),
+            "cert_id": cert.cert_id(),
+            "days_left": int(cert.days_left(self.clock.now())),
+            "clock": "trusted" if self.clock.trusted() else "untrusted",
+            "seq": self.seq,
+        }
+        if self.rot:
+            m["rotation"] = self.rot.state  # idle, due, in-progress, failed:<step>, done
+            m["renew_due"] = self.rot.due_iso()
+        elif self.rot is False:
+            m["rotation"] = "off"  # app.py: no RAM left for it
+        msg = json.dumps(m)
+        m = None
         self.mqtt.publish(self.topics["telemetry"], msg, qos=1)
         self._good = True
         self._backoff_s = 0
@@ -164,16 +177,30 @@ class Agent:
                 reply = self._replies.pop(0)
                 self.mqtt.publish(self.topics["replies"], json.dumps(reply), qos=1)
                 if reply.get("ok"):
-                    self.log("upcert: command ping id=%s answered" % reply["id"])
+                    self.log("upcert: command %s id=%s answered" % (reply["cmd"], reply["id"]))
                 else:
                     self.log("upcert: command refused: %s" % reply["error"])
+            if self.rot and self.rot.pending() and self._rotate():
+                return
             left = ticks_diff(deadline, ticks_ms())
             if left <= 0:
                 return
             self.sleep_ms(min(left, _TICK_MS))
 
+    def _rotate(self):
+        # Jobs, renewal decision, rotation; True when a new identity was committed: drop the
+        # link and reconnect with it (the next cycle logs "connecting").
+        if not self.rot.service(self.mqtt, self._cert):
+            return False
+        self.connect = self.rot.connect_new()
+        self.mqtt.disconnect()
+        self.connected = False
+        return True
+
     def _on_message(self, topic, msg):
         # Called by umqtt inside service()/publish(): only queue, never publish from here.
+        if self.rot and self.rot.on_message(topic, msg):
+            return
         if topic != self._cmd_topic or len(self._replies) >= _MAX_REPLIES:
             return
         self._replies.append(self.answer(msg))
@@ -188,4 +215,7 @@ class Agent:
             return {"id": None, "ok": False, "error": "malformed command: want a JSON object"}
         if cmd == "ping":
             return {"id": cid, "cmd": "ping", "ok": True, "uptime_s": self.uptime_s()}
+        if cmd == "rotate" and self.rot:  # quicker than a job: rotate at the next chance
+            self.rot.request("command")
+            return {"id": cid, "cmd": "rotate", "ok": True}
         return {"id": cid, "cmd": cmd, "ok": False, "error": "unknown command '%s'" % cmd}

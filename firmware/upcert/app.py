@@ -1,9 +1,15 @@
-# Start-up: config, network, credentials, trust anchors, TLS context, clock, then the agent.
+# Start-up: config, network, credentials, trust anchors, TLS context, clock, then the agent (with
+# certificate rotation when the store has A/B slots).
 # Problems a person must fix end in one "upcert: cannot start: ..." line and a return to the REPL.
+import gc
 import time
+
+from micropython import const
 
 from upcert import tlsconn
 from upcert.errors import ClockNotSetError, ConnectError, UpcertError
+
+_SPARE = const(3584)  # kept for a rotation's TLS context: 3 KB (unix port) + its header
 
 
 def _retry(what, fn, log, sleep_ms):
@@ -21,6 +27,16 @@ def _retry(what, fn, log, sleep_ms):
         log("upcert: %s; retry in %d s" % (why, d))
         sleep_ms(d * 1000)
         d = min(d * 2, 300)
+
+
+def _forget(name):
+    # Drop a module of the device package from RAM until someone imports it again.
+    import sys
+
+    import upcert
+
+    sys.modules.pop("upcert." + name, None)
+    upcert.__dict__.pop(name, None)
 
 
 def _sync(clock):
@@ -44,11 +60,14 @@ def main(board, config_path="/upcert.d/config.json", log=print, sleep_ms=time.sl
     from upcert import store as store_mod
 
     folder = config_path.rsplit("/", 1)[0] if "/" in config_path else "."
+    roots_path = folder + "/roots.der"
     try:
         config = config_mod.load(config_path)
+        config_mod = None
+        _forget("config")  # start-up only: its code is several KB of RAM as .mpy
         _retry("network down", lambda: board.network_up(config), log, sleep_ms)
         store = board.store(config)
-        roots = store_mod.load_roots(folder + "/roots.der")
+        roots = store_mod.load_roots(roots_path)
         ctx = tlsconn.make_context(store.certificate(), store.private_key(), roots)
         del roots
         clock = board.clock()
@@ -60,4 +79,35 @@ def main(board, config_path="/upcert.d/config.json", log=print, sleep_ms=time.sl
         Agent,  # after the TLS context: its 3 KB block needs an unfragmented heap
     )
 
-    Agent(config, store, clock, tlsconn.Connector(ctx).connect, log).run()
+    rot = None
+    ro = getattr(getattr(store_mod, "Store", None), "stage", None)  # base: refuses (read-only)
+    if getattr(type(store), "stage", ro) is not ro:  # a store with A/B slots
+        spare = []
+
+        def connector(cert, key):  # a fresh context for a new pair (trial, then for good)
+            roots = store_mod.load_roots(roots_path)
+            # The context needs one 3 KB block; mid-rotation the heap is fragmented, so it
+            # takes the block kept free since start-up (found again after a collection).
+            spare.clear()
+            gc.collect()
+            try:
+                return tlsconn.Connector(tlsconn.make_context(cert, key, roots)).connect
+            finally:
+                try:
+                    spare.append(bytearray(_SPARE))
+                except MemoryError:
+                    pass  # the next rotation goes without
+
+        try:
+            from upcert.rotation import Rotation
+
+            rot = Rotation(
+                config, store, clock, connector, log, lambda: store_mod.load_roots(roots_path)
+            )
+        except MemoryError:  # the agent first: it runs without, telemetry says "rotation": "off"
+            rot = False
+        try:
+            spare.append(bytearray(_SPARE))
+        except MemoryError:
+            pass  # fragmented already: a rotation goes without
+    Agent(config, store, clock, tlsconn.Connector(ctx).connect, log, rot).run()

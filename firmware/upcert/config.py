@@ -11,6 +11,15 @@ _INTS = (
     ("telemetry_interval_s", 60, 1, 86400),
     ("keepalive_s", 60, 30, 1200),
 )
+# "renew" (renew.py): key, default, min, max. 30 days: Device Defender's
+# DEVICE_CERTIFICATE_EXPIRING_CHECK default; days or fraction 0 turns that rule off.
+_RENEW = (
+    ("days", 30, 0, 3650),
+    ("fraction", 0.2, 0, 0.9),
+    ("jitter_s", 3600, 0, 604800),
+)
+_SUBJECT = ("O", "OU", "C", "ST", "L", "serialNumber")  # CN is always the thing name
+_TEMPLATE = "upcert-rotation"  # AWS provisioning template names: [0-9A-Za-z_-], <= 36 chars
 
 
 def _fail(path, msg):
@@ -72,7 +81,65 @@ def validate(cfg, path=PATH):
         raise _fail(
             path, "'wifi' must be an object with 'ssid' (1..32 bytes) and a string 'password'"
         )
+    _rotation(c, path)
     return c
+
+
+def _obj(c, key, path, default):
+    # An optional object field: a copy with defaults; unknown keys are refused (typos).
+    v = c.get(key, {})
+    if type(v) is not dict:
+        raise _fail(path, "'%s' must be an object, got %r" % (key, v))
+    for k in v:
+        if k not in default:
+            raise _fail(path, "'%s.%s' unknown: use %s" % (key, k, ", ".join(default)))
+    d = dict(default)
+    d.update(v)
+    c[key] = d
+    return d
+
+
+def _rotation(c, path):
+    # "renew": when to rotate (renew.py); "fleet": how (fleet.py, rotation.py).
+    r = _obj(c, "renew", path, {k: d for k, d, _, _ in _RENEW})
+    for key, _, lo, hi in _RENEW:
+        v = r[key]
+        if type(v) not in (int, float) or not lo <= v <= hi:
+            raise _fail(path, "'renew.%s' must be a number %s..%s, got %r" % (key, lo, hi, v))
+    f = _obj(
+        c,
+        "fleet",
+        path,
+        {"template": _TEMPLATE, "subject": [], "parameters": {}, "timeout_s": 30},
+    )
+    v = f["template"]
+    if v is not None and (
+        type(v) is not str
+        or not 0 < len(v) <= 36
+        or [ch for ch in v if not (ch.isalpha() or ch.isdigit() or ch in "_-")]
+    ):
+        raise _fail(
+            path,
+            "'fleet.template' must be null or a template name ([0-9A-Za-z_-], 1..36), got %r"
+            % (v,),
+        )
+    v = f["subject"]
+    if type(v) is not list or [
+        p
+        for p in v
+        if type(p) is not list or len(p) != 2 or p[0] not in _SUBJECT or not _text(p[1], 128)
+    ]:
+        raise _fail(
+            path,
+            "'fleet.subject' must be a list of [attribute, value] pairs, attribute one of %s; got %r"
+            % (", ".join(_SUBJECT), v),
+        )
+    v = f["parameters"]
+    if type(v) is not dict or [k for k in v if type(v[k]) is not str]:
+        raise _fail(path, "'fleet.parameters' must map names to strings, got %r" % (v,))
+    v = f["timeout_s"]
+    if type(v) is not int or not 1 <= v <= 300:
+        raise _fail(path, "'fleet.timeout_s' must be an integer 1..300, got %r" % (v,))
 
 
 def load(path=PATH):

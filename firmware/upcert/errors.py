@@ -27,3 +27,8 @@ class ConnectError(UpcertError):
 
 class MqttError(UpcertError):
     """The broker refused us, or the MQTT link is dead."""
+
+
+class RotationError(UpcertError):
+    """A certificate rotation step failed: AWS rejected a request or did not answer, or the
+    issued certificate failed a check; the message names the step and the cause."""

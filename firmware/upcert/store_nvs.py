@@ -1,23 +1,29 @@
-# Credential store "nvs": certificate and key as blobs `cert` and `key` in an ESP32 NVS namespace.
+# Credential store "nvs": slot A is blobs `cert`/`key` (the single-slot layout), slot B `cert_b`/
+# `key_b`, and blob `slots` the journal naming the active slot (store.SlotStore).
 # nvs: esp32.NVS-like, `get_blob(key, buf) -> len`, `set_blob(key, buf)`, `erase_key(key)`, `commit()`.
 from micropython import const
 
 from upcert.errors import StoreError
-from upcert.store import Store
+from upcert.store import WHAT, SlotStore
 
 # ESP-IDF codes, raised by MicroPython's check_esp_err() as OSError(-code) (ports/esp32/esp32_nvs.c).
 _NOT_FOUND = const(-4354)  # ESP_ERR_NVS_NOT_FOUND (0x1102)
 _TOO_SMALL = const(-4364)  # ESP_ERR_NVS_INVALID_LENGTH (0x110c): buffer shorter than the blob
 _FIRST = const(2048)
 _MAX = const(16384)  # the stock nvs partition is 24 KiB, shared with Wi-Fi
+_KEYS = (("cert", "key"), ("cert_b", "key_b"))
+_JOURNAL = "slots"
 
 
 def _code(exc):
     return exc.args[0] if exc.args else None
 
 
-class NvsStore(Store):
-    """Store over an injected NVS namespace handle (board.py passes esp32.NVS('upcert'))."""
+class NvsStore(SlotStore):
+    """Store over an injected NVS namespace handle (board.py passes esp32.NVS('upcert')).
+
+    The journal is one blob set and then committed: ESP-IDF writes a single key atomically
+    (the old value stays valid until the new one is complete), so that is the flip."""
 
     kind = "nvs"
 
@@ -26,7 +32,7 @@ class NvsStore(Store):
         self.namespace = namespace
         self.location = "nvs:" + namespace
 
-    def _get(self, key, what):
+    def _blob(self, key, what):
         # The port raises on a short buffer without saying the size (it drops the length
         # nvs_get_blob reports), so start at _FIRST and double until the blob fits.
         size = _FIRST
@@ -37,6 +43,8 @@ class NvsStore(Store):
             except OSError as exc:
                 code = _code(exc)
                 if code == _NOT_FOUND:
+                    if what is None:
+                        return None
                     raise StoreError(
                         "nvs namespace '%s' has no '%s' blob (%s): run upcert provision --store nvs"
                         % (self.namespace, key, what)
@@ -47,33 +55,43 @@ class NvsStore(Store):
                 raise StoreError(
                     "nvs namespace '%s': reading '%s' failed (%r)" % (self.namespace, key, exc)
                 ) from None
-            if not n:
+            if not n and what:
                 raise StoreError(
                     "nvs namespace '%s': '%s' blob is empty: run upcert provision --store nvs"
                     % (self.namespace, key)
                 )
             return bytes(buf[:n])
 
-    def certificate(self):
-        """Device certificate DER from blob 'cert'."""
-        return self._get("cert", "device certificate")
-
-    def private_key(self):
-        """Private key DER from blob 'key'."""
-        return self._get("key", "private key")
-
-    def write(self, cert_der, key_der):
-        """Set both blobs, then one commit() (uncommitted changes are lost at reset)."""
-        if not cert_der or not key_der:
-            raise StoreError(
-                "refusing to write an empty certificate or key to nvs '%s'" % self.namespace
-            )
+    def _set(self, *items):
         try:
-            self._nvs.set_blob("cert", cert_der)
-            self._nvs.set_blob("key", key_der)
+            for key, value in items:
+                self._nvs.set_blob(key, value)
             self._nvs.commit()
         except OSError as exc:
             raise StoreError(
                 "nvs namespace '%s': write failed (%r); is the nvs partition full?"
                 % (self.namespace, exc)
             ) from None
+
+    def _get1(self, slot, i):
+        return self._blob(_KEYS[slot][i], WHAT[i])
+
+    def _put(self, slot, cert, key):
+        self._set((_KEYS[slot][0], cert), (_KEYS[slot][1], key))
+
+    def _jget(self):
+        return self._blob(_JOURNAL, None)
+
+    def _jput(self, data):
+        self._set((_JOURNAL, data))
+
+    def _forget(self):
+        try:
+            self._nvs.erase_key(_JOURNAL)
+            self._nvs.commit()
+        except OSError:
+            pass  # no journal: nothing to forget
+
+    def _write1(self, cert_der, key_der):
+        # Set both blobs, then one commit() (uncommitted changes are lost at reset).
+        self._put(0, cert_der, key_der)

@@ -73,6 +73,7 @@ def run(state_dir, *, heapsize=None, clock=None, ntp=None):
             # Nothing else goes to stdout: a parent that read this line may close the pipe.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
+    emulator_config.write_powercut(state, 0, cfg["power_cut_after_writes"], 0)
     pid_file.write_text(f"{os.getpid()}\n")
     try:
         with open(state / "serial.log", "ab") as log:
@@ -205,6 +206,27 @@ class EmulatedBoard:
         if self._proc is None or self._proc.poll() is not None:
             raise UpcertError("the board is not running: call start() first")
         self._proc.send_signal(signal.SIGUSR1)
+
+    def arm_power_cut(self, writes):
+        """Cut the power right after the board's `writes`-th persistent write from now (flash
+        erase or program, NVS commit); 0 disarms. Either way the write count restarts at 0.
+        The board then boots again normally, disarmed. Needs a running board (to arm from the
+        start, set power_cut_after_writes in board.json)."""
+        if self._proc is None or self._proc.poll() is not None:
+            raise UpcertError("the board is not running: call start() first, or set "
+                              "power_cut_after_writes in board.json")
+        if not isinstance(writes, int) or writes < 0:
+            raise UpcertError(f"arm_power_cut({writes!r}): give a number of writes >= 0")
+        emulator_config.write_powercut(self.state_dir, 0, writes,
+                                       emulator_config.read_powercut(self.state_dir)[2])
+
+    def write_count(self):
+        """Persistent writes the board made since start() or the last arm_power_cut()."""
+        return emulator_config.read_powercut(self.state_dir)[0]
+
+    def power_cuts(self):
+        """Power cuts injected by arm_power_cut()/power_cut_after_writes since start()."""
+        return emulator_config.read_powercut(self.state_dir)[2]
 
     def stop(self):
         """Stop the board (SIGTERM, then SIGKILL after 10 s). Safe to call twice."""

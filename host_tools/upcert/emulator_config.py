@@ -31,6 +31,9 @@ DEFAULTS = {
     "clock": "set",
     "ntp": "ok",
     "partitions": DEFAULT_PARTITIONS,
+    # Cut the power right after the Nth persistent write from the start (0: never); see
+    # EmulatedBoard.arm_power_cut to arm it while the board runs.
+    "power_cut_after_writes": 0,
 }
 TYPES = {"app": 0, "data": 1}
 # ESP-IDF esp_partition.h subtype values.
@@ -90,6 +93,10 @@ def check(cfg, where="board.json"):
         v = cfg[key]
         if not isinstance(v, int) or v <= 0 or v % SECTOR:
             raise UpcertError(f"{where}: {key} {v!r} must be a positive multiple of 4096")
+    cut = cfg["power_cut_after_writes"]
+    if not isinstance(cut, int) or isinstance(cut, bool) or not 0 <= cut < 2**32:
+        raise UpcertError(f"{where}: power_cut_after_writes {cut!r} must be a whole number "
+                          "of writes (0: never cut)")
     if cfg["nvs_size"] < 3 * SECTOR:
         raise UpcertError(f"{where}: nvs_size must be at least 12288 (ESP-IDF needs 3 pages)")
     resolve_partitions(cfg, where)
@@ -159,3 +166,62 @@ def reset_rtc(state_dir, clock):
     offset = 0 if clock == "set" else 946684800 * 1000000 - time.time_ns() // 1000
     with open(Path(state_dir) / "rtc.bin", "wb") as f:
         f.write(struct.pack("<q", offset))
+
+
+POWERCUT = "powercut.bin"  # count u32, limit u32 (0: disarmed), cuts fired u32 (emu_cut.py)
+
+
+def write_powercut(state_dir, count, limit, fired):
+    """Set the board's write counter, the write after which the power is cut, and the number
+    of cuts fired. The board reads it at every flash write, so this works while it runs."""
+    path = Path(state_dir) / POWERCUT
+    with open(path, "r+b" if path.exists() else "wb") as f:
+        f.write(struct.pack("<III", count, limit, fired))
+
+
+def read_powercut(state_dir):
+    """(writes counted, armed limit or 0, cuts fired) of the board in state_dir."""
+    try:
+        data = (Path(state_dir) / POWERCUT).read_bytes()
+    except FileNotFoundError:
+        return 0, 0, 0
+    return struct.unpack("<III", data[:12]) if len(data) >= 12 else (0, 0, 0)
+
+
+def read_partition_csv(path):
+    """An ESP-IDF partition table CSV (Name, Type, SubType, Offset, Size, Flags) as board.json
+    "partitions" entries: sizes and offsets may be hex, decimal or end in K/M."""
+    out = []
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        cols = [c.strip() for c in line.split(",")] + [""] * 5
+        name, ptype, sub, offset, size = cols[:5]
+        where = f"{path}:{n}"
+        if not name or not ptype or not size:
+            raise UpcertError(f"{where}: need Name, Type, SubType, Offset, Size; got {line!r}")
+        entry = {"label": name, "type": ptype if ptype in TYPES else _csv_int(ptype, where),
+                 "subtype": _csv_int(sub, where) if sub[:1].isdigit() else sub or 0,
+                 "size": _csv_int(size, where)}
+        if offset:
+            entry["offset"] = _csv_int(offset, where)
+        out.append(entry)
+    return out
+
+
+def _csv_int(text, where):
+    mult = {"K": 1024, "M": 1024 * 1024}.get(text[-1:].upper(), 1)
+    try:
+        return int(text[:-1] if mult > 1 else text, 0) * mult
+    except ValueError:
+        raise UpcertError(f"{where}: {text!r} is not a number (0x..., decimal, or with K/M)") from None
+
+
+def table_settings(csv_path):
+    """board.json settings for a partition table CSV: partitions, flash_size (vfs), nvs_size."""
+    parts = read_partition_csv(csv_path)
+    sizes = {p["label"]: p["size"] for p in parts}
+    if "vfs" not in sizes or "nvs" not in sizes:
+        raise UpcertError(f"{csv_path}: the emulated board needs partitions 'nvs' and 'vfs'")
+    return {"partitions": parts, "flash_size": sizes["vfs"], "nvs_size": sizes["nvs"]}

@@ -12,7 +12,7 @@ import signal
 import sys
 import time
 
-from upcert.emulator_config import reset_rtc
+from upcert.emulator_config import read_powercut, reset_rtc, write_powercut
 from upcert.emulator_console import (
     MarkerFilter,
     ModeTracker,
@@ -229,7 +229,7 @@ class Relay:
                 self.to_child += data
                 return
             self.to_child += data[:i]
-            if catches_sigint(self.pid):
+            if self._running_code():
                 # The unix port exits if a second SIGINT comes before it raised the first.
                 if time.monotonic() - self.sigint_at > 0.25:
                     self.sigint_at = time.monotonic()
@@ -238,6 +238,15 @@ class Relay:
             else:
                 self.to_child += b"\x03"
             data = data[i + 1:]
+
+    def _running_code(self):
+        """Is the interpreter running code with Ctrl-C enabled? Asked twice 20 ms apart: the
+        REPL also installs its SIGINT handler for the instant it runs a typed line (an empty
+        one too), and a SIGINT arriving just after it is removed again kills the port."""
+        if not catches_sigint(self.pid):
+            return False
+        time.sleep(0.02)
+        return catches_sigint(self.pid)
 
     def _write_child(self):
         try:
@@ -295,6 +304,10 @@ class Relay:
         elif word == "repl":
             if self.raw_boot == 1:
                 self.raw_boot, self.injected = 2, False
+        elif word == "cut":  # the armed write count was reached (emu_cut.py): disarm, cut
+            count, _, fired = read_powercut(self.state)
+            write_powercut(self.state, count, 0, fired + 1)
+            self._kill("power")
         elif word in ("hard", "soft", "bootloader"):
             self._kill(word)
         elif word.startswith("deepsleep:"):

@@ -44,7 +44,7 @@ DEPS = ROOT / ".build" / "deps"
 # x509/clock/agent: ~60 KB of RAM for module code alone when .mpy files are loaded into RAM on
 # this 64-bit port (measured minimum 78K); frozen modules keep that code in flash.
 HEAP_LINK = os.environ.get("UPCERT_HEAP_LINK", "48K")
-HEAP_APP = os.environ.get("UPCERT_HEAP_APP", "88K")
+HEAP_APP = os.environ.get("UPCERT_HEAP_APP", "128K")  # rotation state joined the agent
 NOW = dt.datetime.now(dt.timezone.utc)
 
 DEVICE_SCRIPT = r"""
@@ -383,6 +383,10 @@ def test_app_agent_round_trip_with_ping(pki, brokers, tmp_path):
                 "port": broker.port,
                 "store": {"kind": "fs", "root": str(dev)},
                 "telemetry_interval_s": 1,
+                # 30-day certificate: keep the renewal rules off (no provisioning service here)
+                "renew": {"days": 0, "fraction": 0, "jitter_s": 0},
+                # no Jobs service on this bare broker: do not wait long for start-next replies
+                "fleet": {"timeout_s": 5},
             }
         )
     )

@@ -8,6 +8,7 @@ import json
 import os
 import sys
 
+import emu_cut
 import emu_esp32
 import emu_host
 import emu_machine
@@ -38,6 +39,10 @@ by firmware programming).
 
 def _open_state(state, cfg):
     """Open every state file (flash, NVS, partitions, RTC) and install the stand-ins."""
+    try:  # made by the host at start; counts writes for power-cut injection (emu_cut.py)
+        emu_cut.install(open(state + "/powercut.bin", "r+b"))
+    except OSError:
+        pass
     flash = FlashFile(open_image(state + "/flash.img", cfg["flash_size"]), cfg["flash_size"])
     nvs_f = open_image(state + "/nvs.bin", cfg["nvs_size"])
     entries = []
@@ -89,20 +94,25 @@ def _mount(flash):
         vfs.mount(vfs.VfsLfs2(flash), "/")
         with open("/boot.py", "w") as f:
             f.write(_BOOT_PY)
-    emu_host.request(b"ready")
     return True
 
 
-def _run(name, g):
+def _run(name, g, ready=False):
     """pyexec_file_if_exists(): 1 on success or no file, 0 after an exception, FORCED_EXIT
-    after machine.soft_reset(). Tracebacks print without this module's frame."""
+    after machine.soft_reset(). Tracebacks print without this module's frame. With `ready`,
+    input typed during the boot is let in only now, inside the try: a Ctrl-C held since the
+    power-on interrupts boot.py (as on a board), never the mount or this setup."""
     try:
         with open(name) as f:
             code = f.read()
     except OSError:
+        if ready:
+            emu_host.request(b"ready")
         return 1
     g["__file__"] = name
     try:
+        if ready:
+            emu_host.request(b"ready")
         code = compile(code, name, "exec")
         gc.collect()
         exec(code, g)
@@ -151,7 +161,7 @@ def boot(g):
     g.clear()
     g["__name__"] = "__main__"
     gc.collect()
-    ret = _run("boot.py", g) if mounted else 1
+    ret = _run("boot.py", g, True) if mounted else 1  # mounted False: "ready" already sent
     if ret != _FORCED_EXIT and not raw_repl and ret:
         # Since MicroPython 1.22 main.py is skipped when boot.py fails (PR #12662).
         ret = _run("main.py", g) if mounted else 1

@@ -3,6 +3,7 @@
 # interpreter (a power cut) loses nothing already written, as on a real flash chip.
 import os
 
+import emu_cut
 from micropython import const
 
 SECTOR = const(4096)  # ESP32 flash erase unit and MicroPython's block size for it
@@ -64,6 +65,7 @@ class FlashFile:
             self._f.seek(self._base + off + done)
             self._f.write(s, n)
             done += n
+        emu_cut.wrote()
 
     def erase(self, off, size):
         """Set `size` bytes from `off` to 0xFF (callers align both to SECTOR)."""
@@ -72,6 +74,7 @@ class FlashFile:
             n = min(size, SECTOR)
             self._f.write(_ERASED, n)
             size -= n
+        emu_cut.wrote()
 
     # Block protocol (docs.micropython.org "Filesystems": extended block device interface).
     def readblocks(self, block, buf, off=0):

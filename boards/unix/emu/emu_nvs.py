@@ -5,6 +5,7 @@
 import binascii
 import struct
 
+import emu_cut
 import emu_err
 from emu_err import esp_error
 from micropython import const
@@ -107,6 +108,7 @@ class NvsStore:
         self._f.seek(slot * self._half)
         self._f.write(struct.pack(_HDR, _MAGIC, seq, len(out), _crc(seq, len(out), out)) + out)
         self._seq, self._slot, self._dirty = seq, slot, False
+        emu_cut.wrote()
 
 
 def _crc(seq, n, payload):

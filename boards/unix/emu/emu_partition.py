@@ -37,7 +37,9 @@ class Partition:
     TYPE_DATA = _TYPE_DATA
 
     def __init__(self, id, block_size=SECTOR):
-        if isinstance(id, int):
+        if isinstance(id, tuple):  # from find(): the table entry itself, of any type
+            found = [id]
+        elif isinstance(id, int):
             if id not in (_BOOT, _RUNNING):
                 raise ValueError("partition id must be Partition.BOOT, Partition.RUNNING or a label")
             # No otadata in the emulated table: boot and running are the first app partition.
@@ -56,8 +58,10 @@ class Partition:
         """Partitions matching type, subtype (0xff: any) and label, in table order."""
         out = []
         for p in _table:
+            # By entry, not by label: Partition(label) finds app and data types only (as
+            # esp32_partition.c does), find() any type, e.g. esp_secure_cert's 0x3F.
             if p[1] == type and subtype in (_ANY, p[2]) and label in (None, p[0]):
-                out.append(Partition(p[0], block_size))
+                out.append(Partition(p, block_size))
         return out
 
     def info(self):

@@ -1,0 +1,140 @@
+# The writing side of store.SlotStore (stores fs and nvs): write, stage, staged, commit, discard
+# and rollback, and the file writes of store "fs", called as methods of the store. Loaded on first
+# use, so a board that only reads its identity keeps this code out of RAM. Every change ends in
+# one journal write (s._jput).
+import hashlib
+import os
+import struct
+
+from upcert.errors import StoreError
+from upcert.store import JFMT, JMAGIC, NONE, PREV, SLOTS, STAGED, digest
+
+
+def _check(cert, key, where):
+    if not cert or not key:
+        raise StoreError("refusing to write an empty certificate or key to " + where)
+
+
+def _journal(s, a, idle, seq, ha, hi):
+    body = struct.pack(JFMT, JMAGIC, a, idle, seq, ha, hi)
+    s._st = None
+    s._jput(body + hashlib.sha256(body).digest()[:4])
+
+
+def stage(s, cert, key):
+    """Write the pair to the idle slot and check it reads back (SHA-256); the active slot stays
+    active. StoreError when it does not read back."""
+    _check(cert, key, s.location)
+    st = s._state()
+    ha = st[3] or digest(*s._get(0))
+    idle, h = 1 - st[0], digest(cert, key)
+    s._st = None
+    s._put(idle, cert, key)
+    if s._try(idle, h) is None:
+        raise StoreError(
+            "%s: slot %s does not read back as written (flash worn or full?); the active "
+            "identity is kept" % (s.location, SLOTS[idle])
+        )
+    _journal(s, st[0], STAGED, st[2], ha, h)
+
+
+def staged(s):
+    """(cert, key) staged by stage(), or None."""
+    st = s._state()
+    return s._try(1 - st[0], st[4]) if st[1] == STAGED else None
+
+
+def _flip(s, need, why):
+    # The idle slot becomes active, the active one the rollback target: one journal write.
+    st = s._state()
+    if st[1] != need or s._try(1 - st[0], st[4]) is None:
+        raise StoreError("%s: %s" % (s.location, why))
+    _journal(s, 1 - st[0], PREV, st[2] + 1, st[4], st[3])
+
+
+def commit(s):
+    """Make the staged slot active in one atomic journal write; the old one is kept idle."""
+    _flip(s, STAGED, "nothing staged to commit: call stage() first")
+
+
+def rollback(s):
+    """After commit(), make the previous slot active again if it is still intact."""
+    _flip(s, PREV, "no intact previous identity to roll back to")
+
+
+def discard(s):
+    """Forget a staged pair (rollback before commit)."""
+    st = s._state()
+    if st[1] == STAGED:
+        _journal(s, st[0], NONE, st[2], st[3], b"")
+
+
+def write(s, cert, key):
+    """Provisioning: make (cert, key) the active identity. The single-slot layout is rewritten
+    in place (crash-safe); a slotted store stages and commits; a damaged one starts again from
+    the single-slot layout."""
+    _check(cert, key, s.location)
+    try:
+        slotted = s._state()[3] is not None
+    except StoreError:
+        slotted = None
+    s._st = None
+    if slotted:
+        stage(s, cert, key)
+        commit(s)
+    else:
+        s._write1(cert, key)
+        if slotted is None:
+            s._forget()
+
+
+# -- store "fs" (store_fs.FsStore): the slot files, the journal, the single-slot layout ----------
+
+
+def fs_put(s, slot, cert, key):
+    """Write slot `slot`'s files in place (the journal does not name them yet)."""
+    from upcert.store_fs import FILES
+
+    try:
+        for i, data in enumerate((cert, key)):
+            with open(s.root + "/" + FILES[slot][i], "wb") as f:
+                f.write(data)
+    except OSError as exc:
+        raise StoreError("writing slot %s in %s failed (%s)" % (SLOTS[slot], s.root, exc)) from None
+
+
+def fs_jput(s, data):
+    """Replace the journal: write journal.tmp, then rename it over the journal (atomic)."""
+    from upcert.store_fs import replace
+
+    with open(s._j + ".tmp", "wb") as f:
+        f.write(data)
+    replace(s._j + ".tmp", s._j)
+
+
+def fs_forget(s):
+    """Drop the journal: back to the single-slot layout."""
+    from upcert.store_fs import exists
+
+    for p in (s._j, s._j + ".tmp"):
+        if exists(p):
+            os.remove(p)
+
+
+def fs_write1(s, cert_der, key_der):
+    """The single-slot write: both *.tmp files, then rename cert, then key (see FsStore)."""
+    from upcert.store_fs import replace
+
+    s._recover()
+    try:
+        os.mkdir(s.root)
+    except OSError:
+        pass  # already there
+    try:
+        for path, data in ((s._cert, cert_der), (s._key, key_der)):
+            with open(path + ".tmp", "wb") as f:
+                f.write(data)
+    except OSError as exc:
+        raise StoreError("writing %s.tmp failed (%s): old credentials kept" % (path, exc)) from None
+    replace(s._cert + ".tmp", s._cert)
+    replace(s._key + ".tmp", s._key)

@@ -1,0 +1,247 @@
+# Device tests for upcert.jobs (exact Jobs MQTT API topics and payloads) and the agent's
+# rotation paths: a job at connect, notify-next while serving, the `rotate` command, unknown
+# operations REJECTED, a lost SUCCEEDED report repeated after a reboot, FAILED after 3 tries,
+# telemetry fields, app.main wiring. FakeAws plays AWS IoT; certificates are real (testca).
+import json
+
+from agentfakes import DAY, NOW, FakeClock, FakeStore, config
+from checks import eq, raises, true
+from fakeaws import FakeAws
+from fakesock import publish_packet
+from slotstore import SlotStore
+from testca import TestCa, key
+from upcert import config as config_mod
+from upcert import jobs
+from upcert.agent import Agent
+from upcert.errors import RotationError
+from upcert.mqtt import Client
+from upcert.rotation import Rotation
+from upcert.x509 import Certificate
+
+J = "$aws/things/dev1/jobs/"
+ROTATE = {"operation": "rotate-certificate"}
+
+
+def _rig(interval_s=0, **over):
+    clock = FakeClock()
+    ca = TestCa()
+    aws = FakeAws(ca, clock, validity_s=4000 * DAY)
+    k = key("old-device")
+    old = ca.issue("dev1", k.public_point(), NOW - 10 * DAY, NOW + 3000 * DAY)  # not due
+    calls = []
+    store = SlotStore(old, k.private_der(), calls)
+    lines = []
+    cfg = config_mod.validate(config(**over))
+    cfg["telemetry_interval_s"] = interval_s  # 0: one report per cycle, no waiting
+    rot = Rotation(cfg, store, clock, aws.connector(calls), lines.append, lambda: [ca.cert()])
+    a = Agent(cfg, store, clock, aws.socket, lines.append, rot)
+    a.sleep_ms = lambda ms: None
+    return a, aws, store, lines
+
+
+def _telemetry(aws):
+    return [json.loads(p) for t, p in aws.published("things/dev1/telemetry")]
+
+
+class _Rot:
+    # What the Jobs API functions use of a Rotation.
+    jobs = J
+    n = 0
+    ms = 2000
+
+
+def test_jobs_api_topics_and_payloads():
+    aws = FakeAws(TestCa(), FakeClock())
+    c = Client("dev1")
+    c.connect(aws.socket())
+    rot = _Rot()
+    aws.add_job("j1", ROTATE)
+    ex = jobs.start_next(rot, c, {"oldCertificateId": "abc"})
+    eq(aws.events[1:3], [("sub", J + "start-next/accepted"), ("sub", J + "start-next/rejected")],
+       "subscribed first")
+    eq(aws.events[3][1], J + "start-next", "topic")
+    eq(json.loads(aws.events[3][2]),
+       {"statusDetails": {"oldCertificateId": "abc"}, "clientToken": "upcert-1"}, "payload")
+    eq((ex["jobId"], ex["jobDocument"], ex["status"], ex["versionNumber"]),
+       ("j1", ROTATE, "IN_PROGRESS", 2), "execution")
+    eq(jobs.update(rot, c, "j1", 2, "SUCCEEDED", {"newCertificateId": "def"}), 3, "next version")
+    eq(aws.events[-1][1], J + "j1/update", "update topic")
+    eq(json.loads(aws.events[-1][2]), {"status": "SUCCEEDED", "statusDetails":
+       {"newCertificateId": "def"}, "expectedVersion": 2, "clientToken": "upcert-2"}, "update")
+    eq(aws.job("j1")["status"], "SUCCEEDED", "recorded")
+    raises(RotationError, jobs.update, rot, c, "j1", 2, "FAILED", {}, contains=(
+        "jobs j1/update rejected: VersionMismatch: expected 3"))
+    eq(jobs.start_next(rot, c), None, "nothing pending")
+    eq(json.loads(aws.events[-1][2]), {"clientToken": "upcert-4"}, "no statusDetails")
+
+
+def test_notify_next_event():
+    a, aws, store, lines = _rig()
+    rot = a.rot
+    eq(rot.on_message(b"things/dev1/commands", b"{}"), False, "not ours before attach")
+    a.cycle()
+    eq(aws.events[2], ("sub", J + "notify-next"), "subscribed after the commands topic")
+    eq(rot.jobs_pending, False, "start-next asked at connect")
+    eq(rot.on_message(b"things/dev1/commands", b"{}"), False, "not ours")
+    eq(rot.on_message((J + "notify-next").encode(), b'{"timestamp": 1, "execution": {}}'), True,
+       "ours")
+    eq((rot.jobs_pending, rot.pending()), (True, True), "a job waits")
+    rot.on_message((J + "notify-next").encode(), b'{"timestamp": 2}')
+    eq(rot.jobs_pending, False, "no execution: nothing pending")
+
+
+def test_job_at_connect_rotates_and_reconnects():
+    a, aws, store, lines = _rig()
+    old_id = Certificate(store.certificate()).cert_id()
+    aws.add_job("j1", ROTATE)
+    a.run(max_cycles=2)
+    new_id = Certificate(store.certificate()).cert_id()
+    true(new_id != old_id, "new identity")
+    j = aws.job("j1")
+    eq((j["status"], j["details"]), ("SUCCEEDED", {"oldCertificateId": old_id,
+       "newCertificateId": new_id}), "job reported")
+    true("upcert: job j1: rotate-certificate" in lines, "job line")
+    true("upcert: job j1 SUCCEEDED" in lines, "succeeded line")
+    i = lines.index("upcert: job j1 SUCCEEDED")
+    true(lines[i + 1].startswith("upcert: rotation: done: certificate %s" % new_id[:16]), lines[i + 1])
+    eq(lines[i + 2], "upcert: connecting localhost:8883 as dev1", "reconnect")
+    true(("cert %s" % new_id[:16]) in lines[i + 3], lines[i + 3])
+    t = _telemetry(aws)
+    eq(len(t), 1, "no telemetry on the old identity once rotation ran")
+    eq((t[0]["cert_id"], t[0]["rotation"]), (new_id, "done"), "telemetry after")
+    true(t[0]["renew_due"].startswith("20"), "renew_due %r" % t[0]["renew_due"])
+
+
+def test_notify_next_while_serving():
+    a, aws, store, lines = _rig(interval_s=1)
+    fed = []
+
+    def sleep(ms):
+        if not fed:
+            fed.append(1)
+            aws.add_job("j2", ROTATE)
+            aws.sock.feed(aws.notify())
+
+    a.sleep_ms = sleep
+    a.run(max_cycles=1)
+    eq(aws.job("j2")["status"], "SUCCEEDED", "served during the report period")
+    t = _telemetry(aws)
+    eq((t[0]["rotation"], t[0]["renew_due"] is not None), ("idle", True), "telemetry before")
+
+
+def test_rotate_command():
+    a, aws, store, lines = _rig()
+    old = store.certificate()
+    a.cycle()  # connect + report
+    aws.sock.feed(publish_packet("things/dev1/commands", b'{"cmd": "rotate", "id": 5}'))
+    a.cycle()
+    reply = json.loads(aws.published("things/dev1/replies")[0][1])
+    eq(reply, {"id": 5, "cmd": "rotate", "ok": True}, "reply")
+    true("upcert: command rotate id=5 answered" in lines, "answered line")
+    true("upcert: rotation: start (command)" in lines, "rotation started by the command")
+    true(store.certificate() != old and not a.connected, "rotated, reconnecting")
+
+
+def test_rotate_command_without_rotation_support():
+    a = Agent(config(), FakeStore(), FakeClock(), None, print)
+    eq(a.answer(b'{"cmd": "rotate", "id": 1}')["error"], "unknown command 'rotate'", "refused")
+
+
+def test_rotation_off_for_lack_of_memory():
+    aws = FakeAws(TestCa(), FakeClock())
+    a = Agent(config(), FakeStore(), FakeClock(), aws.socket, [].append, False)
+    a.sleep_ms = lambda ms: None
+    a.config["telemetry_interval_s"] = 0
+    a.run(max_cycles=1)
+    t = _telemetry(aws)[0]
+    eq((t["rotation"], "renew_due" in t), ("off", False), "telemetry says off")
+    eq(a.answer(b'{"cmd": "rotate"}')["ok"], False, "no rotate command")
+
+
+def test_unknown_operation_rejected():
+    a, aws, store, lines = _rig()
+    aws.add_job("j3", {"operation": "reboot"})
+    a.run(max_cycles=1)
+    why = "unknown operation 'reboot': this device runs 'rotate-certificate'"
+    eq((aws.job("j3")["status"], aws.job("j3")["details"]), ("REJECTED", {"reason": why}), "job")
+    true("upcert: job j3 REJECTED: " + why in lines, repr(lines))
+    aws.add_job("j4", "not an object")
+    a.rot.jobs_pending = True
+    a.run(max_cycles=1)
+    eq(aws.job("j4")["status"], "REJECTED", "a document that is not an object")
+
+
+def test_lost_report_repeated_after_reboot():
+    a, aws, store, lines = _rig()
+    cur = Certificate(store.certificate()).cert_id()
+    aws.add_job("j5", ROTATE, status="IN_PROGRESS", version=2,
+                details={"oldCertificateId": "0" * 64})  # started under an earlier identity
+    a.run(max_cycles=1)
+    j = aws.job("j5")
+    eq((j["status"], j["details"]["newCertificateId"]), ("SUCCEEDED", cur), "reported")
+    eq(aws.issued, [], "no second rotation")
+
+
+def test_job_failed_after_three_tries():
+    a, aws, store, lines = _rig()
+    aws.reject = (400, "InvalidCsr", "no")
+    aws.add_job("j6", ROTATE)
+    for _ in range(3):
+        a.run(max_cycles=1)
+        a.clock.t += 10000
+    j = aws.job("j6")
+    eq(j["status"], "FAILED", "given up")
+    eq(j["details"]["step"], "issue", "step")
+    true(j["details"]["reason"].startswith("CreateCertificateFromCsr rejected: 400"), "reason")
+    eq(store.calls, [], "nothing staged")
+
+
+def test_app_wires_rotation_for_slot_stores():
+    import os
+
+    from certdata import EC_DER
+    from upcert import agent, app, tlsconn
+
+    d = os.getenv("UPCERT_TEST_TMP", "/tmp") + "/appwire"
+    try:
+        os.mkdir(d)
+    except OSError:
+        pass
+    with open(d + "/config.json", "w") as f:
+        f.write('{"thing": "dev1", "endpoint": "localhost"}')
+    with open(d + "/roots.der", "wb") as f:
+        f.write(EC_DER)
+    got = []
+
+    class Board:
+        NAME = "fake"
+
+        def __init__(self, store):
+            self.s = store
+
+        def network_up(self, cfg):
+            pass
+
+        def clock(self):
+            return FakeClock()
+
+        def store(self, cfg):
+            return self.s
+
+    class Recorder:
+        def __init__(self, config, store, clock, connect, log, rotation=None):
+            got.append(rotation)
+
+        def run(self):
+            pass
+
+    real = tlsconn.make_context, agent.Agent
+    tlsconn.make_context = lambda c, k, r: None
+    agent.Agent = Recorder
+    try:
+        app.main(Board(SlotStore(EC_DER, b"k")), d + "/config.json", print, lambda ms: None)
+        app.main(Board(FakeStore()), d + "/config.json", print, lambda ms: None)
+    finally:
+        tlsconn.make_context, agent.Agent = real
+    eq(type(got[0]).__name__, "Rotation", "slot store: rotation on")
+    eq(got[1], None, "no slots: no rotation")

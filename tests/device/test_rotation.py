@@ -1,0 +1,219 @@
+# Device tests for upcert.rotation: the state machine on fakes with real P-256 keys and real
+# certificates (testca): happy path order (stage before trial, commit after), the checks that
+# refuse a certificate, trial failure -> discard, rejection -> backoff, link loss, no key leaks.
+import sys
+from binascii import b2a_base64, hexlify
+
+from agentfakes import DAY, NOW, FakeClock, config
+from checks import eq, raises, true
+from fakeaws import FakeAws
+from slotstore import SlotStore
+from testca import SHA1_RSA, TestCa, key
+from upcert import config as config_mod
+from upcert.mqtt import Client
+from upcert.rotation import Rotation
+from upcert.x509 import Certificate
+
+P = "upcert: rotation: "
+
+
+class Rig:
+    """A connected Rotation over FakeAws; the device certificate has 20 days left (due)."""
+
+    def __init__(self, left_days=20, roots=True, **over):
+        self.clock = FakeClock()
+        self.ca = TestCa()
+        self.aws = FakeAws(self.ca, self.clock)
+        self.calls = []
+        k = key("old-device")
+        self.old = self.ca.issue("dev1", k.public_point(), NOW - 300 * DAY, NOW + left_days * DAY)
+        self.store = SlotStore(self.old, k.private_der(), self.calls)
+        self.lines = []
+        self.cfg = config_mod.validate(config(**over))
+        anchors = (lambda: [self.ca.cert()]) if roots is True else roots
+        self.rot = Rotation(
+            self.cfg, self.store, self.clock, self.aws.connector(self.calls), self.lines.append,
+            anchors,
+        )
+        self.client = Client("dev1")
+        self.client.connect(self.aws.socket())
+        self.rot.attach(self.client)
+        self.rot.jobs_pending = False  # no start-next here: test_jobs.py covers jobs
+        self.aws.events = []
+
+    def service(self):
+        return self.rot.service(self.client, Certificate(self.store.certificate()))
+
+    def rotation_lines(self):
+        return [line[len(P):] for line in self.lines if line.startswith(P)]
+
+    def failed(self, step, text, lo=60):
+        eq(self.rot.state, "failed:" + step, "state")
+        line = self.lines[-1]
+        true(line.startswith(P + "failed at %s: %s" % (step, text)) and "; retry in " in line, line)
+        s = int(line.rsplit(" ", 2)[1])
+        true(lo <= s <= lo * 5 // 4, "backoff %d s" % s)
+        return s
+
+
+def test_happy_path_order_and_log_lines():
+    r = Rig()
+    old = Certificate(r.old)
+    eq(r.rot.state, "idle", "before")
+    eq(r.service(), True, "committed: the agent must reconnect")
+    eq(r.calls, ["stage", "tls", "commit"], "stage, then trial connection, then commit")
+    new = Certificate(r.store.certificate())
+    nid = new.cert_id()
+    eq(r.store.describe()["slot"], "b", "flipped to the other slot")
+    eq(new.der, r.aws.issued[0], "the certificate AWS issued")
+    eq(r.aws.certs[nid], "ACTIVE", "activated by RegisterThing")
+    got = r.rotation_lines()
+    true(got[0].startswith("due: expires in 20 days (renewal window 64 days)"), got[0])
+    true(got[1].startswith("start (expires in 20 days"), got[1])
+    eq(got[2], "new P-256 key", "key")
+    true(got[3].startswith("CSR for CN=dev1 (") and got[3].endswith(" bytes)"), got[3])
+    eq(got[4:], [
+        "certificate %s issued" % nid[:16],
+        "RegisterThing(upcert-rotation) accepted",
+        "checks passed: issuer 'upcert test CA' signature verified",
+        "staged",
+        "trial connection as dev1-rot accepted",
+        "committed certificate %s" % nid[:16],
+        "done: certificate %s expires %s; reconnecting" % (nid[:16], r.clock.iso(new.not_after)),
+    ], "steps")
+    for m in ("rotate", "jobs", "fleet", "csr", "p256", "derw"):
+        true("upcert." + m not in sys.modules, "upcert.%s still loaded" % m)
+    kinds = [e[0] + ":" + (e[1] if len(e) > 1 else "") for e in r.aws.events]
+    i = kinds.index("connect:dev1-rot")
+    eq(kinds[i + 1], "disconnect:", "trial connection closed at once")
+    eq(r.rot.state, "done", "state")
+    true(new.not_after > old.not_after, "outlives the old one")
+    # The private key never leaves: not in the log, not in any payload.
+    kder = r.store.private_key()
+    for secret in (kder, hexlify(kder), b2a_base64(kder).strip()):
+        for line in r.lines:
+            true(secret[20:60] not in line.encode(), "key material in the log")
+        for _, payload in r.aws.published():
+            true(secret[20:60] not in payload, "key material published")
+
+
+def test_not_due_does_nothing():
+    r = Rig(left_days=200)
+    eq(r.service(), False, "not due")
+    eq((r.rot.state, r.calls, r.aws.events), ("idle", [], []), "nothing sent")
+    true(r.rot.due_iso().startswith("2027-"), r.rot.due_iso())
+
+
+def test_untrusted_clock_never_rotates():
+    r = Rig(left_days=2)
+    r.clock.ok = False
+    eq(r.service(), False, "untrusted")
+    eq((r.rot.state, r.rot.due_iso(), r.aws.events), ("idle", None, []), "nothing")
+
+
+def test_wrong_key_in_certificate_refused():
+    r = Rig()
+    r.aws.wrong_key = key("someone else").public_point()
+    eq(r.service(), False, "refused")
+    r.failed("check", "issued certificate is not for our new key")
+    eq(r.calls, [], "nothing staged")
+    eq(r.store.certificate(), r.old, "old identity kept")
+
+
+def test_trial_failure_discards():
+    r = Rig(fleet={"template": None})  # no RegisterThing: the certificate stays inactive
+    eq(r.service(), False, "trial refused")
+    eq(r.calls, ["stage", "tls", "discard"], "staged, tried, discarded")
+    r.failed("trial", "localhost:8883 closed the connection in the TLS handshake")
+    eq((r.store.certificate(), r.store.staged()), (r.old, None), "old identity kept")
+
+
+def test_rejection_backs_off_then_succeeds():
+    r = Rig()
+    r.aws.reject = (400, "InvalidCsr", "bad CSR")
+    eq(r.service(), False, "rejected")
+    first = r.failed("issue", "CreateCertificateFromCsr rejected: 400 InvalidCsr: bad CSR")
+    n = len(r.aws.events)
+    r.clock.t += first - 1
+    eq(r.service(), False, "still backing off")
+    eq(len(r.aws.events), n, "no request while backing off")
+    r.clock.t += 1
+    eq(r.service(), False, "second failure")
+    r.failed("issue", "CreateCertificateFromCsr rejected", lo=120)
+    r.aws.reject = None
+    r.clock.t += 200
+    eq(r.service(), True, "third try works")
+    eq((r.rot.state, r.rot._backoff_s), ("done", 0), "backoff reset")
+
+
+def test_timeout_backs_off():
+    r = Rig(fleet={"timeout_s": 1})
+    r.aws.silent = True
+    eq(r.service(), False, "no reply")
+    r.failed("issue", "no reply to $aws/certificates/create-from-csr/json in 1000 ms")
+
+
+def test_issuer_signature_must_verify():
+    r = Rig(roots=lambda: [TestCa(seed="impostor").cert()])  # same CN, another key
+    eq(r.service(), False, "refused")
+    r.failed("check", "issuer 'upcert test CA' signature does not verify")
+
+
+def test_issuer_not_on_device():
+    r = Rig(roots=None)
+    eq(r.service(), True, "same issuer as before: accepted")
+    true(
+        "checks passed: issuer 'upcert test CA' as before; signature not verified on device"
+        in r.rotation_lines(),
+        repr(r.rotation_lines()),
+    )
+    r = Rig(roots=None)
+    r.aws.ca = TestCa("Other CA", "other")
+    eq(r.service(), False, "foreign issuer")
+    r.failed("check", "issuer 'Other CA' is neither 'upcert test CA' nor a trust anchor")
+
+
+def test_signature_algorithm_and_validity_checks():
+    r = Rig()
+    r.aws.alg = SHA1_RSA
+    eq(r.service(), False, "sha1WithRSA")
+    r.failed("check", "issued certificate signed 1.2.840.113549.1.1.5: AWS IoT refuses it")
+    r = Rig()
+    r.aws.validity_s = 10 * DAY  # the current one has 20 days left
+    eq(r.service(), False, "shorter")
+    r.failed("check", "issued certificate expires 2027-01-25T08:00:00Z, before the current one")
+
+
+def test_link_lost_during_request_propagates():
+    r = Rig()
+    r.aws.sock.closed = True  # writes raise OSError(EBADF)
+    raises(OSError, r.service)
+    eq(r.rot.state, "failed:issue", "state")
+    true(r.lines[-1].startswith(P + "failed at issue: "), r.lines[-1])
+
+
+def test_store_failure_at_stage():
+    r = Rig()
+    r.store.fail = "stage"
+    eq(r.service(), False, "stage failed")
+    r.failed("stage", "stage failed (test)")
+    eq(r.calls, ["stage"], "no trial, no commit")
+
+
+def test_subject_fields_from_config():
+    r = Rig(fleet={"subject": [["O", "Acme"], ["C", "DE"]]})
+    eq(r.service(), True, "rotated")
+    s = r.aws.subjects[0]
+    true(b"dev1" in s and b"Acme" in s and b"DE" in s, repr(s))
+
+
+def test_command_gives_up_after_three_tries():
+    r = Rig(left_days=200)  # not due: only the request drives it
+    r.aws.reject = (503, "ServiceUnavailable", "later")
+    r.rot.request("command")
+    for i in range(3):
+        true(r.rot.pending(), "pending %d" % i)
+        eq(r.service(), False, "fails")
+        r.clock.t += 100000
+    eq(r.lines[-1], P + "command given up after 3 tries", "gave up")
+    eq((r.rot.want, bool(r.rot.pending())), (None, False), "no more tries")
