@@ -10,6 +10,10 @@ from upcert import tlsconn
 from upcert.errors import ClockNotSetError, ConnectError, UpcertError
 
 _SPARE = const(3584)  # kept for a rotation's TLS context: 3 KB (unix port) + its header
+# Free RAM at start-up below which rotation is off: a rotation then loads ~28 KB of modules
+# (as .mpy on the 64-bit unix port) and needs ~36 KB free in all; the emulated board reaches it
+# from a heap of ~130 KB.
+_ROOM = const(40960)
 
 
 def _retry(what, fn, log, sleep_ms):
@@ -79,35 +83,43 @@ def main(board, config_path="/upcert.d/config.json", log=print, sleep_ms=time.sl
         Agent,  # after the TLS context: its 3 KB block needs an unfragmented heap
     )
 
-    rot = None
-    ro = getattr(getattr(store_mod, "Store", None), "stage", None)  # base: refuses (read-only)
-    if getattr(type(store), "stage", ro) is not ro:  # a store with A/B slots
-        spare = []
-
-        def connector(cert, key):  # a fresh context for a new pair (trial, then for good)
-            roots = store_mod.load_roots(roots_path)
-            # The context needs one 3 KB block; mid-rotation the heap is fragmented, so it
-            # takes the block kept free since start-up (found again after a collection).
-            spare.clear()
-            gc.collect()
-            try:
-                return tlsconn.Connector(tlsconn.make_context(cert, key, roots)).connect
-            finally:
-                try:
-                    spare.append(bytearray(_SPARE))
-                except MemoryError:
-                    pass  # the next rotation goes without
-
-        try:
-            from upcert.rotation import Rotation
-
-            rot = Rotation(
-                config, store, clock, connector, log, lambda: store_mod.load_roots(roots_path)
-            )
-        except MemoryError:  # the agent first: it runs without, telemetry says "rotation": "off"
-            rot = False
-        try:
-            spare.append(bytearray(_SPARE))
-        except MemoryError:
-            pass  # fragmented already: a rotation goes without
+    rot = _rotation(config, store, clock, store_mod, roots_path, log)
     Agent(config, store, clock, tlsconn.Connector(ctx).connect, log, rot).run()
+
+
+def _rotation(config, store, clock, store_mod, roots_path, log):
+    # A Rotation when the store has A/B slots (the base Store refuses to stage: a read-only
+    # identity) and the RAM left can hold a rotation; False when it cannot (the agent first:
+    # telemetry says "rotation": "off"); None for a store without slots.
+    ro = getattr(getattr(store_mod, "Store", None), "stage", None)
+    if getattr(type(store), "stage", ro) is ro:
+        return None
+    gc.collect()
+    if gc.mem_free() < _ROOM:
+        return False
+    spare = []
+
+    def connector(cert, key):  # a fresh context for a new pair (trial, then for good)
+        roots = store_mod.load_roots(roots_path)
+        # The context needs one 3 KB block; mid-rotation the heap is fragmented, so it takes
+        # the block kept free since start-up (found again after a collection).
+        spare.clear()
+        gc.collect()
+        try:
+            return tlsconn.Connector(tlsconn.make_context(cert, key, roots)).connect
+        finally:
+            try:
+                spare.append(bytearray(_SPARE))
+            except MemoryError:
+                pass  # the next rotation goes without
+
+    try:
+        from upcert.rotation import Rotation
+
+        rot = Rotation(
+            config, store, clock, connector, log, lambda: store_mod.load_roots(roots_path)
+        )
+        spare.append(bytearray(_SPARE))
+    except MemoryError:
+        return False
+    return rot

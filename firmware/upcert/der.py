@@ -183,16 +183,17 @@ def read_str(buf, tag, s, e):
             raise ValueError
         # Re-encode as UTF-8 into one buffer: a list of 1-char strings costs ~40x the input.
         out = bytearray()
-        while s < e:
+        i = s
+        while i < e:
             c = 0
-            for j in range(s, s + w):
+            for j in range(i, i + w):
                 c = (c << 8) | buf[j]
-            s += w
-            if w == 2 and 0xD800 <= c < 0xDC00 and s < e and 0xDC <= buf[s] < 0xE0:
+            i += w
+            if w == 2 and 0xD800 <= c < 0xDC00 and i < e and 0xDC <= buf[i] < 0xE0:
                 # A UTF-16 surrogate pair: what encoders (and pyca/cryptography) write for
                 # characters past U+FFFF in a BMPString.
-                c = 0x10000 + ((c - 0xD800) << 10) + ((buf[s] - 0xDC) << 8 | buf[s + 1])
-                s += 2
+                c = 0x10000 + ((c - 0xD800) << 10) + ((buf[i] - 0xDC) << 8 | buf[i + 1])
+                i += 2
             # A lone surrogate is not a character (Unicode §3.9); past U+10FFFF, CPython's chr()
             # raises OverflowError, not ValueError (found by tests/fuzz).
             if 0xD800 <= c < 0xE000 or c > 0x10FFFF:

@@ -19,8 +19,9 @@ _WORK = ("rotate", "jobs", "fleet", "csr", "p256", "derw")
 
 
 def drop(names=_WORK):
-    """Forget modules until they are needed again: .mpy code loaded into RAM is freed (frozen
-    modules cost only their dict). Callers must hold no reference to them."""
+    """Forget modules until they are needed again: the RAM of .mpy code is freed, though not
+    its interned strings (frozen modules cost only their dict). Callers must hold no
+    reference to them."""
     import upcert
 
     for n in names:
@@ -110,8 +111,8 @@ class Rotation:
                 from upcert import jobs
 
                 jobs.serve(self, client, cert)
-            except RotationError as e:
-                self.say(str(e), "jobs: ")
+            except (RotationError, MemoryError) as e:
+                self.say(str(e) or "out of memory", "jobs: ")
             finally:
                 jobs = None
                 drop()

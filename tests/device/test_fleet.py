@@ -88,8 +88,15 @@ def test_rejections_carry_code_and_message():
         contains="RegisterThing(nope) rejected: 404 ResourceNotFound: template nope does not exist",
     )
     _, _, token = fleet.create_from_csr(client, pem, 2000)
-    e = raises(RotationError, fleet.register_thing, client, "upcert-rotation", token,
-               {"ThingName": "dev2"}, 2000)
+    e = raises(
+        RotationError,
+        fleet.register_thing,
+        client,
+        "upcert-rotation",
+        token,
+        {"ThingName": "dev2"},
+        2000,
+    )
     true("403 Forbidden" in str(e), str(e))
 
 
@@ -127,11 +134,23 @@ def test_bad_replies():
     aws, client, _, _, pem = _setup()
     aws.silent = True
     aws.inject = [publish_packet(CSR + "/accepted", b"[1]")]
-    raises(RotationError, fleet.create_from_csr, client, pem, 2000,
-           contains="reply on $aws/certificates/create-from-csr/json is not a JSON object")
+    raises(
+        RotationError,
+        fleet.create_from_csr,
+        client,
+        pem,
+        2000,
+        contains="reply on $aws/certificates/create-from-csr/json is not a JSON object",
+    )
     aws.inject = [publish_packet(CSR + "/accepted", b'{"certificateId": "x"}')]
-    raises(RotationError, fleet.create_from_csr, client, pem, 2000,
-           contains="CreateCertificateFromCsr: accepted reply lacks 'certificatePem'")
+    raises(
+        RotationError,
+        fleet.create_from_csr,
+        client,
+        pem,
+        2000,
+        contains="CreateCertificateFromCsr: accepted reply lacks 'certificatePem'",
+    )
 
 
 def test_request_matches_client_token():

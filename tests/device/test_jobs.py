@@ -57,20 +57,46 @@ def test_jobs_api_topics_and_payloads():
     rot = _Rot()
     aws.add_job("j1", ROTATE)
     ex = jobs.start_next(rot, c, {"oldCertificateId": "abc"})
-    eq(aws.events[1:3], [("sub", J + "start-next/accepted"), ("sub", J + "start-next/rejected")],
-       "subscribed first")
+    eq(
+        aws.events[1:3],
+        [("sub", J + "start-next/accepted"), ("sub", J + "start-next/rejected")],
+        "subscribed first",
+    )
     eq(aws.events[3][1], J + "start-next", "topic")
-    eq(json.loads(aws.events[3][2]),
-       {"statusDetails": {"oldCertificateId": "abc"}, "clientToken": "upcert-1"}, "payload")
-    eq((ex["jobId"], ex["jobDocument"], ex["status"], ex["versionNumber"]),
-       ("j1", ROTATE, "IN_PROGRESS", 2), "execution")
+    eq(
+        json.loads(aws.events[3][2]),
+        {"statusDetails": {"oldCertificateId": "abc"}, "clientToken": "upcert-1"},
+        "payload",
+    )
+    eq(
+        (ex["jobId"], ex["jobDocument"], ex["status"], ex["versionNumber"]),
+        ("j1", ROTATE, "IN_PROGRESS", 2),
+        "execution",
+    )
     eq(jobs.update(rot, c, "j1", 2, "SUCCEEDED", {"newCertificateId": "def"}), 3, "next version")
     eq(aws.events[-1][1], J + "j1/update", "update topic")
-    eq(json.loads(aws.events[-1][2]), {"status": "SUCCEEDED", "statusDetails":
-       {"newCertificateId": "def"}, "expectedVersion": 2, "clientToken": "upcert-2"}, "update")
+    eq(
+        json.loads(aws.events[-1][2]),
+        {
+            "status": "SUCCEEDED",
+            "statusDetails": {"newCertificateId": "def"},
+            "expectedVersion": 2,
+            "clientToken": "upcert-2",
+        },
+        "update",
+    )
     eq(aws.job("j1")["status"], "SUCCEEDED", "recorded")
-    raises(RotationError, jobs.update, rot, c, "j1", 2, "FAILED", {}, contains=(
-        "jobs j1/update rejected: VersionMismatch: expected 3"))
+    raises(
+        RotationError,
+        jobs.update,
+        rot,
+        c,
+        "j1",
+        2,
+        "FAILED",
+        {},
+        contains=("jobs j1/update rejected: VersionMismatch: expected 3"),
+    )
     eq(jobs.start_next(rot, c), None, "nothing pending")
     eq(json.loads(aws.events[-1][2]), {"clientToken": "upcert-4"}, "no statusDetails")
 
@@ -83,8 +109,11 @@ def test_notify_next_event():
     eq(aws.events[2], ("sub", J + "notify-next"), "subscribed after the commands topic")
     eq(rot.jobs_pending, False, "start-next asked at connect")
     eq(rot.on_message(b"things/dev1/commands", b"{}"), False, "not ours")
-    eq(rot.on_message((J + "notify-next").encode(), b'{"timestamp": 1, "execution": {}}'), True,
-       "ours")
+    eq(
+        rot.on_message((J + "notify-next").encode(), b'{"timestamp": 1, "execution": {}}'),
+        True,
+        "ours",
+    )
     eq((rot.jobs_pending, rot.pending()), (True, True), "a job waits")
     rot.on_message((J + "notify-next").encode(), b'{"timestamp": 2}')
     eq(rot.jobs_pending, False, "no execution: nothing pending")
@@ -98,12 +127,18 @@ def test_job_at_connect_rotates_and_reconnects():
     new_id = Certificate(store.certificate()).cert_id()
     true(new_id != old_id, "new identity")
     j = aws.job("j1")
-    eq((j["status"], j["details"]), ("SUCCEEDED", {"oldCertificateId": old_id,
-       "newCertificateId": new_id}), "job reported")
+    eq(
+        (j["status"], j["details"]),
+        ("SUCCEEDED", {"oldCertificateId": old_id, "newCertificateId": new_id}),
+        "job reported",
+    )
     true("upcert: job j1: rotate-certificate" in lines, "job line")
     true("upcert: job j1 SUCCEEDED" in lines, "succeeded line")
     i = lines.index("upcert: job j1 SUCCEEDED")
-    true(lines[i + 1].startswith("upcert: rotation: done: certificate %s" % new_id[:16]), lines[i + 1])
+    true(
+        lines[i + 1].startswith("upcert: rotation: done: certificate %s" % new_id[:16]),
+        lines[i + 1],
+    )
     eq(lines[i + 2], "upcert: connecting localhost:8883 as dev1", "reconnect")
     true(("cert %s" % new_id[:16]) in lines[i + 3], lines[i + 3])
     t = _telemetry(aws)
@@ -174,8 +209,9 @@ def test_unknown_operation_rejected():
 def test_lost_report_repeated_after_reboot():
     a, aws, store, lines = _rig()
     cur = Certificate(store.certificate()).cert_id()
-    aws.add_job("j5", ROTATE, status="IN_PROGRESS", version=2,
-                details={"oldCertificateId": "0" * 64})  # started under an earlier identity
+    aws.add_job(
+        "j5", ROTATE, status="IN_PROGRESS", version=2, details={"oldCertificateId": "0" * 64}
+    )  # started under an earlier identity
     a.run(max_cycles=1)
     j = aws.job("j5")
     eq((j["status"], j["details"]["newCertificateId"]), ("SUCCEEDED", cur), "reported")

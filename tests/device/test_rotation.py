@@ -32,7 +32,11 @@ class Rig:
         self.cfg = config_mod.validate(config(**over))
         anchors = (lambda: [self.ca.cert()]) if roots is True else roots
         self.rot = Rotation(
-            self.cfg, self.store, self.clock, self.aws.connector(self.calls), self.lines.append,
+            self.cfg,
+            self.store,
+            self.clock,
+            self.aws.connector(self.calls),
+            self.lines.append,
             anchors,
         )
         self.client = Client("dev1")
@@ -45,7 +49,7 @@ class Rig:
         return self.rot.service(self.client, Certificate(self.store.certificate()))
 
     def rotation_lines(self):
-        return [line[len(P):] for line in self.lines if line.startswith(P)]
+        return [line[len(P) :] for line in self.lines if line.startswith(P)]
 
     def failed(self, step, text, lo=60):
         eq(self.rot.state, "failed:" + step, "state")
@@ -72,15 +76,20 @@ def test_happy_path_order_and_log_lines():
     true(got[1].startswith("start (expires in 20 days"), got[1])
     eq(got[2], "new P-256 key", "key")
     true(got[3].startswith("CSR for CN=dev1 (") and got[3].endswith(" bytes)"), got[3])
-    eq(got[4:], [
-        "certificate %s issued" % nid[:16],
-        "RegisterThing(upcert-rotation) accepted",
-        "checks passed: issuer 'upcert test CA' signature verified",
-        "staged",
-        "trial connection as dev1-rot accepted",
-        "committed certificate %s" % nid[:16],
-        "done: certificate %s expires %s; reconnecting" % (nid[:16], r.clock.iso(new.not_after)),
-    ], "steps")
+    eq(
+        got[4:],
+        [
+            "certificate %s issued" % nid[:16],
+            "RegisterThing(upcert-rotation) accepted",
+            "checks passed: issuer 'upcert test CA' signature verified",
+            "staged",
+            "trial connection as dev1-rot accepted",
+            "committed certificate %s" % nid[:16],
+            "done: certificate %s expires %s; reconnecting"
+            % (nid[:16], r.clock.iso(new.not_after)),
+        ],
+        "steps",
+    )
     for m in ("rotate", "jobs", "fleet", "csr", "p256", "derw"):
         true("upcert." + m not in sys.modules, "upcert.%s still loaded" % m)
     kinds = [e[0] + ":" + (e[1] if len(e) > 1 else "") for e in r.aws.events]

@@ -25,16 +25,19 @@ from tests.tools import ROOT, micropython_cmd, require
 
 FAKES = ROOT / "tests" / "device" / "fakes"
 # GC heap (-X heapsize) for the whole app cycle with a rotation, modules loaded as .mpy. Measured
-# minima on this 64-bit unix port: 132K with a rotation; 96K with rotation enabled but idle (at
-# 88K the app runs with "rotation": "off"); 88K without rotation support. 64K is out of reach
-# here: the modules' code alone takes ~98 KB of heap once loaded (~72 KB of it the agent's
-# foundation); a rotation loads ~28 KB more for its duration. Frozen modules stay in flash.
+# on this 64-bit unix port: a rotation completes from 120K; below ~120K app.py leaves rotation
+# off (telemetry "rotation": "off": under 40 KB free at start-up); the app without rotation
+# support runs from 88K. 64K is out of reach here: the modules' code alone takes ~98 KB of heap
+# once loaded (~72 KB of it the agent's foundation) and a rotation loads ~28 KB more for its
+# duration. Frozen modules stay in flash.
 HEAP = os.environ.get("UPCERT_HEAP_ROTATION", "144K")
 NEW_MODULES = ("renew", "fleet", "jobs", "rotation", "rotate")
 MPY_BUDGET = 8 * 1024
-_HEADERS = {"/usr/include/mosquitto_broker.h": "mosquitto-dev",
-            "/usr/include/mosquitto.h": "libmosquitto-dev",
-            "/usr/include/openssl/x509.h": "libssl-dev"}
+_HEADERS = {
+    "/usr/include/mosquitto_broker.h": "mosquitto-dev",
+    "/usr/include/mosquitto.h": "libmosquitto-dev",
+    "/usr/include/openssl/x509.h": "libssl-dev",
+}
 
 # The board: real clock, the A/B slot store of the device tests over the files in store.root.
 BOARD = r"""
@@ -119,15 +122,24 @@ def _device(folder, cloud, thing, left_days):
     folder.mkdir(parents=True, exist_ok=True)
     key = generate_key("ec")
     now = dt.datetime.now(dt.timezone.utc)
-    cert = cloud.ca.issue_device(thing, key.public_key(), not_before=now - dt.timedelta(days=340),
-                                 not_after=now + dt.timedelta(days=left_days))
+    cert = cloud.ca.issue_device(
+        thing,
+        key.public_key(),
+        not_before=now - dt.timedelta(days=340),
+        not_after=now + dt.timedelta(days=left_days),
+    )
     Registry(cloud.registry_path).register(cert, thing, "ACTIVE")
     _write(folder / "cert.der", cert_to_der(cert))
     _write(folder / "key.der", key_to_der(key), 0o600)
     _write(folder / "roots.der", cert_to_der(cloud.ca.certificate))
-    config = {"thing": thing, "endpoint": cloud.endpoint, "port": cloud.port,
-              "store": {"kind": "fs", "root": str(folder)}, "telemetry_interval_s": 1,
-              "fleet": {"timeout_s": 20}}
+    config = {
+        "thing": thing,
+        "endpoint": cloud.endpoint,
+        "port": cloud.port,
+        "store": {"kind": "fs", "root": str(folder)},
+        "telemetry_interval_s": 1,
+        "fleet": {"timeout_s": 20},
+    }
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "board.py").write_text(BOARD)
     (folder / "run.py").write_text(SCRIPT)
@@ -149,11 +161,18 @@ def _mpy_lib(folder):
 
 
 def _run(folder, heap="2M", lib=None):
-    path = [str(folder)] + ([str(lib)] if lib else
-                            [str(FAKES), str(ROOT / "firmware"), str(ROOT / ".build" / "deps")])
+    path = [str(folder)] + (
+        [str(lib)] if lib else [str(FAKES), str(ROOT / "firmware"), str(ROOT / ".build" / "deps")]
+    )
     env = dict(os.environ, MICROPYPATH=os.pathsep.join(path))
-    proc = subprocess.run(micropython_cmd(heap) + [str(folder / "run.py"), str(folder)],
-                          capture_output=True, text=True, timeout=240, env=env, cwd=str(folder))
+    proc = subprocess.run(
+        micropython_cmd(heap) + [str(folder / "run.py"), str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+        cwd=str(folder),
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "STOPPED" in out, out
     return out
@@ -164,16 +183,28 @@ def _id(cert):
 
 
 def _steps(out):
-    return [line[len("upcert: rotation: "):] for line in out.splitlines()
-            if line.startswith("upcert: rotation: ")]
+    return [
+        line[len("upcert: rotation: ") :]
+        for line in out.splitlines()
+        if line.startswith("upcert: rotation: ")
+    ]
 
 
 def _check_rotated(out, cloud, thing, old):
     steps = _steps(out)
     names = [s.split(" ")[0].rstrip(":") for s in steps]
-    assert names[names.index("start"):] == [
-        "start", "new", "CSR", "certificate", "RegisterThing(upcert-rotation)", "checks",
-        "staged", "trial", "committed", "done"], steps
+    assert names[names.index("start") :] == [
+        "start",
+        "new",
+        "CSR",
+        "certificate",
+        "RegisterThing(upcert-rotation)",
+        "checks",
+        "staged",
+        "trial",
+        "committed",
+        "done",
+    ], steps
     slot, new_id = re.search(r"^STORE (\w) (\w+)$", out, re.M).groups()
     assert slot == "b" and new_id != old, out
     assert f"committed certificate {new_id[:16]}" in steps
@@ -181,8 +212,9 @@ def _check_rotated(out, cloud, thing, old):
     registry = Registry(cloud.registry_path)
     record = registry.get(new_id)
     assert record and record["thing"] == thing and record["status"] == "ACTIVE", record
-    assert re.search(rf"New client connected from \S+ as {thing}-rot ", cloud.log_text()), \
+    assert re.search(rf"New client connected from \S+ as {thing}-rot ", cloud.log_text()), (
         "the trial connection used its own client id"
+    )
     assert "PRIVATE KEY" not in out
     return new_id, steps
 
@@ -212,8 +244,11 @@ def test_rotation_job_rsa_ca(rsa_cloud, tmp_path):
     assert f"upcert: job {job_id}: rotate-certificate" in out
     assert f"upcert: job {job_id} SUCCEEDED" in out
     assert steps[0] == f"start (job {job_id})", steps
-    assert any(s.startswith("checks passed: issuer ") and s.endswith(
-        "is a trust anchor (RSA); signature not verified on device") for s in steps), steps
+    assert any(
+        s.startswith("checks passed: issuer ")
+        and s.endswith("is a trust anchor (RSA); signature not verified on device")
+        for s in steps
+    ), steps
     job = Registry(rsa_cloud.registry_path).get_job(job_id)
     assert job["status"] == "SUCCEEDED", job
     assert job["status_details"] == {"oldCertificateId": old_id, "newCertificateId": new_id}
@@ -227,6 +262,7 @@ def test_whole_cycle_with_rotation_in_bounded_heap_as_mpy(ec_cloud, tmp_path):
 
 
 def test_rotation_modules_mpy_size(tmp_path):
-    sizes = {n: len(compile_mpy(ROOT / "firmware" / "upcert" / f"{n}.py", tmp_path))
-             for n in NEW_MODULES}
+    sizes = {
+        n: len(compile_mpy(ROOT / "firmware" / "upcert" / f"{n}.py", tmp_path)) for n in NEW_MODULES
+    }
     assert sum(sizes.values()) <= MPY_BUDGET, sizes

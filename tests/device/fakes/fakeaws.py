@@ -180,8 +180,13 @@ class FakeAws:
 
     def add_job(self, job_id, document, status="QUEUED", version=1, details=None):
         self.jobs.append(
-            {"jobId": job_id, "document": document, "status": status, "version": version,
-             "details": details or {}}
+            {
+                "jobId": job_id,
+                "document": document,
+                "status": status,
+                "version": version,
+                "details": details or {},
+            }
         )
 
     def job(self, job_id):
@@ -195,9 +200,16 @@ class FakeAws:
         return None
 
     def execution(self, j):
-        return {"jobId": j["jobId"], "thingName": self.thing, "jobDocument": j["document"],
-                "status": j["status"], "versionNumber": j["version"],
-                "statusDetails": j["details"], "executionNumber": 1, "queuedAt": 1}
+        return {
+            "jobId": j["jobId"],
+            "thingName": self.thing,
+            "jobDocument": j["document"],
+            "status": j["status"],
+            "versionNumber": j["version"],
+            "statusDetails": j["details"],
+            "executionNumber": 1,
+            "queuedAt": 1,
+        }
 
     def notify(self):
         """The notify-next PUBLISH for the next pending job (feed it to self.sock)."""
