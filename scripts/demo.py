@@ -69,7 +69,8 @@ def rotate_live(home, ca, ca_dir, cloud, tap):
         # (a rotation job reported SUCCEEDED does this by itself; here the operator does it).
         set_certificate_status(cloud.state_dir, old, "INACTIVE")
         states = {r["cert_id"][:16]: r["status"]
-                  for r in Registry(cloud.registry_path).list(thing)}
+                  for r in Registry(cloud.registry_path).list(thing)
+                  if r["cert_id"] in (old, new)}
         say(f"registry: {states}")
     finally:
         board.stop()
