@@ -25,10 +25,29 @@ def require(name):
     )
     if path:
         return path
-    msg = f"{name} not found: run `make setup` (it installs the .venv and Debian packages)"
+    missing(f"{name} not found: run `make setup` (it installs the .venv and Debian packages)")
+
+
+def missing(msg):
+    """A required component is absent: fail under CI=true (a broken install), else skip."""
     if os.environ.get("CI") == "true":
         pytest.fail(msg)
     pytest.skip(msg)
+
+
+# What building the stand-in's mosquitto plugin needs, with the Debian package of each.
+PLUGIN_HEADERS = {"/usr/include/mosquitto_broker.h": "mosquitto-dev",
+                  "/usr/include/mosquitto.h": "libmosquitto-dev",
+                  "/usr/include/openssl/x509.h": "libssl-dev"}
+
+
+def require_plugin_build():
+    """mosquitto, gcc and the headers the stand-in's plugin is compiled against."""
+    require("mosquitto")
+    require("gcc")
+    for path, pkg in PLUGIN_HEADERS.items():
+        if not Path(path).exists():
+            missing(f"{path} missing: apt-get install {pkg} (`make setup`)")
 
 
 def micropython_cmd(heapsize=None):

@@ -12,7 +12,6 @@ import socket
 import ssl
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -24,23 +23,15 @@ from upcert.certs import LocalCa, cert_id, generate_key, write_certificate, writ
 from upcert.cloud import Cloud
 from upcert.registry import Registry, RegistryError
 
-from tests.tools import require
+from tests.tools import require_plugin_build
 
 CSR_TOPIC = "$aws/certificates/create-from-csr/json"
 PROVISION_TOPIC = "$aws/provisioning-templates/upcert-rotation/provision/json"
-_HEADERS = {"/usr/include/mosquitto_broker.h": "mosquitto-dev",
-            "/usr/include/mosquitto.h": "libmosquitto-dev",
-            "/usr/include/openssl/x509.h": "libssl-dev"}
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _components():
-    require("mosquitto")
-    require("gcc")
-    for path, pkg in _HEADERS.items():
-        if not Path(path).exists():
-            msg = f"{path} missing: apt-get install {pkg} (`make setup`)"
-            pytest.fail(msg) if os.environ.get("CI") == "true" else pytest.skip(msg)
+    require_plugin_build()
 
 
 @pytest.fixture(scope="module")

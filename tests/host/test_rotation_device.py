@@ -12,7 +12,6 @@ import json
 import os
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
 from upcert import provisioning
@@ -21,7 +20,7 @@ from upcert.cloud import Cloud, Subscription
 from upcert.firmware import compile_mpy
 from upcert.registry import Registry
 
-from tests.tools import ROOT, micropython_cmd, require
+from tests.tools import ROOT, micropython_cmd, require_plugin_build
 
 FAKES = ROOT / "tests" / "device" / "fakes"
 # GC heap (-X heapsize) for the whole app cycle with a rotation, modules loaded as .mpy. Measured
@@ -33,11 +32,6 @@ FAKES = ROOT / "tests" / "device" / "fakes"
 HEAP = os.environ.get("UPCERT_HEAP_ROTATION", "144K")
 NEW_MODULES = ("renew", "fleet", "jobs", "rotation", "rotate")
 MPY_BUDGET = 8 * 1024
-_HEADERS = {
-    "/usr/include/mosquitto_broker.h": "mosquitto-dev",
-    "/usr/include/mosquitto.h": "libmosquitto-dev",
-    "/usr/include/openssl/x509.h": "libssl-dev",
-}
 
 # The board: real clock, the A/B slot store of the device tests over the files in store.root.
 BOARD = r"""
@@ -85,12 +79,7 @@ except KeyboardInterrupt:
 
 @pytest.fixture(scope="module", autouse=True)
 def _components():
-    require("mosquitto")
-    require("gcc")
-    for path, pkg in _HEADERS.items():
-        if not Path(path).exists():
-            msg = f"{path} missing: apt-get install {pkg} (`make setup`)"
-            pytest.fail(msg) if os.environ.get("CI") == "true" else pytest.skip(msg)
+    require_plugin_build()
 
 
 def _cloud(tmp_path_factory, key_type, validity):
