@@ -5,17 +5,49 @@
 import gc
 import json
 import random
+import sys
 from time import sleep_ms, ticks_add, ticks_diff, ticks_ms
 
 from micropython import const
 
-from upcert import diagnose, tlsconn
+from upcert import tlsconn
 from upcert.errors import CertificateError, ClockNotSetError
 from upcert.mqtt import Client
 
 _BACKOFF_MAX_S = const(300)
 _TICK_MS = const(100)  # how often the link is serviced while waiting for the next report
 _MAX_REPLIES = const(4)  # commands queued between two services; more are dropped
+
+
+def drop(*names):
+    """Forget modules of the device package until they are imported again: the RAM of their
+    .mpy code is freed at once (not their interned strings; frozen modules cost only their
+    dict). Callers must hold no reference to them."""
+    import upcert
+
+    for n in names:
+        sys.modules.pop("upcert." + n, None)
+        upcert.__dict__.pop(n, None)
+    gc.collect()
+
+
+class Ident:
+    """What the agent keeps of its certificate (x509.Certificate c), so that the X.509 and DER
+    readers can leave RAM: cert_id(), not_before, not_after (port epoch), issuer_cn."""
+
+    def __init__(self, c):
+        self.id = c.cert_id()
+        self.not_before = c.not_before
+        self.not_after = c.not_after
+        self.issuer_cn = c.issuer_cn
+
+    def cert_id(self):
+        """AWS IoT certificateId (hex SHA-256 of the DER)."""
+        return self.id
+
+    def days_left(self, now):
+        """Days (float) from now to not_after; negative once expired."""
+        return (self.not_after - now) / 86400
 
 
 class Agent:
@@ -78,7 +110,11 @@ class Agent:
                 self._connect()
             except Exception as e:
                 self.mqtt.close()
+                from upcert import diagnose  # loaded on a failure only
+
                 why = diagnose.explain(e, c["endpoint"], c["port"])
+                if self.rot:  # after a commit: the broker may refuse the new identity
+                    self.connect = self.rot.refused(e, why) or self.connect
                 if isinstance(e, ClockNotSetError):
                     self._retry(why if why.startswith("clock") else "clock not set: " + why)
                 else:
@@ -92,26 +128,34 @@ class Agent:
         except Exception as e:
             self.mqtt.close()
             self.connected = False
+            from upcert import diagnose  # loaded on a failure only
+
             why = "link lost: " + diagnose.explain(e, c["endpoint"], c["port"])
             if self._good:
                 self.log("upcert: " + why)
             else:  # dropped before any report got through: do not hammer the broker
                 self._retry(why)
 
-    def _connect(self):
+    def _read_cert(self):
         from upcert.x509 import Certificate
 
+        try:
+            return Ident(Certificate(self.store.certificate()))
+        except CertificateError as e:
+            raise CertificateError(
+                "device certificate unreadable (%s): run upcert provision" % e
+            ) from None
+
+    def _connect(self):
         if not self.clock.trusted():
             try:
                 self.clock.sync()
             except Exception:
                 pass  # require_trusted() below explains
         try:
-            cert = Certificate(self.store.certificate())
-        except CertificateError as e:
-            raise CertificateError(
-                "device certificate unreadable (%s): run upcert provision" % e
-            ) from None
+            cert = self._read_cert()
+        finally:
+            drop("x509", "der")  # read once per connection: no need to keep their code
         tlsconn.check_validity(cert, self.clock)
         c = self.config
         self.log("upcert: connecting %s:%s as %s" % (c["endpoint"], c["port"], c["client_id"]))

@@ -10,10 +10,12 @@ from upcert import tlsconn
 from upcert.errors import ClockNotSetError, ConnectError, UpcertError
 
 _SPARE = const(3584)  # kept for a rotation's TLS context: 3 KB (unix port) + its header
-# Free RAM at start-up below which rotation is off: a rotation then loads ~28 KB of modules
-# (as .mpy on the 64-bit unix port) and needs ~36 KB free in all; the emulated board reaches it
-# from a heap of ~130 KB.
-_ROOM = const(40960)
+# Free RAM at start-up below which rotation is off. Measured (bench/bench_rotation_heap.py, 64-bit
+# unix port, modules as .mpy): a rotation completes with about 44 KB free here and runs out of
+# memory at the CSR below that (keygen and CSR load p256, csr and derw, ~12 KB of code, into a
+# heap that the agent's connection has fragmented); 48 KB keeps a margin. An ESP32 (32-bit
+# objects) needs roughly 60 %.
+_ROOM = const(49152)
 
 
 def _retry(what, fn, log, sleep_ms):
@@ -34,7 +36,9 @@ def _retry(what, fn, log, sleep_ms):
 
 
 def _forget(name):
-    # Drop a module of the device package from RAM until someone imports it again.
+    # Drop a module of the device package from RAM until someone imports it again (agent.drop
+    # does the same, but importing the agent here would keep ~20 KB of modules in RAM for the
+    # REPL after "cannot start").
     import sys
 
     import upcert
@@ -72,6 +76,8 @@ def main(board, config_path="/upcert.d/config.json", log=print, sleep_ms=time.sl
         _retry("network down", lambda: board.network_up(config), log, sleep_ms)
         store = board.store(config)
         roots = store_mod.load_roots(roots_path)
+        _forget("x509")  # the agent reads its certificate once per connection, then drops them
+        _forget("der")
         ctx = tlsconn.make_context(store.certificate(), store.private_key(), roots)
         del roots
         clock = board.clock()
@@ -99,8 +105,8 @@ def _rotation(config, store, clock, store_mod, roots_path, log):
         return False
     spare = []
 
-    def connector(cert, key):  # a fresh context for a new pair (trial, then for good)
-        roots = store_mod.load_roots(roots_path)
+    def connector(cert, key, roots=None):  # a fresh context for a new pair (trial, then for good)
+        roots = roots or store_mod.load_roots(roots_path)
         # The context needs one 3 KB block; mid-rotation the heap is fragmented, so it takes
         # the block kept free since start-up (found again after a collection).
         spare.clear()
@@ -120,6 +126,7 @@ def _rotation(config, store, clock, store_mod, roots_path, log):
             config, store, clock, connector, log, lambda: store_mod.load_roots(roots_path)
         )
         spare.append(bytearray(_SPARE))
+        rot.start()
     except MemoryError:
         return False
     return rot

@@ -6,8 +6,9 @@ from binascii import b2a_base64
 from micropython import const
 
 from upcert import derw
-from upcert.der import BIT_STRING, SET
-from upcert.p256 import EC_ALG, signature_der
+from upcert.p256 import BIT_STRING, EC_ALG, signature_der
+
+SET = const(0x31)  # DER tag (X.690 §8.1.2)
 
 _UTF8 = const(0x0C)
 _PRINTABLE = const(0x13)

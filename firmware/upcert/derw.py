@@ -1,6 +1,11 @@
 # Minimal DER (X.690) writer: the few encoders a key file, an ECDSA signature and a PKCS#10
 # request need. Pure (values in, bytes out). The reader is upcert.der.
-from upcert.der import INTEGER, OID, SEQUENCE
+from micropython import const
+
+# DER tags (X.690 §8.1.2), as in der.py: writing needs no reader in RAM
+INTEGER = const(0x02)
+OID = const(0x06)
+SEQUENCE = const(0x30)
 
 
 def tlv(tag, body):

@@ -121,6 +121,22 @@ def explain(exc, host=None, port=None, handshake=False):
     return "network error talking to %s: %d %s" % (where, code, name)
 
 
+# The broker will not have our identity: what explain() and connack() say about a TLS alert or a
+# close in the handshake, CONNACK 4/5, and what mqtt.py says when the broker closes the link
+# (e.g. right after CONNECT). A rollback to the previous identity can help with these; not with
+# a clock, DNS, network, memory or server-certificate problem (ClockNotSetError, CertificateError,
+# ConnectError texts without these words), nor CONNACK 1-3 (protocol, client id, busy server).
+_REFUSED = (_REJECTED, "(CONNACK 4)", "(CONNACK 5)", "closed the connection", "connection closed")
+
+
+def refused(exc):
+    """True when exc (from connecting: ConnectError, MqttError, OSError) says the broker refused
+    our certificate or closed the connection on it; False when the clock, the network or the
+    server is to blame."""
+    t = explain(exc, handshake=True)
+    return any(m in t for m in _REFUSED)
+
+
 def connect_error(exc, host, port, handshake=False):
     """ConnectError carrying explain()'s text for a failed connection to host:port."""
     return ConnectError(explain(exc, host, port, handshake))

@@ -51,13 +51,20 @@ def request(client, what, topic, body, timeout_ms, token=None, want=()):
             sleep_ms(_POLL_MS)
     finally:
         client.set_callback(prev)
+    return reply(what, topic, got[0], got[1], want)
+
+
+def reply(what, topic, ok, raw, want=()):
+    """The reply raw (bytes) on topic/accepted (ok) or topic/rejected as a dict; RotationError
+    for a rejection (AWS's codes and message), a reply that is not a JSON object, or an
+    accepted one that lacks a field of want."""
     try:
-        r = json.loads(got[1])  # parsed once; the raw bytes go with `got`
+        r = json.loads(raw)
     except ValueError:
         r = None
     if type(r) is not dict:
         raise RotationError("reply on %s is not a JSON object" % topic)
-    if not got[0]:
+    if not ok:
         code = r.get("errorCode") or r.get("code")
         if "statusCode" in r:
             code = "%s %s" % (r["statusCode"], code)

@@ -1,44 +1,33 @@
-# AWS IoT Jobs device MQTT API (developer guide, "Jobs device MQTT API") for the rotation:
-# StartNextPendingJobExecution, UpdateJobExecution, and what the device does with the job it
-# gets. In RAM only while used; rotation.py watches notify-next.
-from upcert.fleet import request
+# AWS IoT Jobs device MQTT API (developer guide, "Jobs device MQTT API") for the rotation: what
+# the device does with the reply to StartNextPendingJobExecution (sent without blocking by
+# rotation.py), and UpdateJobExecution. In RAM only while used.
+from upcert.fleet import reply, request
 
 ROTATE = "rotate-certificate"  # job document {"operation": ROTATE} (host: upcert rotate)
 
 
-def _call(rot, client, path, body):
-    # rot: jobs (topic prefix), n (clientToken counter), ms (timeout). Rejected: ErrorResponse
-    # {"code", "message", "clientToken", "timestamp"}.
-    rot.n += 1
-    tok = body["clientToken"] = "upcert-%d" % rot.n  # echoed in the reply (<= 64 chars)
-    return request(client, "jobs " + path, rot.jobs + path, body, rot.ms, tok)
-
-
-def start_next(rot, client, details=None):
-    """StartNextPendingJobExecution: the next pending execution (dict with jobId, jobDocument,
-    status, versionNumber, statusDetails), now IN_PROGRESS; None if none waits. details:
-    statusDetails (dict of str) recorded when a QUEUED job starts."""
-    return _call(rot, client, "start-next", {"statusDetails": details} if details else {}).get(
-        "execution"
-    )
-
-
 def update(rot, client, job_id, version, status, details):
     """UpdateJobExecution: status IN_PROGRESS, SUCCEEDED, FAILED or REJECTED, statusDetails
-    (dict of str), expectedVersion version. Returns the execution's next version."""
-    body = {"status": status, "statusDetails": details, "expectedVersion": version}
-    _call(rot, client, job_id + "/update", body)
+    (dict of str), expectedVersion version; waits for the reply (rot.ms). Returns the
+    execution's next version. Rejected (ErrorResponse {"code", "message", "clientToken"}) or
+    no reply: RotationError."""
+    rot.n += 1
+    tok = "upcert-%d" % rot.n  # echoed in the reply (<= 64 chars)
+    body = {"status": status, "statusDetails": details, "expectedVersion": version, "clientToken": tok}
+    path = job_id + "/update"
+    request(client, "jobs " + path, rot.jobs + path, body, rot.ms, tok)
     return version + 1
 
 
-def serve(rot, client, cert):
-    """Start the next pending job and act on it: rotate-certificate becomes a rotation request
-    (done at once if the identity already changed since the job started: a report lost to a
-    reboot); any other operation is REJECTED with the reason. cert: the certificate in use."""
-    cur = cert.cert_id()
-    ex = start_next(rot, client, {"oldCertificateId": cur})
+def serve(rot, client, cert, ok, raw):
+    """Act on the start-next reply raw (bytes; ok: it came on /accepted): its execution (the
+    next pending job, now IN_PROGRESS) with operation rotate-certificate becomes a rotation
+    request (done at once if the identity changed since the job started: a report lost to a
+    reboot); any other operation is REJECTED with the reason. cert: the identity in use."""
+    ex = reply("jobs start-next", rot.jobs + "start-next", ok, raw).get("execution")
     if not ex:
         return
+    cur = cert.cert_id()
     jid = ex.get("jobId")
     v = ex.get("versionNumber")
     doc = ex.get("jobDocument")

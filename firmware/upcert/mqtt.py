@@ -6,7 +6,6 @@ from time import sleep_ms, ticks_add, ticks_diff, ticks_ms
 from micropython import const
 from umqtt.simple import MQTTClient
 
-from upcert import diagnose
 from upcert.errors import MqttError
 
 # AWS IoT Core message broker quotas (AWS General Reference, "AWS IoT Core endpoints and quotas").
@@ -196,6 +195,8 @@ class Client(MQTTClient):
         if resp[0] != 0x20 or resp[1] != 2:
             raise MqttError("not an MQTT broker: no CONNACK but %r" % resp)
         if resp[3]:
+            from upcert import diagnose  # loaded only on a refusal
+
             raise MqttError(diagnose.connack(resp[3]))
         return resp[2] & 1
 

@@ -5,8 +5,7 @@ import hashlib
 
 from micropython import const
 
-from upcert import der, derw
-from upcert.der import BIT_STRING, INTEGER, OID, SEQUENCE
+from upcert import derw
 from upcert.errors import CertificateError
 
 # Curve parameters, SEC 2 v2 §2.4.2 (secp256r1 = prime256v1 = NIST P-256), a = -3.
@@ -16,6 +15,11 @@ _B = const(0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B)
 _GX = const(0x6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296)
 _GY = const(0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5)
 _OCTETS = const(0x04)
+# DER tags (X.690 §8.1.2; as in der.py, which loads only when a key is read back)
+INTEGER = const(0x02)
+BIT_STRING = const(0x03)
+OID = const(0x06)
+SEQUENCE = const(0x30)
 N = _N  # the group order, public for callers that range-check scalars
 # DER of AlgorithmIdentifier {id-ecPublicKey, prime256v1} (RFC 5480 §2.1.1), shared with csr.py.
 EC_ALG = b"\x30\x13\x06\x07\x2a\x86\x48\xce\x3d\x02\x01\x06\x08\x2a\x86\x48\xce\x3d\x03\x01\x07"
@@ -204,6 +208,8 @@ class Key:
         key that does not belong to the private key)."""
         if data[:5] == b"-----":
             raise CertificateError("private key: got PEM text, want DER (der.pem_to_der converts)")
+        from upcert import der
+
         buf, s, e = der.single(data, SEQUENCE, "private key")
         if s < e and buf[s] == SEQUENCE:  # EncryptedPrivateKeyInfo (RFC 5208 §6)
             raise CertificateError("private key: encrypted PKCS#8 is not supported, store it plain")
@@ -235,6 +241,8 @@ class Key:
 
 
 def _check_oid(buf, s, e, want, what):
+    from upcert import der
+
     os_, oe = der.expect(buf, s, e, OID, what)
     got = der.read_oid(buf, os_, oe)
     if got != want:

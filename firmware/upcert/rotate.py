@@ -1,52 +1,69 @@
-# One certificate rotation, step by step (scheduled by rotation.py, in RAM only meanwhile): new
-# P-256 key, CSR, CreateCertificateFromCsr (+ RegisterThing), checks, stage in the idle slot,
-# trial connection under another client id, commit, report. Steps log "upcert: rotation: ...".
+# One certificate rotation, step by step (scheduled by rotation.py, in RAM only meanwhile):
+# CreateCertificateFromCsr, checks, RegisterThing (when a template is set), stage in the idle slot, trial connection
+# under another client id, commit. Steps log "upcert: rotation: ...". Unlike the Jobs exchange
+# these steps block the agent's loop (each AWS request up to fleet.timeout_s): a rotation is rare,
+# and until it is over the device has nothing better to do; telemetry resumes right after.
 import hashlib
 
-from upcert import der, fleet, jobs
+from upcert.agent import drop
 from upcert.clock import iso
 from upcert.errors import MqttError, RotationError
 from upcert.mqtt import Client
-from upcert.rotation import drop
-from upcert.x509 import Certificate, load
 
 
 def run(rot, client, cert, k):
     """Steps 3-8 of a rotation for rot (upcert.rotation.Rotation) over the agent's connected
-    client; cert: the x509.Certificate in use; k: (CSR PEM, new key DER, its public point).
-    True once the new identity is committed; False after a failed step (logged, retry
+    client; cert: the identity in use (cert_id(), not_after, issuer_cn); k: [CSR PEM, new key
+    DER, its public point] (emptied as the steps use them). True once the new identity is committed (its job success is then
+    owed: rot.final, sent once it connects); False after a failed step (logged, retry
     scheduled); MqttError/OSError when the agent's own link broke."""
     c = rot.config
     fl = c["fleet"]
-    thing = c["thing"]
     say = rot.say
     step = "issue"
     staged = False
     try:
+        from upcert import fleet
+
         cid, cpem, token = fleet.create_from_csr(client, k[0], rot.ms)
+        k[0] = fleet = None  # the CSR is sent: free it (the caller shares k)
+        drop("fleet")
         say("certificate %s issued" % cid[:16])
+        # Checks before RegisterThing: a certificate we refuse stays PENDING_ACTIVATION, never
+        # active, and AWS deletes it when the ownership token expires.
+        step = "check"
+        roots = rot.roots() if rot.roots else ()
+        from upcert.x509 import load
+
+        new = load(cpem)
+        cpem = None
+        name, how, sig = check(new, k[2], cert, rot.clock.require_trusted(), roots)
+        nid, na, new = new.cert_id(), new.not_after, new.der
+        load = None
+        drop("x509", "der")  # before p256 comes in: the heap holds one of them at a time
+        if sig:
+            how = _verify(name, sig)
+        say("checks passed: issuer %r %s" % (name, how))
         tpl = fl["template"]
         if tpl:
             step = "register"
+            from upcert import fleet
+
             params = dict(fl["parameters"])
-            params["ThingName"] = thing
+            params["ThingName"] = c["thing"]
             fleet.register_thing(client, tpl, token, params, rot.ms)
+            fleet = params = None
+            drop("fleet")
             say("RegisterThing(%s) accepted" % tpl)
         token = None
-        step = "check"
-        new = load(cpem)
-        cpem = None
-        roots = rot.roots() if rot.roots else ()
-        ck = check(new, k[2], cert, rot.clock.require_trusted(), roots)
-        roots = None
-        say("checks passed: " + ck)
         step = "stage"
-        rot.store.stage(new.der, k[1])
+        rot.store.stage(new, k[1])
         staged = True
-        k = None
+        new = k[1] = None
         say("staged")
         step = "trial"
-        say("trial connection as %s accepted" % _trial(rot))
+        say("trial connection as %s accepted" % _trial(rot, roots))
+        roots = None
         step = "commit"
         rot.store.commit()
         staged = False
@@ -54,30 +71,28 @@ def run(rot, client, cert, k):
         rot._next = None
         try:
             if staged:
-                rot.store.discard()  # a failure here reaches the agent's log after ours
+                rot.store.discard()  # erases the key; a failure here reaches the agent's log
         finally:
             rot.fail(client, step, e)
         if isinstance(e, (MqttError, OSError)) and step in ("issue", "register"):
             raise  # the agent's own link is gone: it reconnects
         return False
-    nid = new.cert_id()
     say("committed certificate %s" % nid[:16])
     rot.state = "done"
     rot.want = None
     rot._backoff_s = rot._retry_at = rot.tries = 0
-    jobs.report(
-        rot, client, "SUCCEEDED", {"oldCertificateId": cert.cert_id(), "newCertificateId": nid}
-    )
-    say("done: certificate %s expires %s; reconnecting" % (nid[:16], iso(new.not_after)))
+    rot.old = cert.cert_id()  # watched by rotation.refused() until the new identity connects
+    rot.final = ("SUCCEEDED", {"oldCertificateId": rot.old, "newCertificateId": nid})
+    say("done: certificate %s expires %s; reconnecting" % (nid[:16], iso(na)))
     return True
 
 
-def _trial(rot):
+def _trial(rot, roots):
     # A second connection with the staged pair under another client id: AWS would drop our
     # first connection for a duplicate id (DESIGN.md §3). CONNACK 0 = active and allowed.
     c = rot.config
     pair = rot.store.staged()  # read back from the store: what the next boot would use
-    rot._next = connect = rot.connector(pair[0], pair[1])
+    rot._next = connect = rot.connector(pair[0], pair[1], roots or None)
     pair = None
     cid = c["client_id"].encode()[:124] + b"-rot"  # AWS IoT: client id <= 128 bytes
     m = Client(cid, c["keepalive_s"])
@@ -89,10 +104,13 @@ def _trial(rot):
 
 
 def check(new, point, old, now, roots):
-    """How the issuer was checked (str), or RotationError naming the first problem.
+    """(issuer CN, how it was checked, signature to verify or None), or RotationError naming the
+    first problem. The signature (issuer's point, digest, r, s) is for _verify(), once the X.509
+    reader has left RAM.
 
-    new, old: x509.Certificate (issued, current); point: our new public key (65 bytes
-    04||X||Y); now: trusted time (port epoch); roots: trust anchors (DER certificates).
+    new: x509.Certificate (issued); old: the identity in use (not_after, issuer_cn); point: our
+    new public key (65 bytes 04||X||Y); now: trusted time (port epoch); roots: trust anchors
+    (DER certificates).
     """
     why = None
     if new.public_key != point:
@@ -110,22 +128,15 @@ def check(new, point, old, now, roots):
     # (ECDSA-SHA256 only: MicroPython's hashlib has no SHA-384). Otherwise the issuer must be a
     # trust anchor or the current certificate's issuer, and its signature is not checked here
     # (RSA issuers such as AWS's own CA, or issuers whose certificate is not on the device).
+    from upcert.x509 import Certificate
+
     name = new.issuer_cn
     how = "as before"
     for d in roots:
         ca = Certificate(d)
         if ca.subject_cn == name:
             if ca.key_bits == 256 and ca.key_type == "EC" and new.sig_alg == "ECDSA-WITH-SHA256":
-                try:
-                    ok = _verify(new, ca.public_key)
-                except MemoryError:  # p256 did not fit: say so, as for an RSA issuer
-                    how = "is a trust anchor (no RAM left)"
-                    break
-                finally:
-                    drop(("p256",))
-                if not ok:
-                    raise RotationError("issuer %r signature does not verify" % name)
-                return "issuer %r signature verified" % name
+                return name, None, _signature(new, ca.public_key)
             how = "is a trust anchor (%s)" % ca.key_type
             break
     else:
@@ -133,22 +144,34 @@ def check(new, point, old, now, roots):
             raise RotationError(
                 "issuer %r is neither %r nor a trust anchor" % (name, old.issuer_cn)
             )
-    return "issuer %r %s; signature not verified on device" % (name, how)
+    return name, how + "; signature not verified on device", None
 
 
-def _verify(cert, point):
-    # ECDSA-SHA256 over the DER of tbsCertificate (RFC 5280 §4.1.1.3); Ecdsa-Sig-Value r, s
-    # (RFC 3279 §2.2.3).
-    from upcert import p256
+def _signature(cert, point):
+    # (point, SHA-256 of tbsCertificate's DER (RFC 5280 §4.1.1.3), r, s of its Ecdsa-Sig-Value
+    # (RFC 3279 §2.2.3)).
+    from upcert import der
 
     buf, s, e = der.single(cert.der)
     digest = hashlib.sha256(buf[s : der.tlv(buf, s, e)[2]]).digest()
     b, s, e = der.single(cert.signature)
     rs, re_ = der.expect(b, s, e, der.INTEGER, "r")
     ss, se = der.expect(b, re_, e, der.INTEGER, "s")
-    return p256.verify_digest(
-        point,
-        digest,
-        int.from_bytes(der.read_uint_bytes(b, rs, re_), "big"),
-        int.from_bytes(der.read_uint_bytes(b, ss, se), "big"),
-    )
+    r = int.from_bytes(der.read_uint_bytes(b, rs, re_), "big")
+    return point, digest, r, int.from_bytes(der.read_uint_bytes(b, ss, se), "big")
+
+
+def _verify(name, sig):
+    # ECDSA-SHA256 check of the issued certificate by its P-256 issuer: how it went (str).
+    try:
+        from upcert import p256
+
+        ok = p256.verify_digest(*sig)
+    except MemoryError:  # p256 did not fit: say so, as for an RSA issuer
+        return "is a trust anchor (no RAM left); signature not verified on device"
+    finally:
+        p256 = None
+        drop("p256", "der", "derw")  # p256 brings the DER modules along
+    if not ok:
+        raise RotationError("issuer %r signature does not verify" % name)
+    return "signature verified"

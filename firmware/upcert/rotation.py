@@ -1,13 +1,17 @@
-# Certificate rotation, the part that stays in RAM: state, renewal decision, job events, requests
-# and backoff. The work (rotate.py, jobs.py, fleet.py, p256, csr) is imported when there is some
-# and dropped after it, so it costs RAM only then. Log lines "upcert: rotation: ..." are a contract.
+# Certificate rotation, the part that stays in RAM: state, renewal decision, Jobs events and a
+# non-blocking start-next, backoff, job reports, rollback when the broker refuses a committed
+# identity; the work (rotate, jobs, fleet, p256, csr) is loaded only meanwhile. Logs "upcert:
+# rotation: ...". A pair staged before a reboot is discarded at start-up, key erased: its checks
+# and job were in RAM, and a rotation still due starts again. The post-commit watch is in RAM too:
+# after a reboot the committed identity stands (jobs.serve() reports the job).
 import gc
-import random
-import sys
+from random import getrandbits
+from time import ticks_add, ticks_diff, ticks_ms
 
 from micropython import const
 
-from upcert import diagnose, renew
+from upcert import renew
+from upcert.agent import drop
 from upcert.errors import RotationError
 
 # Retries after a failure: 60 s doubling to 1 h, plus up to 25 % jitter (a fleet must not retry
@@ -15,30 +19,25 @@ from upcert.errors import RotationError
 _FIRST_S = const(60)
 _MAX_S = const(3600)
 _TRIES = const(3)
-_WORK = ("rotate", "jobs", "fleet", "csr", "p256", "derw")
-
-
-def drop(names=_WORK):
-    """Forget modules until they are needed again: the RAM of .mpy code is freed, though not
-    its interned strings (frozen modules cost only their dict). Callers must hold no
-    reference to them."""
-    import upcert
-
-    for n in names:
-        sys.modules.pop("upcert." + n, None)
-        upcert.__dict__.pop(n, None)
-    gc.collect()
+# Refusals in a row of the new identity after a commit before rolling back. Its trial connection
+# was accepted moments before, so one refusal may be a blip (a broker restarting, an activation
+# not seen everywhere yet); three, with the agent's backoff between them (1 + 2 + 4 s), are not,
+# and they keep the device offline only ~10 s before it falls back to the identity that worked.
+_REFUSALS = const(3)
+# Dropped after use (store_slots: the writing half of the slot stores).
+_WORK = ("rotate", "jobs", "fleet", "csr", "p256", "derw", "x509", "der", "store_slots")
 
 
 class Rotation:
     """Rotation(config, store, clock, connector, log, roots=None): the rotation state machine.
 
     config: validated by upcert.config (thing, client_id, endpoint, port, keepalive_s, renew,
-    fleet). store: certificate(), private_key(), stage(cert, key), staged() -> (cert, key) or
-    None, commit(), discard(). connector(cert_der, key_der) -> connect(host, port) -> socket-
-    like: a fresh TLS context for that pair. roots() -> trust anchors (DER list), where a P-256
-    issuer lets the device verify the new certificate's signature. clock: now(), trusted(),
-    require_trusted(), iso(t). state: idle, due, in-progress, failed:<step> or done.
+    fleet). store: certificate(), private_key(), stage(cert, key), staged() ->
+    (cert, key) or None, commit(), discard(), rollback(). connector(cert_der, key_der,
+    roots=None) -> connect(host, port) -> socket-like: a fresh TLS context for that pair. roots()
+    -> trust anchors (DER list), where a P-256 issuer lets the device verify the new
+    certificate's signature. clock: now(), trusted(), require_trusted(), iso(t). state: idle,
+    due, in-progress, failed:<step> or done.
     """
 
     def __init__(self, config, store, clock, connector, log, roots=None):
@@ -54,28 +53,59 @@ class Rotation:
         self.due_at = None
         self.want = None  # why a rotation was asked for: "command" or "job <id>"
         self.job = None  # (jobId, versionNumber) of the rotate job being served
+        self.final = None  # (status, statusDetails) owed to that job, sent by service()
+        self.old = None  # id of the identity before a commit, until the new one connects
+        self.refusals = 0
         self.jobs_pending = False  # notify-next said a job waits (or we just connected)
         self.n = 0  # clientToken counter of the Jobs API
         self.tries = 0
         self._backoff_s = 0
         self._retry_at = 0
-        self._notify = None
+        self._topics = ()  # notify-next, start-next/accepted, start-next/rejected (bytes)
+        self._ask = None  # (b'"clientToken"', deadline in ticks_ms) of the start-next in flight
+        self._reply = None  # (accepted, payload) for it, queued by on_message()
         self._next = None  # the trial's connect(): reused after the commit (one context less)
 
+    def start(self):
+        """At start-up: discard a pair staged before a reboot (erasing its key), logged."""
+        m = "staged pair from before the reboot discarded"
+        try:
+            if self.store.staged():  # (not describe(): a secure element's would talk to the chip)
+                self.store.discard()
+                self.say(m)
+        except Exception as e:  # StoreError, OSError: the next stage() overwrites it anyway
+            from upcert import diagnose  # loaded on a failure only
+
+            self.say("%s: failed: %s" % (m, diagnose.explain(e)))
+        drop(*_WORK)
+
     def attach(self, client):
-        """After every connect: subscribe to the thing's notify-next (AWS sends no event for a
-        job queued while we were away, so one may be waiting)."""
-        t = self.jobs + "notify-next"
-        client.subscribe(t, 1)
-        self._notify = t.encode()
+        """After every connect: subscribe to notify-next and to start-next's replies (AWS
+        sends replies only to subscribers), and ask for the next job at the next service()
+        (AWS sends no event for a job queued while we were away). Once the new identity is
+        connected after a commit, its job success is due."""
+        t = self.jobs
+        s = t + "start-next/"
+        self._topics = t = ((t + "notify-next").encode(), (s + "accepted").encode(),
+                            (s + "rejected").encode())
+        for s in t:
+            client.subscribe(s, 1)
         self.jobs_pending = True
+        self._ask = self._reply = None
+        self.old = None  # the broker took the new identity (if there was one)
+        self.refusals = 0
 
     def on_message(self, topic, msg):
-        """True when the message was ours (notify-next). Inside the MQTT callback: no I/O."""
-        if topic != self._notify:
+        """True when the message was ours (Jobs events and replies). Inside the MQTT callback:
+        no I/O, only queue it for service()."""
+        t = self._topics
+        if topic not in t:
             return False
-        # NextJobExecutionChanged {"timestamp", "execution"}; no "execution": nothing pending.
-        self.jobs_pending = b'"execution"' in msg
+        if topic == t[0]:
+            # NextJobExecutionChanged {"timestamp", "execution"}; no "execution": nothing pending.
+            self.jobs_pending = b'"execution"' in msg
+        elif self._ask and not self._reply and self._ask[0] in msg:  # quoted: t-1 is not t-12
+            self._reply = (topic == t[1], msg)
         return True
 
     def request(self, why):
@@ -85,15 +115,24 @@ class Rotation:
         self._retry_at = 0
 
     def pending(self):
-        """True when service() has work now: a job event, or a request whose backoff is over."""
-        return self.jobs_pending or (self.want and self.clock.now() >= self._retry_at)
+        """True when service() has work now: a job event or reply, a start-next to give up on,
+        a job report owed, or a request whose backoff is over."""
+        a = self._ask
+        return bool(
+            (self.jobs_pending and not a)
+            or self._reply
+            or self.final
+            or (a and ticks_diff(ticks_ms(), a[1]) >= 0)
+            or (self.want and self.clock.now() >= self._retry_at)
+        )
 
     def due_iso(self):
         """When the renewal window opens (ISO 8601), or None before the first decision."""
         return self.due_at and self.clock.iso(self.due_at)
 
     def connect_new(self):
-        """connect(host, port) for the committed identity (the trial's TLS context)."""
+        """connect(host, port) for the identity now in the store (after a commit: the trial's
+        TLS context; after a rollback: a new one)."""
         n, self._next = self._next, None
         return n or self.connector(self.store.certificate(), self.store.private_key())
 
@@ -102,20 +141,14 @@ class Rotation:
         self.log("upcert: " + what + msg)
 
     def service(self, client, cert):
-        """Serve job events, take the renewal decision for cert (x509.Certificate, in use),
-        rotate when due or asked and not backing off. True when a new identity was committed:
-        the caller must reconnect with connect_new(). MqttError/OSError: the link is lost."""
-        if self.jobs_pending:
-            self.jobs_pending = False
-            try:
-                from upcert import jobs
-
-                jobs.serve(self, client, cert)
-            except (RotationError, MemoryError) as e:
-                self.say(str(e) or "out of memory", "jobs: ")
-            finally:
-                jobs = None
-                drop()
+        """Send a job report owed, serve job events (start-next is sent here and its reply
+        handled at a later call), take the renewal decision for cert (cert_id(), not_before,
+        not_after, issuer_cn: the identity in use), rotate when due or asked and not backing off.
+        True when a new identity was committed: the caller must reconnect with connect_new().
+        MqttError/OSError: the link is lost."""
+        if self.final:
+            self._report(client)
+        self._jobs(client, cert)
         c = self.clock
         now = c.now()
         rand = int(cert.cert_id()[:4], 16) / 65536  # fixed per device and certificate
@@ -125,6 +158,7 @@ class Rotation:
             self.say("due: " + why)
         if not (due or self.want) or now < self._retry_at:
             return False
+        gc.collect()  # keygen and the CSR want the largest free blocks
         k = self._newkey(client, self.want or why)
         if not k:
             return False
@@ -136,12 +170,46 @@ class Rotation:
             self.fail(client, "load", e)
             return False
         finally:
-            rotate = None
-            drop()
+            rotate = k = None
+            drop(*_WORK)
+
+    def _jobs(self, client, cert):
+        # StartNextPendingJobExecution without blocking: publish now, act on the reply when
+        # on_message() has queued it, give up quietly after self.ms (a broker without the Jobs
+        # service never answers; the next connect or notify-next asks again).
+        a = self._ask
+        if self._reply:
+            ok, msg = self._reply
+            self._reply = self._ask = None
+            try:
+                from upcert import jobs
+
+                jobs.serve(self, client, cert, ok, msg)
+            except (RotationError, MemoryError) as e:
+                self.say(str(e) or "out of memory", "jobs: ")
+            finally:
+                jobs = msg = None
+                drop(*_WORK)
+        elif a and ticks_diff(ticks_ms(), a[1]) >= 0:
+            self._ask = None
+            self.say("no reply to start-next in %d ms: asking again after the next connect or"
+                     " job event" % self.ms, "jobs: ")
+        elif self.jobs_pending and not a:
+            self.jobs_pending = False
+            self.n += 1
+            tok = "upcert-%d" % self.n  # echoed in the reply (<= 64 chars)
+            self._ask = (b'"%s"' % tok, ticks_add(ticks_ms(), self.ms))
+            # statusDetails is recorded when a QUEUED job starts: a report lost to a reboot can
+            # then be repeated by the new identity (jobs.serve).
+            client.publish(
+                self.jobs + "start-next",
+                '{"clientToken":"%s","statusDetails":{"oldCertificateId":"%s"}}'
+                % (tok, cert.cert_id()),
+            )
 
     def _newkey(self, client, why):
-        # Steps 1-2 before the rest is loaded (p256 and csr are the biggest part): (CSR PEM,
-        # key DER, public point), or None after a failure.
+        # Steps 1-2 before the rest is loaded (p256 and csr are the biggest part): [CSR PEM,
+        # key DER, public point], or None after a failure.
         self.state = "in-progress"
         self.say("start (%s)" % why)
         step = "key"
@@ -154,28 +222,69 @@ class Rotation:
             t = self.config["thing"]
             pem = csr.pem(csr.build(key, [("CN", t)] + list(self.config["fleet"]["subject"])))
             self.say("CSR for CN=%s (%d bytes)" % (t, len(pem)))
-            return pem, key.private_der(), key.public_point()
+            return [pem, key.private_der(), key.public_point()]  # run() frees items as it goes
         except Exception as e:
             self.fail(client, step, e)
         finally:
             key = csr = p256 = None
-            drop()
+            drop(*_WORK)
 
-    def fail(self, client, step, e):
-        """Step failed with exception e: log why, set the backoff; a job or a command gives up
-        after _TRIES failures (the job is then reported FAILED)."""
+    def refused(self, e, why):
+        """The agent's connect failed with e (why: its diagnosis). After a commit, until the
+        new identity connects: the _REFUSALS-th refusal in a row by the broker (diagnose.refused:
+        not a clock or network problem) rolls the store back. Returns connect(host, port) for
+        the restored identity, or None."""
+        from upcert import diagnose  # loaded on a failure only
+
+        if not self.old or not diagnose.refused(e):
+            return None
+        self.refusals += 1
+        if self.refusals < _REFUSALS:
+            return None
+        old, self.old = self.old, None
+        try:
+            self.store.rollback()
+            connect = self.connect_new()
+        except Exception as x:  # StoreError (no intact previous pair), MemoryError
+            self.say("rollback failed: %s" % diagnose.explain(x))
+            return None
+        self.say("new identity refused by the broker (%s); rolled back to %s" % (why, old[:16]))
+        self.final = None
+        self.fail(None, "reconnect", "new identity refused", True)
+        return connect
+
+    def fail(self, client, step, e, give_up=False):
+        """Step failed with exception e (or a str): log why, set the backoff; a job or a command
+        gives up after _TRIES failures or at once (give_up); the job is then reported FAILED
+        (now when client is connected, else at the next service())."""
         c = self.config
-        why = diagnose.explain(e, c["endpoint"], c["port"])
+        from upcert import diagnose  # loaded on a failure only
+
+        why = e if type(e) is str else diagnose.explain(e, c["endpoint"], c["port"])
         self.state = "failed:" + step
         d = min(self._backoff_s * 2, _MAX_S) if self._backoff_s else _FIRST_S
         self._backoff_s = d
-        d += random.getrandbits(16) % (d // 4 + 1)
+        d += getrandbits(16) % (d // 4 + 1)
         self._retry_at = self.clock.now() + d
         self.say("failed at %s: %s; retry in %d s" % (step, why, d))
         self.tries += 1
-        if self.want and self.tries >= _TRIES:
-            self.say(self.want + " given up after 3 tries")  # _TRIES
+        if (self.want or self.job) and (give_up or self.tries >= _TRIES):
+            if self.want:
+                self.say("%s given up after %d tries" % (self.want, self.tries))
             self.want = None
-            from upcert import jobs
+            self.final = ("FAILED", {"step": step, "reason": why[:200]})
+            if client:
+                self._report(client)
 
-            jobs.report(self, client, "FAILED", {"step": step, "reason": why[:200]})
+    def _report(self, client):
+        # The job's final status, owed since a commit (SUCCEEDED, sent over the new identity:
+        # only then may the cloud retire the old one) or a failure; none without a job.
+        f, self.final = self.final, None
+        if self.job:
+            try:
+                from upcert import jobs
+
+                jobs.report(self, client, f[0], f[1])
+            finally:
+                jobs = None
+                drop(*_WORK)

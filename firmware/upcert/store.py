@@ -6,7 +6,6 @@ import struct
 
 from micropython import const
 
-from upcert import der
 from upcert.errors import CertificateError, StoreError
 
 ROOTS = "/upcert.d/roots.der"
@@ -101,8 +100,9 @@ class SlotStore(Store):
     """Two credential slots (A, B) and a journal naming the active one.
 
     Subclasses provide `_get1(slot, i)` (i: 0 cert, 1 key; StoreError when missing or empty),
-    `_put(slot, cert, key)`, `_jget()` -> journal bytes or None, `_jput(data)` (the one atomic
-    step), `_forget()` (drop the journal) and `_write1(cert, key)` (the single-slot write).
+    `_put(slot, cert, key)`, `_wipe(slot)` (erase a slot the journal no longer names), `_jget()`
+    -> journal bytes or None, `_jput(data)` (the one atomic step), `_forget()` (drop the
+    journal) and `_write1(cert, key)` (the single-slot write).
     Without a journal the store is the single-slot layout: slot A, seq 0. The journal holds the
     SHA-256 of each slot's pair, so a torn or damaged slot is never used: the active pair is
     checked at every boot, and when it fails the other slot is used if it is intact.
@@ -188,8 +188,10 @@ def load_roots(path=ROOTS):
     """Trust anchors: the DER certificates concatenated in `path`. StoreError when missing/bad."""
     data = read(path, "trust anchors")
     try:
-        certs = der.split_certs(data)
+        from upcert import der
         from upcert.x509 import Certificate
+
+        certs = der.split_certs(data)
 
         for c in certs:
             Certificate(c)

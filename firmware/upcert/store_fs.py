@@ -38,6 +38,7 @@ class FsStore(SlotStore):
 
     kind = "fs"
     _put = later("fs_put")
+    _wipe = later("fs_wipe")
     _jput = later("fs_jput")
     _forget = later("fs_forget")
     _write1 = later("fs_write1")

@@ -79,6 +79,18 @@ class NvsStore(SlotStore):
     def _put(self, slot, cert, key):
         self._set((_KEYS[slot][0], cert), (_KEYS[slot][1], key))
 
+    def _erase(self, *keys):
+        # erase_key marks the entries erased (ESP-IDF reclaims the page later); absent is fine.
+        for key in keys:
+            try:
+                self._nvs.erase_key(key)
+            except OSError:
+                pass
+        self._nvs.commit()
+
+    def _wipe(self, slot):
+        self._erase(*_KEYS[slot])
+
     def _jget(self):
         return self._blob(_JOURNAL, None)
 
@@ -86,11 +98,7 @@ class NvsStore(SlotStore):
         self._set((_JOURNAL, data))
 
     def _forget(self):
-        try:
-            self._nvs.erase_key(_JOURNAL)
-            self._nvs.commit()
-        except OSError:
-            pass  # no journal: nothing to forget
+        self._erase(_JOURNAL)
 
     def _write1(self, cert_der, key_der):
         # Set both blobs, then one commit() (uncommitted changes are lost at reset).

@@ -8,7 +8,6 @@ from binascii import crc32
 
 from micropython import const
 
-from upcert import der
 from upcert.errors import CertificateError, StoreError
 from upcert.store import NONE, PREV, SLOTS, STAGED, SlotStore, Store
 
@@ -149,11 +148,13 @@ class PartitionStore(SlotStore):
             raise StoreError("%s: the commit mark did not stick (flash worn?)" % self.location)
 
     def discard(self):
-        """Erase a staged record's first block (rollback before commit)."""
+        """Erase a staged record, key included (rollback before commit)."""
         st = self._state()
         if st[1] == STAGED:
             self._st = None
-            self._p.ioctl(6, (1 - st[0]) * self._geo()[1])
+            per = self._geo()[1]
+            for i in range(per):
+                self._p.ioctl(6, (1 - st[0]) * per + i)
 
     def rollback(self):
         """Re-commit the previous record with a higher seq, if it is still intact."""
@@ -177,6 +178,8 @@ def _der(data, where):
     data = data.rstrip(b"\0")
     if not data.startswith(b"-----BEGIN "):
         return data
+    from upcert import der
+
     try:
         return der.pem_to_der(data, data[11 : data.find(b"-----", 11)].decode())
     except (CertificateError, UnicodeError) as exc:

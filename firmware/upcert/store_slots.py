@@ -63,10 +63,11 @@ def rollback(s):
 
 
 def discard(s):
-    """Forget a staged pair (rollback before commit)."""
+    """Forget a staged pair (rollback before commit), then erase it: its key must not linger."""
     st = s._state()
     if st[1] == STAGED:
         _journal(s, st[0], NONE, st[2], st[3], b"")
+        s._wipe(1 - st[0])
 
 
 def write(s, cert, key):
@@ -110,6 +111,18 @@ def fs_jput(s, data):
     with open(s._j + ".tmp", "wb") as f:
         f.write(data)
     replace(s._j + ".tmp", s._j)
+
+
+def fs_wipe(s, slot):
+    """Remove slot `slot`'s files (the journal names them no more). littlefs frees their blocks;
+    their bytes stay on the flash until reused: the VFS cannot erase in place."""
+    from upcert.store_fs import FILES
+
+    for name in FILES[slot]:
+        try:
+            os.remove(s.root + "/" + name)
+        except OSError:
+            pass  # not there
 
 
 def fs_forget(s):

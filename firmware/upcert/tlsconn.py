@@ -4,7 +4,6 @@ import socket
 
 import tls
 
-from upcert import diagnose
 from upcert.errors import CertificateError, ConnectError
 
 # AWS IoT TLS 1.2 suites (security policy IoTSecurityPolicy_TLS12_1_2_2022_10, developer guide
@@ -114,6 +113,8 @@ class Connector:
         try:
             ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
         except OSError as e:
+            from upcert import diagnose  # loaded only on a failure
+
             raise diagnose.connect_error(e, host, port) from None
         sock = socket.socket(ai[0], socket.SOCK_STREAM)
         handshake = False
@@ -125,6 +126,8 @@ class Connector:
         except BaseException as e:
             sock.close()
             if isinstance(e, Exception):
+                from upcert import diagnose
+
                 raise diagnose.connect_error(e, host, port, handshake) from None
             raise  # KeyboardInterrupt / SystemExit pass through untouched
         return TlsSocket(wrapped, sock)

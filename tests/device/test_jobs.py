@@ -4,43 +4,25 @@
 # telemetry fields, app.main wiring. FakeAws plays AWS IoT; certificates are real (testca).
 import json
 
-from agentfakes import DAY, NOW, FakeClock, FakeStore, config
+from agentfakes import FakeClock, FakeStore, config
+from agentrig import rig, telemetry
 from checks import eq, raises, true
 from fakeaws import FakeAws
 from fakesock import publish_packet
 from slotstore import SlotStore
-from testca import TestCa, key
-from upcert import config as config_mod
+from testca import TestCa
 from upcert import jobs
 from upcert.agent import Agent
 from upcert.errors import RotationError
 from upcert.mqtt import Client
-from upcert.rotation import Rotation
 from upcert.x509 import Certificate
 
 J = "$aws/things/dev1/jobs/"
 ROTATE = {"operation": "rotate-certificate"}
 
 
-def _rig(interval_s=0, **over):
-    clock = FakeClock()
-    ca = TestCa()
-    aws = FakeAws(ca, clock, validity_s=4000 * DAY)
-    k = key("old-device")
-    old = ca.issue("dev1", k.public_point(), NOW - 10 * DAY, NOW + 3000 * DAY)  # not due
-    calls = []
-    store = SlotStore(old, k.private_der(), calls)
-    lines = []
-    cfg = config_mod.validate(config(**over))
-    cfg["telemetry_interval_s"] = interval_s  # 0: one report per cycle, no waiting
-    rot = Rotation(cfg, store, clock, aws.connector(calls), lines.append, lambda: [ca.cert()])
-    a = Agent(cfg, store, clock, aws.socket, lines.append, rot)
-    a.sleep_ms = lambda ms: None
-    return a, aws, store, lines
-
-
-def _telemetry(aws):
-    return [json.loads(p) for t, p in aws.published("things/dev1/telemetry")]
+_rig = rig
+_telemetry = telemetry
 
 
 class _Rot:
@@ -51,41 +33,43 @@ class _Rot:
 
 
 def test_jobs_api_topics_and_payloads():
-    aws = FakeAws(TestCa(), FakeClock())
-    c = Client("dev1")
-    c.connect(aws.socket())
-    rot = _Rot()
-    aws.add_job("j1", ROTATE)
-    ex = jobs.start_next(rot, c, {"oldCertificateId": "abc"})
+    a, aws, store, lines = _rig()
+    cur = Certificate(store.certificate()).cert_id()
+    aws.add_job("j1", {"operation": "reboot"})
+    a.cycle()
     eq(
-        aws.events[1:3],
-        [("sub", J + "start-next/accepted"), ("sub", J + "start-next/rejected")],
-        "subscribed first",
+        aws.events[2:5],
+        [
+            ("sub", J + "notify-next"),
+            ("sub", J + "start-next/accepted"),
+            ("sub", J + "start-next/rejected"),
+        ],
+        "subscribed first, after the commands topic",
     )
-    eq(aws.events[3][1], J + "start-next", "topic")
+    eq(aws.events[5][1], J + "start-next", "topic")
     eq(
-        json.loads(aws.events[3][2]),
-        {"statusDetails": {"oldCertificateId": "abc"}, "clientToken": "upcert-1"},
+        json.loads(aws.events[5][2]),
+        {"statusDetails": {"oldCertificateId": cur}, "clientToken": "upcert-1"},
         "payload",
     )
+    j = aws.job("j1")
+    eq((j["status"], j["version"]), ("REJECTED", 3), "started, then rejected")
+    upd = [e for e in aws.events if e[0] == "pub" and e[1] == J + "j1/update"][0]
     eq(
-        (ex["jobId"], ex["jobDocument"], ex["status"], ex["versionNumber"]),
-        ("j1", ROTATE, "IN_PROGRESS", 2),
-        "execution",
-    )
-    eq(jobs.update(rot, c, "j1", 2, "SUCCEEDED", {"newCertificateId": "def"}), 3, "next version")
-    eq(aws.events[-1][1], J + "j1/update", "update topic")
-    eq(
-        json.loads(aws.events[-1][2]),
+        json.loads(upd[2]),
         {
-            "status": "SUCCEEDED",
-            "statusDetails": {"newCertificateId": "def"},
+            "status": "REJECTED",
+            "statusDetails": {
+                "reason": "unknown operation 'reboot': this device runs 'rotate-certificate'"
+            },
             "expectedVersion": 2,
             "clientToken": "upcert-2",
         },
         "update",
     )
-    eq(aws.job("j1")["status"], "SUCCEEDED", "recorded")
+    c = Client("dev1")
+    c.connect(aws.socket())
+    rot = _Rot()
     raises(
         RotationError,
         jobs.update,
@@ -97,8 +81,46 @@ def test_jobs_api_topics_and_payloads():
         {},
         contains=("jobs j1/update rejected: VersionMismatch: expected 3"),
     )
-    eq(jobs.start_next(rot, c), None, "nothing pending")
-    eq(json.loads(aws.events[-1][2]), {"clientToken": "upcert-4"}, "no statusDetails")
+
+
+def test_start_next_rejected_is_logged():
+    a, aws, store, lines = _rig()
+    aws.reject_jobs = ("InvalidRequest", "no")
+    a.run(max_cycles=1)
+    true("upcert: jobs: jobs start-next rejected: InvalidRequest: no" in lines, repr(lines))
+    eq(len(_telemetry(aws)), 1, "telemetry goes on")
+
+
+def test_first_telemetry_without_a_jobs_service():
+    # A broker without the Jobs service never answers start-next: the first telemetry must
+    # not wait for it, and the agent gives up quietly (once) after fleet.timeout_s.
+    from time import sleep_ms, ticks_diff, ticks_ms
+
+    a, aws, store, lines = _rig(interval_s=2, fleet={"timeout_s": 1})
+    aws.no_jobs = True
+    a.sleep_ms = sleep_ms
+    t0 = ticks_ms()
+    a.cycle()  # connect, report, serve the link for 2 s
+    t = _telemetry(aws)
+    eq(len(t), 1, "telemetry published")
+    i = lines.index("upcert: published telemetry seq=1")
+    true(ticks_diff(ticks_ms(), t0) >= 2000, "then served the link")
+    gave_up = [n for n, line in enumerate(lines) if "no reply to start-next" in line]
+    eq(len(gave_up), 1, "gave up once: %r" % lines)
+    true(gave_up[0] > i, "after the telemetry")
+    eq(
+        lines[gave_up[0]],
+        "upcert: jobs: no reply to start-next in 1000 ms: asking again after the next connect"
+        " or job event",
+        "line",
+    )
+    n = len(aws.published(J + "start-next"))
+    aws.add_job("j9", ROTATE)
+    aws.sock.feed(aws.notify())  # notify-next names a job: ask again
+    a.sleep_ms = lambda ms: None
+    a.config["telemetry_interval_s"] = 0
+    a.cycle()
+    eq(len(aws.published(J + "start-next")), n + 1, "asked again after notify-next")
 
 
 def test_notify_next_event():
@@ -133,18 +155,17 @@ def test_job_at_connect_rotates_and_reconnects():
         "job reported",
     )
     true("upcert: job j1: rotate-certificate" in lines, "job line")
-    true("upcert: job j1 SUCCEEDED" in lines, "succeeded line")
-    i = lines.index("upcert: job j1 SUCCEEDED")
-    true(
-        lines[i + 1].startswith("upcert: rotation: done: certificate %s" % new_id[:16]),
-        lines[i + 1],
-    )
-    eq(lines[i + 2], "upcert: connecting localhost:8883 as dev1", "reconnect")
-    true(("cert %s" % new_id[:16]) in lines[i + 3], lines[i + 3])
+    i = [n for n, line in enumerate(lines) if line.startswith("upcert: rotation: done")][0]
+    true(lines[i].startswith("upcert: rotation: done: certificate %s" % new_id[:16]), lines[i])
+    eq(lines[i + 1], "upcert: connecting localhost:8883 as dev1", "reconnect")
+    true(("cert %s" % new_id[:16]) in lines[i + 2], lines[i + 2])
+    # Success is reported over the new identity, once the broker took it.
+    eq(lines[i + 3], "upcert: job j1 SUCCEEDED", "succeeded line")
     t = _telemetry(aws)
-    eq(len(t), 1, "no telemetry on the old identity once rotation ran")
-    eq((t[0]["cert_id"], t[0]["rotation"]), (new_id, "done"), "telemetry after")
-    true(t[0]["renew_due"].startswith("20"), "renew_due %r" % t[0]["renew_due"])
+    eq(len(t), 2, "telemetry did not wait for the job")
+    eq((t[0]["cert_id"], t[0]["rotation"]), (old_id, "idle"), "telemetry before")
+    eq((t[1]["cert_id"], t[1]["rotation"]), (new_id, "done"), "telemetry after")
+    true(t[1]["renew_due"].startswith("20"), "renew_due %r" % t[1]["renew_due"])
 
 
 def test_notify_next_while_serving():
@@ -159,7 +180,10 @@ def test_notify_next_while_serving():
 
     a.sleep_ms = sleep
     a.run(max_cycles=1)
-    eq(aws.job("j2")["status"], "SUCCEEDED", "served during the report period")
+    eq(aws.job("j2")["status"], "IN_PROGRESS", "rotated during the report period")
+    true(not a.connected and a.rot.state == "done", "committed, reconnecting")
+    a.run(max_cycles=1)
+    eq(aws.job("j2")["status"], "SUCCEEDED", "reported by the new identity")
     t = _telemetry(aws)
     eq((t[0]["rotation"], t[0]["renew_due"] is not None), ("idle", True), "telemetry before")
 

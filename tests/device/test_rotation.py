@@ -80,8 +80,8 @@ def test_happy_path_order_and_log_lines():
         got[4:],
         [
             "certificate %s issued" % nid[:16],
-            "RegisterThing(upcert-rotation) accepted",
             "checks passed: issuer 'upcert test CA' signature verified",
+            "RegisterThing(upcert-rotation) accepted",
             "staged",
             "trial connection as dev1-rot accepted",
             "committed certificate %s" % nid[:16],

@@ -90,8 +90,14 @@ def test_discard_and_misuse():
         s.stage(*B)
         s.discard()
         eq((s.staged(), _who(new()), _info(new())), (None, "A", ("A", 0, False)), "discarded")
+        raises(StoreError, s._get1, 1, 1, contains="private key")  # the key is erased
         raises(StoreError, s.commit, contains="nothing staged")
         s.discard()  # nothing staged: no-op
+    s = _fs()()
+    s.write(*A)
+    s.stage(*B)
+    s.discard()
+    eq(sorted(os.listdir(s.root)), ["cert.der", "key.der", "slots.bin"], "slot B files removed")
 
 
 def test_write_on_a_slotted_store_flips():

@@ -135,6 +135,7 @@ def test_partition_empty_discard_and_misuse():
         (None, "A", ("A", 1, False)),
         "discarded",
     )
+    true(p.mem[2 * _BS :] == b"\xff" * (2 * _BS), "slot B erased, key included")
     raises(StoreError, PartitionStore(FakePartition(blocks=1)).write, *A, contains="too small")
     big = (b"c" * 3000, b"k" * 1100)
     raises(

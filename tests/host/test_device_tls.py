@@ -384,8 +384,6 @@ def test_app_agent_round_trip_with_ping(pki, brokers, tmp_path):
                 "telemetry_interval_s": 1,
                 # 30-day certificate: keep the renewal rules off (no provisioning service here)
                 "renew": {"days": 0, "fraction": 0, "jitter_s": 0},
-                # no Jobs service on this bare broker: do not wait long for start-next replies
-                "fleet": {"timeout_s": 5},
             }
         )
     )

@@ -1,10 +1,11 @@
-"""Certificate rotation end to end: the device package (app, agent, rotation, fleet, jobs) on the
-MicroPython unix port, with real TLS, a real P-256 key made on the device and a real CSR, against
-the local AWS IoT stand-in (mosquitto + identity plugin + provisioning service): a due rotation
-(EC CA: the issuer signature is verified on the device), a rotation job (RSA CA: it cannot be),
-each checked in the registry, the broker log and the telemetry; the whole cycle, rotation
-included, in a bounded GC heap with every module loaded as .mpy; the .mpy size of the rotation
-modules."""
+"""Certificate rotation end to end: the device package (app, agent, rotation, fleet, jobs) and its
+fs store on the MicroPython unix port, with real TLS, a real P-256 key made on the device and a
+real CSR, against the local AWS IoT stand-in (mosquitto + identity plugin + provisioning service):
+a due rotation (EC CA: the issuer signature is verified on the device), a rotation job (RSA CA: it
+cannot be), each checked in the registry, the broker log and the telemetry; a new certificate
+deactivated between the commit and the reconnect (rolled back, job FAILED, old one still ACTIVE);
+the whole cycle, rotation included, in a bounded GC heap with every module loaded as .mpy; the
+.mpy size of the rotation modules."""
 
 import datetime as dt
 import hashlib
@@ -22,18 +23,20 @@ from upcert.registry import Registry
 
 from tests.tools import ROOT, micropython_cmd, require_plugin_build
 
-FAKES = ROOT / "tests" / "device" / "fakes"
 # GC heap (-X heapsize) for the whole app cycle with a rotation, modules loaded as .mpy. Measured
-# on this 64-bit unix port: a rotation completes from 120K; below ~120K app.py leaves rotation
-# off (telemetry "rotation": "off": under 40 KB free at start-up); the app without rotation
-# support runs from 88K. 64K is out of reach here: the modules' code alone takes ~98 KB of heap
-# once loaded (~72 KB of it the agent's foundation) and a rotation loads ~28 KB more for its
-# duration. Frozen modules stay in flash.
-HEAP = os.environ.get("UPCERT_HEAP_ROTATION", "144K")
+# on this 64-bit unix port (bench/bench_rotation_heap.py): a rotation completes from 116K; below
+# that app.py leaves rotation off (telemetry "rotation": "off": under 40 KB free at start-up). 64K
+# is out of reach here: the connected agent alone holds ~78 KB live (~55 KB of it module code
+# loaded from .mpy), and keygen + CSR load ~20 KB more for their duration. Frozen modules stay
+# in flash.
+HEAP = os.environ.get("UPCERT_HEAP_ROTATION", "128K")
 NEW_MODULES = ("renew", "fleet", "jobs", "rotation", "rotate")
-MPY_BUDGET = 8 * 1024
+# 8 KiB until the non-blocking Jobs exchange, the rollback after a refused reconnect and the
+# discard of a pair staged before a reboot joined them (~1.4 KB); the whole lifecycle's target
+# (<= 16 KiB, bench/mpy_size.py) is missed.
+MPY_BUDGET = 10 * 1024
 
-# The board: real clock, the A/B slot store of the device tests over the files in store.root.
+# The board: real clock, the real fs store (slots A/B, journal) over the files in store.root.
 BOARD = r"""
 NAME = "unix-rotation-test"
 last = []
@@ -43,17 +46,14 @@ def clock():
     from upcert.clock import Clock
     return Clock()
 def store(config):
-    from slotstore import SlotStore
-    root = config["store"]["root"]
-    def rd(name):
-        with open(root + "/" + name, "rb") as f:
-            return f.read()
-    s = SlotStore(rd("cert.der"), rd("key.der"))
+    from upcert.store_fs import FsStore
+    s = FsStore(config["store"]["root"])
     last.append(s)
     return s
 """
 
 # Runs app.main until the first telemetry after a finished rotation, then reports the store.
+# With a second argument, it stops at the commit until the host writes a line to its stdin.
 SCRIPT = r"""
 import gc
 import sys
@@ -64,6 +64,9 @@ def log(line):
     print(line)
     if line.startswith("upcert: rotation: done"):
         done.append(1)
+    if len(sys.argv) > 2 and line.startswith("upcert: rotation: committed"):
+        print("HOLD")
+        sys.stdin.readline()
     if done and line.startswith("upcert: published telemetry"):
         raise KeyboardInterrupt
 try:
@@ -105,7 +108,7 @@ def _write(path, data, mode=0o644):
         f.write(data)
 
 
-def _device(folder, cloud, thing, left_days):
+def make_device(folder, cloud, thing, left_days):
     """Device files for thing: a certificate from the cloud's CA with left_days to go (issued
     340 days ago), its key (0600), the CA as trust anchor, config.json, board.py."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -135,8 +138,8 @@ def _device(folder, cloud, thing, left_days):
     return cert
 
 
-def _mpy_lib(folder):
-    """Every device module as .mpy (mpy-cross), as the board loads them, plus the fakes."""
+def mpy_lib(folder):
+    """Every device module as .mpy (mpy-cross), as the board loads them, and umqtt."""
     lib = folder / "lib"
     for sub in ("upcert", "umqtt"):
         (lib / sub).mkdir(parents=True, exist_ok=True)
@@ -145,13 +148,12 @@ def _mpy_lib(folder):
     (lib / "umqtt" / "__init__.py").write_bytes(b"")
     simple = ROOT / ".build" / "deps" / "umqtt" / "simple.py"
     (lib / "umqtt" / "simple.mpy").write_bytes(compile_mpy(simple, folder / "cache"))
-    (lib / "slotstore.mpy").write_bytes(compile_mpy(FAKES / "slotstore.py", folder / "cache"))
     return lib
 
 
 def _run(folder, heap="2M", lib=None):
     path = [str(folder)] + (
-        [str(lib)] if lib else [str(FAKES), str(ROOT / "firmware"), str(ROOT / ".build" / "deps")]
+        [str(lib)] if lib else [str(ROOT / "firmware"), str(ROOT / ".build" / "deps")]
     )
     env = dict(os.environ, MICROPYPATH=os.pathsep.join(path))
     proc = subprocess.run(
@@ -187,15 +189,15 @@ def _check_rotated(out, cloud, thing, old):
         "new",
         "CSR",
         "certificate",
-        "RegisterThing(upcert-rotation)",
         "checks",
+        "RegisterThing(upcert-rotation)",
         "staged",
         "trial",
         "committed",
         "done",
     ], steps
     slot, new_id = re.search(r"^STORE (\w) (\w+)$", out, re.M).groups()
-    assert slot == "b" and new_id != old, out
+    assert slot == "B" and new_id != old, out
     assert f"committed certificate {new_id[:16]}" in steps
     assert f"trial connection as {thing}-rot accepted" in steps
     registry = Registry(cloud.registry_path)
@@ -210,7 +212,7 @@ def _check_rotated(out, cloud, thing, old):
 
 def test_due_rotation_ec_ca_verifies_issuer(ec_cloud, tmp_path):
     thing = "rot-due"
-    old = _device(tmp_path / "dev", ec_cloud, thing, left_days=20)
+    old = make_device(tmp_path / "dev", ec_cloud, thing, left_days=20)
     with Subscription(ec_cloud, f"things/{thing}/telemetry") as sub:
         out = _run(tmp_path / "dev")
         msg = json.loads(sub.wait_for(timeout_s=20).payload)
@@ -225,7 +227,7 @@ def test_due_rotation_ec_ca_verifies_issuer(ec_cloud, tmp_path):
 
 def test_rotation_job_rsa_ca(rsa_cloud, tmp_path):
     thing = "rot-job"
-    old = _device(tmp_path / "dev", rsa_cloud, thing, left_days=300)  # not due
+    old = make_device(tmp_path / "dev", rsa_cloud, thing, left_days=300)  # not due
     job_id = provisioning.create_rotation_job(rsa_cloud.state_dir, thing)
     out = _run(tmp_path / "dev")
     old_id = _id(old)
@@ -245,8 +247,8 @@ def test_rotation_job_rsa_ca(rsa_cloud, tmp_path):
 
 def test_whole_cycle_with_rotation_in_bounded_heap_as_mpy(ec_cloud, tmp_path):
     thing = "rot-heap"
-    _device(tmp_path / "dev", ec_cloud, thing, left_days=20)
-    out = _run(tmp_path / "dev", heap=HEAP, lib=_mpy_lib(tmp_path))
+    make_device(tmp_path / "dev", ec_cloud, thing, left_days=20)
+    out = _run(tmp_path / "dev", heap=HEAP, lib=mpy_lib(tmp_path))
     assert "upcert: rotation: done" in out and "published telemetry seq=1" in out, out
 
 
@@ -255,3 +257,50 @@ def test_rotation_modules_mpy_size(tmp_path):
         n: len(compile_mpy(ROOT / "firmware" / "upcert" / f"{n}.py", tmp_path)) for n in NEW_MODULES
     }
     assert sum(sizes.values()) <= MPY_BUDGET, sizes
+
+
+def test_new_identity_refused_after_commit_rolls_back(rsa_cloud, tmp_path):
+    # A rotation job commits a new certificate; the host deactivates it before the agent
+    # reconnects: three refusals at the TLS handshake, then the old identity is restored, the job
+    # reported FAILED by it, and the old certificate, never reported replaced, stays ACTIVE.
+    thing = "rot-back"
+    dev = tmp_path / "dev"
+    old_id = _id(make_device(dev, rsa_cloud, thing, left_days=300))
+    job_id = provisioning.create_rotation_job(rsa_cloud.state_dir, thing)
+    env = dict(os.environ, MICROPYPATH=os.pathsep.join(
+        [str(dev), str(ROOT / "firmware"), str(ROOT / ".build" / "deps")]))
+    proc = subprocess.Popen(
+        micropython_cmd("2M") + [str(dev / "run.py"), str(dev), "hold"], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=str(dev))
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("HOLD"):
+                break
+        new_id = [r["cert_id"] for r in Registry(rsa_cloud.registry_path).list(thing)
+                  if r["cert_id"] != old_id][0]
+        assert f"committed certificate {new_id[:16]}" in "".join(lines), lines
+        provisioning.set_certificate_status(rsa_cloud.state_dir, new_id, "INACTIVE")
+        out, _ = proc.communicate("go\n", timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = "".join(lines) + out
+    assert proc.returncode == 0 and "STOPPED" in out, out
+    refused = re.findall(r"^upcert: connection failed: .*rejected our certificate.*$", out, re.M)
+    assert len(refused) == 3, out
+    assert re.search(rf"^upcert: rotation: new identity refused by the broker \(.*rejected our "
+                     rf"certificate.*\); rolled back to {old_id[:16]}$", out, re.M), out
+    assert re.search(r"^upcert: rotation: failed at reconnect: new identity refused; retry in "
+                     r"\d+ s$", out, re.M), out
+    assert f"upcert: job {job_id} FAILED" in out, out
+    slot, cur = re.search(r"^STORE (\w) (\w+)$", out, re.M).groups()
+    assert (slot, cur) == ("A", old_id), out
+    registry = Registry(rsa_cloud.registry_path)
+    assert registry.get(old_id)["status"] == "ACTIVE"
+    job = registry.get_job(job_id)
+    assert job["status"] == "FAILED" and job["status_details"]["step"] == "reconnect", job
+    # The last telemetry: the old identity, rotation failed:reconnect.
+    i = out.rindex("upcert: connected TLS 1.2")
+    assert f"cert {old_id[:16]}" in out[i : i + 200], out

@@ -39,7 +39,8 @@ class FakeAws:
     in order over every connection. certs: certificateId -> status. jobs: list of dicts (jobId,
     document, status, version, details). Knobs: reject (statusCode, errorCode, message) for
     create-from-csr, silent (no Fleet Provisioning replies), wrong_key (a point put in issued
-    certificates), alg, validity_s, connack, inject (packets sent before the next reply)."""
+    certificates), alg, validity_s, connack, inject (packets sent before the next reply),
+    no_jobs (no Jobs service), reject_jobs (code, message) for start-next."""
 
     def __init__(self, ca, clock, thing="dev1", validity_s=365 * 86400):
         self.ca = ca
@@ -59,6 +60,8 @@ class FakeAws:
         self.alg = None  # signature AlgorithmIdentifier DER for issued certificates
         self.connack = 0
         self.inject = []  # packets sent before the reply to the next AWS request
+        self.no_jobs = False  # a broker without the Jobs service: no Jobs replies at all
+        self.reject_jobs = None  # (code, message): start-next rejected
         self.sock = None
         self._pid = 0
 
@@ -222,6 +225,11 @@ class FakeAws:
 
     def _job(self, sock, topic, rest, req):
         tok = req.get("clientToken")
+        if self.no_jobs:
+            return b""
+        if rest == "start-next" and self.reject_jobs:
+            body = {"code": self.reject_jobs[0], "message": self.reject_jobs[1], "clientToken": tok}
+            return self._send(sock, topic + "/rejected", body)
         if rest == "start-next":
             j = self.next_job()
             body = {"clientToken": tok, "timestamp": 3}
@@ -253,11 +261,11 @@ class FakeAws:
         return self._send(sock, topic + "/accepted", {"clientToken": tok, "timestamp": 4})
 
     def connector(self, calls=None):
-        """connector(cert_der, key_der) -> connect(host, port), as app.py builds it: refuses a
+        """connector(cert_der, key_der, roots=None) -> connect(host, port), as app.py builds it: refuses a
         key that does not match the certificate (as mbedTLS would) and, at connect, a
         certificate that is not ACTIVE (the TLS handshake fails). Appends "tls" to calls."""
 
-        def make(cert_der, key_der):
+        def make(cert_der, key_der, roots=None):
             c = Certificate(cert_der)
             if p256.Key.from_der(key_der).public_point() != c.public_key:
                 raise CertificateError("private key does not match the certificate")
