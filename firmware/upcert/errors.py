@@ -32,3 +32,13 @@ class MqttError(UpcertError):
 class RotationError(UpcertError):
     """A certificate rotation step failed: AWS rejected a request or did not answer, or the
     issued certificate failed a check; the message names the step and the cause."""
+
+
+class AteccError(UpcertError):
+    """The ATECC608 secure element refused a command, reported an error status, or did not
+    answer; the message names the address, the command and the status. .status: the chip's
+    status byte (int), or None when the chip did not answer or the driver refused."""
+
+    def __init__(self, message, status=None):
+        super().__init__(message)
+        self.status = status

@@ -24,6 +24,8 @@ START_PY = REPO / "boards" / "unix" / "emu" / "start.py"
 # GC heap the stand-ins (emu_*.py, compiled at boot) occupy on the unix port; added to the
 # configured heapsize so user code finds about as much free heap as on an ESP32.
 EMU_HEAP_RESERVE = 46 * 1024
+# ... and what the I2C bridge client (emu_i2c.py) adds on a board with an emulated ATECC608.
+I2C_HEAP_RESERVE = 3 * 1024
 
 
 def find_micropython():
@@ -38,12 +40,14 @@ def find_micropython():
     return path
 
 
-def run(state_dir, *, heapsize=None, clock=None, ntp=None):
-    """Run a board in the foreground until SIGTERM or SIGINT (SIGUSR1 cuts its power)."""
+def run(state_dir, *, heapsize=None, clock=None, ntp=None, atecc608=None):
+    """Run a board in the foreground until SIGTERM or SIGINT (SIGUSR1 cuts its power).
+    `atecc608` ("blank", "tng", "none") changes the board.json setting first."""
     from upcert.emulator_relay import Relay
 
     state = Path(state_dir).resolve()
-    cfg = emulator_config.load(state, heapsize=heapsize, clock=clock, ntp=ntp)
+    cfg = emulator_config.load(state, heapsize=heapsize, clock=clock, ntp=ntp,
+                               atecc608=atecc608)
     if not START_PY.exists():
         raise UpcertError(f"{START_PY} is missing: the emulated board needs the repository")
     flash = state / "flash.img"
@@ -55,7 +59,9 @@ def run(state_dir, *, heapsize=None, clock=None, ntp=None):
     if other:
         raise UpcertError(f"a board already runs in {state} (pid {other}); stop it first "
                           "with `upcert board stop`")
-    heap = emulator_config.heap_bytes(cfg["heapsize"]) + EMU_HEAP_RESERVE
+    chip, bridge = _fit_chip(state, cfg["atecc608"])
+    heap = emulator_config.heap_bytes(cfg["heapsize"]) + EMU_HEAP_RESERVE + (
+        I2C_HEAP_RESERVE if chip else 0)
     command = [find_micropython(), "-X", f"heapsize={heap}", "-i", str(START_PY)]
     resolved = dict(cfg, partitions=emulator_config.resolve_partitions(cfg))
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(state), "TZ": "UTC",
@@ -77,11 +83,37 @@ def run(state_dir, *, heapsize=None, clock=None, ntp=None):
     pid_file.write_text(f"{os.getpid()}\n")
     try:
         with open(state / "serial.log", "ab") as log:
-            Relay(state, cfg, command, env, log, announce).run()
+            relay = Relay(state, cfg, command, env, log, announce)
+            if chip:  # the chip shares the board's supply: a power cut resets it too
+                relay._power_on = _also_power(chip, relay._power_on)
+            relay.run()
     finally:
+        if bridge:
+            bridge.close()
         for path in (link, pid_file):
             if path.is_symlink() or path.exists():
                 path.unlink()
+
+
+def _fit_chip(state, setting):
+    """(chip, bridge) for board.json "atecc608": the emulated ATECC608 kept in
+    <state>/atecc608.json and the I2C bridge at <state>/i2c.sock; (None, None) without one."""
+    if not setting:
+        return None, None
+    from upcert.atecc_emu import Atecc608
+    from upcert.i2c_bridge import serve
+
+    chip = Atecc608.open(state / "atecc608.json", setting["layout"], seed=str(state),
+                         address=setting.get("address"))
+    return chip, serve(state / "i2c.sock", [chip])
+
+
+def _also_power(chip, power_on):
+    def power_on_with_chip(delay=0):
+        chip.power_cycle()
+        power_on(delay)
+
+    return power_on_with_chip
 
 
 def _alive(pid):
@@ -123,12 +155,13 @@ class EmulatedBoard:
         subprocess.run(["mpremote", "connect", board.port, "exec", "print(1)"])
     """
 
-    def __init__(self, state_dir, *, heapsize=None, clock=None, ntp=None):
+    def __init__(self, state_dir, *, heapsize=None, clock=None, ntp=None, atecc608=None):
         self.state_dir = Path(state_dir).resolve()
         self.log_path = self.state_dir / "serial.log"
         self.port = None
         self._args = []
-        for flag, value in (("--heapsize", heapsize), ("--clock", clock), ("--ntp", ntp)):
+        for flag, value in (("--heapsize", heapsize), ("--clock", clock), ("--ntp", ntp),
+                            ("--atecc608", atecc608)):
             if value is not None:
                 self._args += [flag, value]
         self._proc = None
@@ -253,7 +286,7 @@ class EmulatedBoard:
 
 def main(argv=None):
     """CLI: python -m upcert.emulator run --state DIR [--heapsize 110K] [--clock set|unset]
-    [--ntp ok|unreachable]."""
+    [--ntp ok|unreachable] [--atecc608 blank|tng|none]."""
     parser = argparse.ArgumentParser(prog="python -m upcert.emulator",
                                      description="Run an emulated ESP32 board.")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -262,9 +295,13 @@ def main(argv=None):
     p.add_argument("--heapsize", help="MicroPython GC heap, e.g. 110K (default from board.json)")
     p.add_argument("--clock", choices=["set", "unset"], help="RTC at power-on")
     p.add_argument("--ntp", choices=["ok", "unreachable"], help="what ntptime.settime() does")
+    p.add_argument("--atecc608", choices=["blank", "tng", "none"],
+                   help="fit an emulated ATECC608 on I2C (blank at 0x60, Trust&Go-style at "
+                        "0x35) or remove it; kept in board.json")
     args = parser.parse_args(argv)
     try:
-        run(args.state, heapsize=args.heapsize, clock=args.clock, ntp=args.ntp)
+        run(args.state, heapsize=args.heapsize, clock=args.clock, ntp=args.ntp,
+            atecc608=args.atecc608)
     except UpcertError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

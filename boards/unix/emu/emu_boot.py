@@ -61,6 +61,10 @@ def _open_state(state, cfg):
     uid = b"\x24\x0a\xc4" + hashlib.sha256(state.encode()).digest()[:3]
     emu_machine.configure(int(os.getenv("UPCERT_RESET_CAUSE") or 1), uid)
     emu_ntptime.configure(cfg["ntp"] == "ok")
+    if cfg.get("atecc608"):  # the host serves the board's I2C devices on this socket
+        import emu_i2c
+
+        emu_i2c.connect(state + "/i2c.sock")  # connects at the first transfer
     for name, mod in (("esp32", emu_esp32), ("machine", emu_machine), ("network", emu_network),
                       ("ntptime", emu_ntptime), ("time", emu_time)):
         sys.modules[name] = mod

@@ -1,6 +1,6 @@
-# `machine` stand-in for the emulated ESP32: resets through the host process, the reset cause
-# the host passed in, a per-board unique_id, the emulated RTC, minimal Pin, and an I2C bus with
-# nothing on it yet. Names and errors follow ports/esp32/modmachine.c and machine_*.c.
+# `machine` stand-in for the emulated ESP32: resets through the host process, the reset cause,
+# unique_id, the RTC, a minimal Pin, and I2C wired to the host's emulated devices (emu_i2c.py).
+# Names and errors follow ports/esp32/modmachine.c and machine_*.c.
 import emu_host
 import emu_rtc
 import machine as _m  # the unix port's own module, imported before start.py replaces it
@@ -170,38 +170,47 @@ class Pin:
         return "Pin(%d)" % self._id
 
 
-# Devices on the emulated I2C bus, by 7-bit address: objects with writeto(buf, stop) and
-# readfrom_into(buf, stop). Empty for now; the ATECC608 emulator will be attached here.
-_i2c_devices = {}
+# The emulated I2C wires: None (nothing attached: every transfer NACKs) or emu_i2c's bridge to
+# the host's device emulators (the ATECC608), with writeto(addr, buf, stop, freq),
+# readfrom_into(addr, buf, stop, freq) and scan(freq).
+_bus = None
+
+
+def attach_bus(bus):
+    """Called by emu_i2c.connect(): transfers go to the host's emulated devices."""
+    global _bus
+    _bus = bus
 
 
 class I2C:
-    """I2C controller 0 or 1. With no device attached every transfer fails like a NACK on
-    an ESP32: OSError(19) (ENODEV); scan() finds nothing."""
+    """I2C controller 0 or 1. A device that does not acknowledge (none attached, asleep, busy)
+    fails like on an ESP32: OSError(19) (ENODEV); a bus timeout is OSError(ETIMEDOUT)."""
 
     def __init__(self, id=0, *, scl=None, sda=None, freq=400000, timeout=50000):
         if id not in (0, 1):
             raise ValueError("I2C(%s) doesn't exist" % id)
         self._id, self.scl, self.sda, self.freq = id, scl, sda, freq
 
-    def _dev(self, addr):
-        dev = _i2c_devices.get(addr)
-        if dev is None:
-            raise OSError(19)  # ENODEV: the address was not acknowledged
-        return dev
+    def init(self, *, scl=None, sda=None, freq=400000, timeout=50000):
+        self.__init__(self._id, scl=self.scl if scl is None else scl,
+                      sda=self.sda if sda is None else sda, freq=freq, timeout=timeout)
 
     def scan(self):
-        return sorted(_i2c_devices)
+        return _bus.scan(self.freq) if _bus is not None else []
 
     def writeto(self, addr, buf, stop=True):
-        self._dev(addr).writeto(buf, stop)
+        if _bus is None:
+            raise OSError(19)  # ENODEV: the address was not acknowledged
+        _bus.writeto(addr, buf, stop, self.freq)
         return len(buf)
 
     def writevto(self, addr, vector, stop=True):
         return self.writeto(addr, b"".join(bytes(b) for b in vector), stop)
 
     def readfrom_into(self, addr, buf, stop=True):
-        self._dev(addr).readfrom_into(buf, stop)
+        if _bus is None:
+            raise OSError(19)
+        _bus.readfrom_into(addr, buf, stop, self.freq)
 
     def readfrom(self, addr, nbytes, stop=True):
         buf = bytearray(nbytes)
