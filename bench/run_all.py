@@ -5,7 +5,13 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["mpy_size.py", "bench_p256.py", "bench_agent.py", "bench_storm.py"]
+SCRIPTS = [
+    "mpy_size.py",
+    "bench_p256.py",
+    "bench_agent.py",
+    "bench_storm.py",
+    "bench_rotation.py",
+]
 
 
 def main():

@@ -5,7 +5,7 @@ import time
 from upcert.errors import ConfigError, ConnectError, StoreError
 
 NAME = "esp32-generic"
-_STORES = ("fs", "nvs", "partition", "esp_secure_cert")
+_STORES = ("fs", "nvs", "partition", "esp_secure_cert", "atecc608")
 _TYPE_SECURE_CERT = 0x3F  # esp_secure_cert_mgr: ESP_SECURE_CERT_TLV_PARTITION_TYPE
 
 
@@ -77,9 +77,21 @@ def _partition(label, types):
     )
 
 
+def atecc(st):
+    """The ATECC608 driver for store settings `st`: I2C(0) at 100 kHz (the wake pulse needs
+    <= 100 kHz) on sda/scl, default GPIO16/GPIO17 and address 0x60 as on the ESP32-WROOM-32SE
+    (Espressif's ESP32-WROOM-32SE datasheet); no I/O until the first command."""
+    from machine import I2C, Pin
+    from upcert.atecc import ATECC
+
+    i2c = I2C(0, sda=Pin(st.get("sda", 16)), scl=Pin(st.get("scl", 17)), freq=100000)
+    return ATECC(i2c, st.get("address", 0x60))
+
+
 def store(config):
     """The credential store named by config['store']['kind']: 'fs' (root), 'nvs' (namespace),
-    'partition' (label, default 'upcert') or 'esp_secure_cert' (label; read-only)."""
+    'partition' (label, default 'upcert'), 'esp_secure_cert' (label; read-only) or 'atecc608'
+    (address, slot, spares, sda, scl, cert 'fs'|'slot8'; the key stays in the chip)."""
     st = config.get("store") or {"kind": "fs"}
     kind = st.get("kind", "fs")
     if kind == "fs":
@@ -105,4 +117,14 @@ def store(config):
         label = st.get("label", "esp_secure_cert")
         types = (_TYPE_SECURE_CERT, esp32.Partition.TYPE_DATA)
         return SecureCertStore(_partition(label, types), label)
+    if kind == "atecc608":
+        from upcert.store_atecc import AteccStore
+
+        return AteccStore(
+            atecc(st),
+            st.get("slot", 0),
+            st.get("spares", (2, 3, 4)),
+            st.get("root", "/upcert.d"),
+            st.get("cert", "fs"),
+        )
     raise ConfigError("config: store kind %r unknown: use one of %s" % (kind, ", ".join(_STORES)))

@@ -60,6 +60,8 @@ def validate(cfg, path=PATH):
     v = c.setdefault("store", {"kind": "fs"})
     if type(v) is not dict or type(v.get("kind")) is not str:
         raise _fail(path, "'store' must be an object with a 'kind' string, got %r" % (v,))
+    if v["kind"] == "atecc608":
+        _atecc(v, path)
     tp = c.get("topics", {})
     if type(tp) is not dict:
         raise _fail(path, "'topics' must be an object, got %r" % (tp,))
@@ -83,6 +85,20 @@ def validate(cfg, path=PATH):
         )
     _rotation(c, path)
     return c
+
+
+def _atecc(v, path):
+    # Store "atecc608" (store_atecc.py): 7-bit I2C address, key slots 0..15, ESP32 GPIOs, and
+    # where the certificate lives.
+    for key, lo, hi in (("address", 8, 0x77), ("slot", 0, 15), ("sda", 0, 39), ("scl", 0, 39)):
+        x = v.get(key, lo)
+        if type(x) is not int or not lo <= x <= hi:
+            raise _fail(path, "'store.%s' must be an integer %d..%d, got %r" % (key, lo, hi, x))
+    x = v.get("spares", [])
+    if type(x) is not list or [n for n in x if type(n) is not int or not 0 <= n <= 15]:
+        raise _fail(path, "'store.spares' must be a list of key slots 0..15, got %r" % (x,))
+    if v.get("cert", "fs") not in ("fs", "slot8"):
+        raise _fail(path, "'store.cert' must be \"fs\" or \"slot8\", got %r" % (v["cert"],))
 
 
 def _obj(c, key, path, default):

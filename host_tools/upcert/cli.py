@@ -46,9 +46,21 @@ def _cloud(args):
 
 def do_cloud_up(args):
     Cloud, ca = _cloud(args)
-    cloud = Cloud(args.dir, ca, port=args.port)
+    cloud = Cloud(args.dir, ca, port=args.port, fault=args.fault)
+    if (Path(args.dir) / "cloud.json").exists():
+        running = Cloud.load(args.dir, ca)
+        if running.is_running():
+            if running.fault != cloud.fault:
+                raise UpcertError(f"the cloud in {args.dir} already runs with fault "
+                                  f"{running.fault or 'none'}: `upcert cloud down` first")
+            cloud = running
     cloud.up()
     print(f"cloud up: mqtts://{cloud.endpoint}:{cloud.port} (mosquitto, TLS 1.2, client certs)")
+    if cloud.fault:
+        from .faults import FAULTS
+
+        print(f"FAULT {cloud.fault}: the provisioning service will {FAULTS[cloud.fault]}",
+              file=sys.stderr)
 
 
 def do_cloud_down(args):
@@ -70,7 +82,8 @@ def do_cloud_status(args):
         print("cloud: not running")
         return 1
     state = "running" if cloud.is_running() else "stopped"
-    print(f"cloud: {state} on {cloud.endpoint}:{cloud.port}")
+    print(f"cloud: {state} on {cloud.endpoint}:{cloud.port}"
+          + (f" (fault {cloud.fault})" if cloud.fault else ""))
     return 0 if state == "running" else 1
 
 
@@ -81,11 +94,20 @@ def _state_dir(args):
     return Path(args.state) if args.state else home() / "boards" / args.name
 
 
+def _use_table(args):
+    # --partitions CSV: from now on the board's partition table (board.json), as flashing one
+    if getattr(args, "partitions", None):
+        from .emulator_config import use_table
+
+        use_table(_state_dir(args), args.partitions)
+
+
 def do_board_run(args):
     from . import emulator
 
+    _use_table(args)
     argv = ["run", "--state", str(_state_dir(args))]
-    for opt in ("heapsize", "clock", "ntp"):
+    for opt in ("heapsize", "clock", "ntp", "atecc608"):
         if getattr(args, opt):
             argv += [f"--{opt}", getattr(args, opt)]
     return emulator.main(argv)
@@ -94,8 +116,9 @@ def do_board_run(args):
 def do_board_start(args):
     from .emulator import EmulatedBoard
 
+    _use_table(args)
     board = EmulatedBoard(_state_dir(args), heapsize=args.heapsize, clock=args.clock,
-                          ntp=args.ntp)
+                          ntp=args.ntp, atecc608=args.atecc608)
     port = board.start()
     print(port)
 
@@ -155,6 +178,10 @@ def do_rotate(args):
 def do_provision(args):
     from . import provision as p
 
+    if args.store == "atecc608":
+        return do_provision_chip(args)
+    if args.lock:
+        raise UpcertError("--lock locks an ATECC608's zones: it goes with --store atecc608")
     wifi = None
     if args.wifi_ssid:
         wifi = (args.wifi_ssid, os.environ.get("UPCERT_WIFI_PASSWORD", ""))
@@ -180,6 +207,53 @@ def do_provision(args):
     print(f"provisioned {res.thing} ({res.store} store) in {res.seconds:.1f} s")
     print(f"certificate id {res.cert_id}")
     print(f"expires {res.not_after.isoformat()}; issuer: {res.issuer_check}")
+
+
+def _register(args, cert, thing):
+    # Like AWS, the local stand-in keeps a registry: record the certificate if it runs.
+    if (Path(args.cloud_dir) / "cloud.json").exists():
+        from .cloud import Cloud
+        from .registry import Registry
+
+        Registry(Cloud.from_state(args.cloud_dir).registry_path).register(cert, thing)
+        print(f"registered in the local stand-in's registry ({args.cloud_dir}) as ACTIVE")
+
+
+def _i2c_address(text):
+    """An I2C address option: 0x35, 53 (argparse names this function in its error)."""
+    return int(text, 0)
+
+
+def do_provision_chip(args):
+    from . import provision_chip as pc
+
+    if args.cert or args.key or args.root_ca:
+        raise UpcertError("--store atecc608 makes the key inside the chip: --cert, --key and "
+                          "--root-ca do not apply (the local CA in --ca-dir signs the CSR)")
+    wifi = (args.wifi_ssid, os.environ.get("UPCERT_WIFI_PASSWORD", "")) if args.wifi_ssid else None
+    extra = {"telemetry_interval_s": args.telemetry_interval} if args.telemetry_interval else {}
+    cfg = pc.make_chip_config(args.thing, args.endpoint, address=args.chip_address,
+                              slot=args.slot, cert=args.chip_cert, extra=extra, wifi=wifi)
+    res = pc.provision_chip(args.port, cfg, args.ca_dir, lock=args.lock, board=args.board,
+                            install=not args.no_firmware, reset=not args.no_reset,
+                            days=args.days, log=lambda m: print(m, file=sys.stderr))
+    for w in res.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    _register(args, res.certificate, res.thing)
+    print(f"provisioned {res.thing} (atecc608 store, chip {res.serial}, key slot {res.slot}) "
+          f"in {res.seconds:.1f} s")
+    print(f"certificate id {res.cert_id}")
+    print(f"expires {res.not_after.isoformat()}; issuer: {res.issuer_check}")
+
+
+def do_chip_rotate(args):
+    from .provision_chip import rotate_chip
+
+    res = rotate_chip(args.port, args.ca_dir, days=args.days,
+                      log=lambda m: print(m, file=sys.stderr))
+    _register(args, res.certificate, res.thing)
+    print(f"rotated {res.thing}: key slot {res.old_slot} -> {res.new_slot}, certificate id "
+          f"{res.cert_id} committed")
 
 
 def build_parser():
@@ -218,7 +292,14 @@ def build_parser():
         p.add_argument("--dir", default=str(home() / "cloud"))
         p.add_argument("--ca-dir", default=str(home() / "ca"))
         if name == "up":
+            from .faults import FAULTS
+
             p.add_argument("--port", type=int, default=None, help="default: a free port")
+            p.add_argument("--fault", choices=tuple(FAULTS), default=None, help=(
+                "for testing a device's error handling only: the provisioning service "
+                "answers CreateCertificateFromCsr badly on purpose. "
+                + "; ".join(f"{k}: {v}" for k, v in FAULTS.items())
+                + ". Default: none (behaves like AWS)"))
         p.set_defaults(fn=fn)
 
     bd = sub.add_parser("board", help="emulated boards, and what a board holds").add_subparsers(
@@ -233,6 +314,13 @@ def build_parser():
             p.add_argument("--heapsize", default=None, help="MicroPython GC heap, e.g. 110K")
             p.add_argument("--clock", choices=("set", "unset"), default=None)
             p.add_argument("--ntp", choices=("ok", "unreachable"), default=None)
+            p.add_argument("--atecc608", choices=("blank", "tng", "none"), default=None,
+                           help="fit an emulated ATECC608 (blank at 0x60, Trust&Go-style at "
+                                "0x35) or remove it; kept in board.json")
+            p.add_argument("--partitions", metavar="CSV", default=None, help=(
+                "an ESP-IDF partition table to give the board from now on, as flashing it "
+                "would, e.g. boards/esp32_generic/partitions.csv (adds the 'upcert' partition "
+                "that store partition needs); default: MicroPython's stock 4 MiB table"))
         p.set_defaults(fn=fn)
     p = bd.add_parser("status", help="what the board holds (thing, store, certificate)")
     p.add_argument("--port", required=True)
@@ -260,7 +348,11 @@ def build_parser():
     p.add_argument("--port", required=True, help="serial device of the board")
     p.add_argument("--thing", required=True)
     p.add_argument("--endpoint", required=True, help="HOST[:PORT] (default port 8883)")
-    p.add_argument("--store", choices=("fs", "nvs"), default="fs")
+    p.add_argument("--store", choices=("fs", "nvs", "partition", "atecc608"), default="fs", help=(
+        "fs: DER files in /upcert.d; nvs: esp32.NVS namespace 'upcert'; partition: the raw "
+        "data partition 'upcert' of boards/esp32_generic/partitions.csv (flash that table "
+        "first; emulated board: `upcert board run --partitions ...`); atecc608: the key made and "
+        "kept in an ATECC608 secure element (see --lock, --chip-address, --slot, --chip-cert)"))
     p.add_argument("--wifi-ssid", help="Wi-Fi network for the board (password from the "
                    "environment variable UPCERT_WIFI_PASSWORD, so it stays out of shell history)")
     p.add_argument("--telemetry-interval", type=int, default=None, help="seconds (default 60)")
@@ -274,7 +366,24 @@ def build_parser():
     p.add_argument("--board", default="esp32_generic", help="board definition under boards/")
     p.add_argument("--no-firmware", action="store_true", help="do not update the device files")
     p.add_argument("--no-reset", action="store_true", help="do not reboot the board afterwards")
+    p.add_argument("--lock", action="store_true", help="atecc608: on a blank chip, write "
+                   "upcert's slot layout and lock the config and data zones (PERMANENT)")
+    p.add_argument("--chip-address", type=_i2c_address, default=0x60,
+                   help="atecc608: 7-bit I2C address (0x60 blank, 0x35 Trust&Go, 0x36 TrustFLEX)")
+    p.add_argument("--slot", type=int, default=0, help="atecc608: key slot of the device key")
+    p.add_argument("--chip-cert", choices=("fs", "slot8"), default="fs",
+                   help="atecc608: certificate on the flash, or in data slot 8 (<= 416 bytes)")
     p.set_defaults(fn=do_provision)
+    ch = sub.add_parser("chip", help="ATECC608 secure element on a board").add_subparsers(
+        dest="sub", required=True)
+    p = ch.add_parser("rotate", help="new key in a spare key slot, certificate from the local "
+                      "CA, staged and committed (no AWS needed)")
+    p.add_argument("--port", required=True, help="serial device of the board")
+    p.add_argument("--ca-dir", default=str(home() / "ca"), help="local CA that signs the CSR")
+    p.add_argument("--days", type=int, default=365, help="validity of the new certificate")
+    p.add_argument("--cloud-dir", default=str(home() / "cloud"),
+                   help="local stand-in whose registry records the certificate, if it exists")
+    p.set_defaults(fn=do_chip_rotate)
     return ap
 
 

@@ -104,18 +104,24 @@ class Cloud:
 
     services: also load the identity plugin, enforce certificate status through a CRL and run
     the provisioning service (upcert.provisioning); cert_validity ("10m", "12h", "365d") and
-    templates (provisioning template names) configure that service.
+    templates (provisioning template names) configure that service; fault (a name of
+    upcert.faults.FAULTS, for tests) makes it answer CreateCertificateFromCsr badly on purpose.
     """
 
     def __init__(self, state_dir, ca, port=None, host="127.0.0.1", server_cert=None,
                  server_key=None, extra_conf="", services=True, cert_validity="365d",
-                 templates=("upcert-rotation",), registry_path=None):
+                 templates=("upcert-rotation",), registry_path=None, fault=None):
+        from .faults import check
         from .provisioning import parse_validity
 
         parse_validity(cert_validity)  # a bad value fails here, not in the service's log
+        self.fault = check(fault)
         if isinstance(templates, str) or not templates:
             raise CloudError("templates must be a non-empty list of provisioning template names")
         self.services = bool(services)
+        if self.fault and not self.services:
+            raise CloudError(f"fault {fault!r} bends the provisioning service's answers, but "
+                             "services=False runs none: drop one of the two")
         self.cert_validity = cert_validity
         self.templates = tuple(templates)
         self.state_dir = Path(state_dir)
@@ -152,7 +158,7 @@ class Cloud:
                        services=saved.get("services", False),
                        cert_validity=saved.get("cert_validity", "365d"),
                        templates=saved.get("templates", ["upcert-rotation"]),
-                       registry_path=saved.get("registry"))
+                       registry_path=saved.get("registry"), fault=saved.get("fault"))
         except FileNotFoundError:
             raise CloudError(f"no local cloud in {state_dir}: run `upcert cloud up`") from None
         except (ValueError, KeyError, TypeError):
@@ -311,7 +317,8 @@ class Cloud:
             "server_cert": str(self.server_cert), "server_key": str(self.server_key),
             "extra_conf": self.extra_conf, "ca_dir": str(self.ca.directory),
             "services": self.services, "cert_validity": self.cert_validity,
-            "templates": list(self.templates), "registry": str(self.registry_path)}, indent=1))
+            "templates": list(self.templates), "registry": str(self.registry_path),
+            "fault": self.fault}, indent=1))
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:

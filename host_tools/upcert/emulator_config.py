@@ -11,6 +11,7 @@ import struct
 import time
 from pathlib import Path
 
+from upcert.atecc_zones import DEFAULT_ADDRESS, LAYOUTS
 from upcert.errors import UpcertError
 
 SECTOR = 4096
@@ -34,6 +35,8 @@ DEFAULTS = {
     # Cut the power right after the Nth persistent write from the start (0: never); see
     # EmulatedBoard.arm_power_cut to arm it while the board runs.
     "power_cut_after_writes": 0,
+    # An emulated ATECC608 on I2C: null (none), or {"layout": "blank"|"tng", "address": 96}.
+    "atecc608": None,
 }
 TYPES = {"app": 0, "data": 1}
 # ESP-IDF esp_partition.h subtype values.
@@ -48,9 +51,10 @@ _LABEL_RE = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
 FIRST_OFFSET = 0x9000  # after the bootloader and the partition table at 0x8000
 
 
-def load(state_dir, *, heapsize=None, clock=None, ntp=None):
+def load(state_dir, *, heapsize=None, clock=None, ntp=None, atecc608=None):
     """Read <state>/board.json (creating the folder and defaults on first use), apply the
-    explicit arguments, check everything and write it back. Returns the settings dict."""
+    explicit arguments, check everything and write it back. Returns the settings dict.
+    `atecc608` is "blank", "tng" (fit that chip at its default address) or "none"."""
     state = Path(state_dir)
     try:
         state.mkdir(parents=True, exist_ok=True)
@@ -73,6 +77,8 @@ def load(state_dir, *, heapsize=None, clock=None, ntp=None):
     for key, value in (("heapsize", heapsize), ("clock", clock), ("ntp", ntp)):
         if value is not None:
             cfg[key] = value
+    if atecc608 is not None:
+        cfg["atecc608"] = chip_setting(atecc608, cfg["atecc608"])
     check(cfg, path)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(cfg, indent=2) + "\n")
@@ -93,6 +99,7 @@ def check(cfg, where="board.json"):
         v = cfg[key]
         if not isinstance(v, int) or v <= 0 or v % SECTOR:
             raise UpcertError(f"{where}: {key} {v!r} must be a positive multiple of 4096")
+    check_chip(cfg["atecc608"], where)
     cut = cfg["power_cut_after_writes"]
     if not isinstance(cut, int) or isinstance(cut, bool) or not 0 <= cut < 2**32:
         raise UpcertError(f"{where}: power_cut_after_writes {cut!r} must be a whole number "
@@ -100,6 +107,32 @@ def check(cfg, where="board.json"):
     if cfg["nvs_size"] < 3 * SECTOR:
         raise UpcertError(f"{where}: nvs_size must be at least 12288 (ESP-IDF needs 3 pages)")
     resolve_partitions(cfg, where)
+
+
+def chip_setting(layout, current=None):
+    """board.json "atecc608" for a --atecc608 option: None for "none", else the layout at its
+    default address (or at the address already configured for that layout)."""
+    if layout == "none":
+        return None
+    if layout not in LAYOUTS:
+        raise UpcertError(f"--atecc608 {layout!r}: use one of {', '.join(LAYOUTS)} or none")
+    if isinstance(current, dict) and current.get("layout") == layout and "address" in current:
+        return dict(current)
+    return {"layout": layout, "address": DEFAULT_ADDRESS[layout]}
+
+
+def check_chip(chip, where):
+    """Raise UpcertError unless `chip` is a valid board.json "atecc608" value."""
+    if chip is None:
+        return
+    form = '{"layout": "blank" or "tng", "address": 96}'
+    if not isinstance(chip, dict) or set(chip) - {"layout", "address"} or \
+            chip.get("layout") not in LAYOUTS:
+        raise UpcertError(f"{where}: atecc608 {chip!r} must be null (no chip) or {form}")
+    addr = chip.get("address", DEFAULT_ADDRESS[chip["layout"]])
+    if not isinstance(addr, int) or isinstance(addr, bool) or not 0x08 <= addr <= 0x77:
+        raise UpcertError(f"{where}: atecc608 address {addr!r} must be a 7-bit I2C address "
+                          "8-119 (96 = 0x60 for a blank chip, 53 = 0x35 for Trust&Go)")
 
 
 def resolve_partitions(cfg, where="board.json"):
@@ -225,3 +258,35 @@ def table_settings(csv_path):
     if "vfs" not in sizes or "nvs" not in sizes:
         raise UpcertError(f"{csv_path}: the emulated board needs partitions 'nvs' and 'vfs'")
     return {"partitions": parts, "flash_size": sizes["vfs"], "nvs_size": sizes["nvs"]}
+
+
+def use_table(state_dir, csv_path):
+    """Give the board in state_dir the partition table of an ESP-IDF CSV (board.json
+    partitions, flash_size, nvs_size), as flashing a custom table does on an ESP32. Refused
+    while the board runs, or when its flash.img/nvs.bin were made for other sizes. Returns the
+    settings."""
+    from upcert.emulator import _running_pid
+
+    state = Path(state_dir)
+    if not Path(csv_path).is_file():
+        raise UpcertError(f"partition table {csv_path} not found: give an ESP-IDF partition "
+                          "CSV, e.g. boards/esp32_generic/partitions.csv")
+    table = table_settings(csv_path)
+    pid = _running_pid(state / "board.pid")
+    if pid:
+        raise UpcertError(f"the board in {state} runs (pid {pid}): stop it before changing its "
+                          "partition table (`upcert board stop`)")
+    for name, key, part in (("flash.img", "flash_size", "vfs"), ("nvs.bin", "nvs_size", "nvs")):
+        path = state / name
+        if path.exists() and path.stat().st_size != table[key]:
+            raise UpcertError(
+                f"{path} has {path.stat().st_size} bytes, but {csv_path} makes {part} "
+                f"{table[key]} bytes: delete {path} (on an ESP32: erase that region) and "
+                "provision the board again")
+    cfg = dict(load(state), **table)
+    path = state / "board.json"
+    check(cfg, path)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(cfg, indent=2) + "\n")
+    os.replace(tmp, path)
+    return cfg

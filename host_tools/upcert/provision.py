@@ -13,9 +13,12 @@ from . import certs, firmware
 from .errors import UpcertError
 from .transport import Board
 
-STORES = ("fs", "nvs")
+STORES = ("fs", "nvs", "partition")
 CONFIG_PATH = "/upcert.d/config.json"
 ROOTS_PATH = "/upcert.d/roots.der"
+PARTITION_LABEL = "upcert"  # boards/esp32_generic/partitions.csv
+_RECORD_HEADER = 64  # bytes before cert + key in a partition record (store_part.py _DATA)
+_TABLE = "boards/esp32_generic/partitions.csv"
 
 
 @dataclass
@@ -53,6 +56,8 @@ def make_config(thing, endpoint, store="fs", extra=None, wifi=None):
            "store": {"kind": store}}
     if store == "nvs":
         cfg["store"]["namespace"] = "upcert"
+    if store == "partition":
+        cfg["store"]["label"] = PARTITION_LABEL
     if wifi:
         ssid, password = wifi
         if not 0 < len(ssid.encode()) <= 32:
@@ -107,6 +112,9 @@ def provision(port, cfg, cert, key, roots, *, board="esp32_generic", install=Tru
     config_bytes = json.dumps(cfg, separators=(",", ":")).encode()
 
     with Board(port, timeout_s=timeout_s) as b:
+        if cfg["store"]["kind"] == "partition":
+            _check_partition(b, cfg["store"].get("label", PARTITION_LABEL),
+                             len(cert_der) + len(key_der))
         if install:
             firmware.install(b, board=board, log=log)
         b.sync_file(CONFIG_PATH, config_bytes)
@@ -151,6 +159,36 @@ def provision(port, cfg, cert, key, roots, *, board="esp32_generic", install=Tru
             b.hard_reset()
     return Result(cfg["thing"], cfg["store"]["kind"], report.cert_id, report.not_after,
                   report.issuer_check, list(report.warnings), time.monotonic() - started)
+
+
+def _check_partition(b, label, size):
+    """Before any write: the board's partition table has a data partition `label` whose half
+    (one credential record, store_part.py) holds the record header, certificate and key."""
+    found = b.exec(
+        f"""
+        try:
+            import esp32
+        except ImportError:
+            print('no-esp32')
+        else:
+            p = esp32.Partition.find(esp32.Partition.TYPE_DATA, label={label!r})
+            print(*((p[0].ioctl(4, 0), p[0].ioctl(5, 0)) if p else '-'))
+        """
+    ).split()
+    if found == ["no-esp32"]:
+        raise UpcertError("store partition needs an ESP32 (MicroPython's esp32 module): this "
+                          "board has none; use store fs")
+    if found == ["-"]:
+        raise UpcertError(
+            f"the board has no data partition labelled {label!r}, so store partition cannot be "
+            f"used: flash the partition table {_TABLE} (see its header; on an emulated board: "
+            f"`upcert board run --partitions {_TABLE}`), or use store fs or nvs")
+    blocks, block_size = (int(n) for n in found)
+    room = blocks // 2 * block_size - _RECORD_HEADER
+    if size > room:
+        raise UpcertError(
+            f"certificate and key take {size} bytes, but a record of partition {label!r} holds "
+            f"{room}: make the partition bigger in {_TABLE}, or use a smaller (EC) key")
 
 
 STATUS_CODE = """

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from . import jobs
 from .certs import CertError, common_name
 from .errors import UpcertError
+from .faults import Fault
 from .registry import Registry, TokenError
 
 FROM, TO = "upcert/from/", "upcert/to/"  # topics of the identity plugin (plugin/*.c)
@@ -58,12 +59,14 @@ def parse_validity(text):
 
 
 class Provisioner:
-    """Requests to replies, without MQTT: see handle(). ca signs, registry records."""
+    """Requests to replies, without MQTT: see handle(). ca signs, registry records; fault: a
+    name of upcert.faults.FAULTS to bend CreateCertificateFromCsr answers (tests), or None."""
 
     def __init__(self, ca, registry, validity=datetime.timedelta(days=365),
-                 templates=(DEFAULT_TEMPLATE,)):
+                 templates=(DEFAULT_TEMPLATE,), fault=None):
         self.ca, self.registry = ca, registry
         self.validity, self.templates = validity, tuple(templates)
+        self.fault = Fault(fault)
 
     def handle(self, topic, payload, now=None):
         """(replies [(topic, bytes)], changed) for a message on upcert/from/<thing>/<topic>;
@@ -76,6 +79,9 @@ class Provisioner:
                 self._retire(thing, payload)
             return [(f"{TO}{thing}/{t}", json.dumps(b).encode()) for t, b in out], changed
         if parts[:3] == ["$aws", "certificates", "create-from-csr"] and len(parts) == 4:
+            if self.fault.silent():
+                log.info("fault silent: %s from %s left unanswered", aws, thing)
+                return [], False
             return self._answer(thing, aws, parts[3], self._create_from_csr, payload)
         if parts[:2] == ["$aws", "provisioning-templates"] and parts[3:4] == ["provision"] \
                 and len(parts) == 5:
@@ -118,6 +124,8 @@ class Provisioner:
         return [(f"{TO}{thing}/{topic}{suffix}", data)], suffix == "/accepted"
 
     def _create_from_csr(self, thing, request):
+        if self.fault.reject():
+            raise Rejection(*self.fault.reject())
         pem = request.get("certificateSigningRequest")
         if not isinstance(pem, str) or not pem.strip():
             raise Rejection(400, "InvalidCsr", "certificateSigningRequest is missing: send "
@@ -141,14 +149,15 @@ class Provisioner:
                             f"name {thing!r}: a device may renew only its own identity")
         now = datetime.datetime.now(datetime.timezone.utc)
         try:
-            cert = self.ca.issue_device(thing, key, not_after=now + self.validity)
+            cert = self.fault.issue(self.ca, thing, key, now + self.validity, now)
         except CertError as e:
             raise Rejection(400, "InvalidCsr", str(e)) from None
         # AWS: a certificate made over MQTT is PENDING_ACTIVATION until RegisterThing
         record = self.registry.register(cert, thing, "PENDING_ACTIVATION")
         token = self.registry.issue_token(record["cert_id"])
-        log.info("issued certificate %s for %s, valid until %s", record["cert_id"][:12], thing,
-                 cert.not_valid_after_utc.isoformat())
+        log.info("issued certificate %s for %s, valid until %s%s", record["cert_id"][:12], thing,
+                 cert.not_valid_after_utc.isoformat(),
+                 f" (fault {self.fault.name})" if self.fault.name else "")
         return {"certificateId": record["cert_id"], "certificatePem": record["pem"],
                 "certificateOwnershipToken": token}
 
@@ -214,7 +223,8 @@ def run_service(state_dir, stop):
 
     cloud = Cloud.from_state(state_dir)
     registry = Registry(cloud.registry_path)
-    prov = Provisioner(cloud.ca, registry, parse_validity(cloud.cert_validity), cloud.templates)
+    prov = Provisioner(cloud.ca, registry, parse_validity(cloud.cert_validity), cloud.templates,
+                       cloud.fault)
     inbox, subscribed = queue.Queue(), threading.Event()
     # next to the broker: trusts the server certificate it was configured with, whatever signed it
     client = cloud.admin_client(SERVICE_CLIENT_ID, internal=True)
@@ -226,8 +236,8 @@ def run_service(state_dir, stop):
     if not subscribed.wait(10):
         raise ProvisioningError(f"no SUBACK for {FROM}# from the broker within 10 s")
     (Path(state_dir) / "provisioning.ready").write_text(f"{os.getpid()}\n")
-    log.info("ready: templates %s, certificates valid %s", ", ".join(prov.templates),
-             cloud.cert_validity)
+    log.info("ready: templates %s, certificates valid %s%s", ", ".join(prov.templates),
+             cloud.cert_validity, f"; FAULT {cloud.fault}" if cloud.fault else "")
     notified = {}
     try:
         while not stop.is_set():

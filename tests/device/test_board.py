@@ -115,6 +115,6 @@ def test_store_kinds():
     raises(
         ConfigError,
         board.store,
-        {"store": {"kind": "atecc608"}},
-        contains="store kind 'atecc608' unknown: use one of fs, nvs",
+        {"store": {"kind": "tpm"}},
+        contains="store kind 'tpm' unknown: use one of fs, nvs",
     )

@@ -1,6 +1,7 @@
 """Tests for the rotation side of the local AWS IoT stand-in against a real mosquitto with the
 identity plugin, real TLS and the provisioning service process: Fleet Provisioning over MQTT,
-replies that reach only the requester, certificate status enforced by the broker, and Jobs.
+replies that reach only the requester, certificate status enforced by the broker, Jobs, and
+the fault modes that answer badly on purpose (upcert.faults, `upcert cloud up --fault`).
 """
 
 import datetime
@@ -10,17 +11,21 @@ import queue
 import re
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from upcert import jobs, plugin, provisioning
 from upcert.certs import LocalCa, cert_id, generate_key, write_certificate, write_private_key
 from upcert.cloud import Cloud
+from upcert.errors import UpcertError
 from upcert.registry import Registry, RegistryError
 
 from tests.tools import require_plugin_build
@@ -448,3 +453,117 @@ def test_job_succeeded_with_new_certificate_retires_the_old_one(cloud, ca, regis
     assert registry.get(old["cert_id"])["status"] == "INACTIVE"
     assert registry.get(new["cert_id"])["status"] == "ACTIVE"
     assert registry.get(other["cert_id"])["status"] == "ACTIVE"
+
+
+# --- fault modes (upcert.faults): the service answers badly on purpose ---------------------
+
+
+def _ask(ca, tmp_path, fault, thing="flt1", key=None):
+    """(outcome, reply dict, CSR key, Provisioner) for one CreateCertificateFromCsr handled by a
+    Provisioner with the fault (no MQTT)."""
+    prov = provisioning.Provisioner(ca, Registry(tmp_path / "faults.sqlite3"), fault=fault)
+    pem, key = make_csr(thing, key)
+    out, _ = prov.handle(f"{provisioning.FROM}{thing}/{CSR_TOPIC}",
+                         json.dumps({"certificateSigningRequest": pem}).encode())
+    if not out:
+        return None, None, key, prov
+    [(topic, data)] = out
+    return topic.rsplit("/", 1)[1], json.loads(data), key, prov
+
+
+def _spki(key):
+    return key.public_bytes(serialization.Encoding.DER,
+                            serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def test_no_fault_issues_for_the_csr_key(ca, tmp_path):
+    outcome, reply, key, _ = _ask(ca, tmp_path, None)
+    cert = x509.load_pem_x509_certificate(reply["certificatePem"].encode())
+    assert outcome == "accepted" and _spki(cert.public_key()) == _spki(key.public_key())
+
+
+def test_fault_wrong_key(ca, tmp_path):
+    outcome, reply, key, prov = _ask(ca, tmp_path, "wrong-key")
+    cert = x509.load_pem_x509_certificate(reply["certificatePem"].encode())
+    assert outcome == "accepted" and reply["certificateId"] == cert_id(cert)
+    cert.verify_directly_issued_by(ca.certificate)  # a good certificate, for another key
+    assert _spki(cert.public_key()) != _spki(key.public_key())
+    assert prov.registry.get(reply["certificateId"])["status"] == "PENDING_ACTIVATION"
+
+
+def test_fault_expired(ca, tmp_path):
+    outcome, reply, key, _ = _ask(ca, tmp_path, "expired")
+    cert = x509.load_pem_x509_certificate(reply["certificatePem"].encode())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    assert outcome == "accepted" and _spki(cert.public_key()) == _spki(key.public_key())
+    assert cert.not_valid_before_utc < cert.not_valid_after_utc < now - datetime.timedelta(
+        minutes=59)
+
+
+def test_fault_other_issuer(ca, tmp_path):
+    outcome, reply, key, prov = _ask(ca, tmp_path, "other-issuer")
+    cert = x509.load_pem_x509_certificate(reply["certificatePem"].encode())
+    assert outcome == "accepted" and _spki(cert.public_key()) == _spki(key.public_key())
+    assert cert.issuer == ca.certificate.subject  # same name ...
+    with pytest.raises(InvalidSignature):  # ... another key
+        cert.verify_directly_issued_by(ca.certificate)
+    pem2, _ = make_csr("flt1")
+    [(_, data)], _ = prov.handle(f"{provisioning.FROM}flt1/{CSR_TOPIC}",
+                                 json.dumps({"certificateSigningRequest": pem2}).encode())
+    cert2 = x509.load_pem_x509_certificate(json.loads(data)["certificatePem"].encode())
+    assert _spki(prov.fault._impostor.certificate.public_key()) != _spki(ca.certificate.public_key())
+    cert2.verify_directly_issued_by(prov.fault._impostor.certificate)  # one impostor per service
+
+
+def test_fault_reject(ca, tmp_path):
+    outcome, reply, _, prov = _ask(ca, tmp_path, "reject")
+    assert outcome == "rejected" and set(reply) == {"statusCode", "errorCode", "errorMessage"}
+    assert (reply["statusCode"], reply["errorCode"]) == (400, "InvalidCsr")
+    assert "--fault reject" in reply["errorMessage"] and prov.registry.list() == []
+
+
+def test_fault_settings_are_checked(ca, tmp_path):
+    with pytest.raises(UpcertError, match="unknown fault 'slow': choose one of wrong-key, silent"):
+        Cloud(tmp_path, ca, fault="slow")
+    with pytest.raises(UpcertError, match="services=False runs none"):
+        Cloud(tmp_path, ca, fault="silent", services=False)
+
+
+def test_fault_silent_through_the_service(ca, tmp_path):
+    # the real service process, told by cloud.json: no reply at all, and it says so in its log
+    with Cloud(tmp_path / "c", ca, fault="silent") as c:
+        assert Cloud.from_state(c.state_dir).fault == "silent"
+        outcome, reply, _, prov = _ask(ca, tmp_path, "silent")
+        assert (outcome, reply, prov.registry.list()) == (None, None, [])
+        _, certfile, keyfile = identity(ca, tmp_path, "flt2")
+        dev = Device(c, "flt2", certfile, keyfile)
+        try:
+            dev.subscribe(CSR_TOPIC + "/accepted", CSR_TOPIC + "/rejected")
+            dev.client.publish(CSR_TOPIC, json.dumps(
+                {"certificateSigningRequest": make_csr("flt2")[0]})).wait_for_publish(5)
+            assert dev.received(1.5) == []
+        finally:
+            dev.close()
+        log = (c.state_dir / "provisioning.log").read_text()
+        assert "FAULT silent" in log and "fault silent: " + CSR_TOPIC + " from flt2" in log
+
+
+def test_cli_cloud_up_with_a_fault(ca, tmp_path):
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "upcert.cli", "cloud", *args, "--dir",
+                               str(tmp_path / "c"), "--ca-dir", str(ca.directory)],
+                              capture_output=True, text=True, timeout=60)
+
+    up = cli("up", "--fault", "wrong-key")
+    try:
+        assert up.returncode == 0, up.stderr
+        assert "FAULT wrong-key: the provisioning service will issue each certificate for a " \
+            "fresh key" in up.stderr
+        assert "(fault wrong-key)" in cli("status").stdout
+        again = cli("up", "--fault", "silent")
+        assert again.returncode == 1
+        assert "already runs with fault wrong-key: `upcert cloud down` first" in again.stderr
+        assert cli("up", "--fault", "wrong-key").returncode == 0  # same fault: idempotent
+    finally:
+        cli("down")
+    assert cli("up", "--fault", "slow").returncode == 2  # argparse lists the choices

@@ -1,0 +1,190 @@
+"""Rotation time, from the decision to the new certificate in use, split by step.
+
+The device package (as .mpy, like on a board) runs app.main on the MicroPython unix port with the
+real fs store, against the real stand-in (mosquitto + identity plugin + provisioning service); its
+certificate is due, so it rotates at once. Every log line is stamped with ticks_ms on the device;
+a step takes from the previous step's line to its own: "rotation: start" is the decision,
+"connected ... cert <new id>" the new certificate in use. N runs per CA key type (RSA, as AWS
+signs; EC: the device also verifies the issuer's signature); median and range.
+Run: .venv/bin/python bench/bench_rotation.py [--runs 5] [--ca rsa,ec] [--heapsize 200K] [--json]
+"""
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "host_tools")]
+
+from upcert.certs import LocalCa, cert_to_der, generate_key, key_to_der  # noqa: E402
+from upcert.cloud import Cloud  # noqa: E402
+from upcert.firmware import compile_mpy  # noqa: E402
+from upcert.registry import Registry  # noqa: E402
+
+from tests.tools import micropython_cmd  # noqa: E402
+
+BOARD = r"""
+NAME = "unix-rotation-bench"
+def network_up(config):
+    pass
+def clock():
+    from upcert.clock import Clock
+    return Clock()
+def store(config):
+    from upcert.store_fs import FsStore
+    return FsStore(config["store"]["root"])
+"""
+# app.main with every log line stamped (ms since start); stops at the first telemetry after the
+# rotation, or at a failed step (the run is then reported, not timed).
+SCRIPT = r"""
+import sys, time
+import board
+from upcert import app
+t0 = time.ticks_ms()
+done = []
+def log(line):
+    print("%d %s" % (time.ticks_diff(time.ticks_ms(), t0), line))
+    if line.startswith("upcert: rotation: done"):
+        done.append(1)
+    if line.startswith("upcert: rotation: failed") or line.startswith("upcert: cannot start"):
+        print("BENCH-FAIL")
+        raise KeyboardInterrupt
+    if done and line.startswith("upcert: published telemetry"):
+        raise KeyboardInterrupt
+try:
+    app.main(board, sys.argv[1] + "/config.json", log)
+except KeyboardInterrupt:
+    print("BENCH-END")
+"""
+# (step, log line that ends it); times are from the previous step's line.
+STEPS = [
+    ("key", r"rotation: new P-256 key"),
+    ("CSR", r"rotation: CSR for CN="),
+    ("issued", r"rotation: certificate \w+ issued"),
+    ("checks", r"rotation: checks passed"),
+    ("registered", r"rotation: RegisterThing\(.*\) accepted"),
+    ("staged", r"rotation: staged"),
+    ("trial", r"rotation: trial connection .* accepted"),
+    ("committed", r"rotation: committed certificate"),
+    ("reported", r"rotation: done"),
+    ("connected", r"upcert: connected .* cert {new}"),
+    ("telemetry", r"upcert: published telemetry"),
+]
+
+
+def _write(path, data, mode=0o644):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def _lib(folder, firmware):
+    lib = folder / "lib"
+    for sub in ("upcert", "umqtt"):
+        (lib / sub).mkdir(parents=True, exist_ok=True)
+    for src in (firmware / "upcert").glob("*.py"):
+        (lib / "upcert" / f"{src.stem}.mpy").write_bytes(compile_mpy(src, folder / "cache"))
+    (lib / "umqtt" / "__init__.py").write_bytes(b"")
+    simple = ROOT / ".build" / "deps" / "umqtt" / "simple.py"
+    (lib / "umqtt" / "simple.mpy").write_bytes(compile_mpy(simple, folder / "cache"))
+    return lib
+
+
+def _device(folder, cloud, thing):
+    """A device whose certificate has 20 days left of 360 (renewal window: 30 days): due."""
+    folder.mkdir(parents=True)
+    key = generate_key("ec")
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = cloud.ca.issue_device(thing, key.public_key(), not_before=now - dt.timedelta(days=340),
+                                 not_after=now + dt.timedelta(days=20))
+    Registry(cloud.registry_path).register(cert, thing, "ACTIVE")
+    _write(folder / "cert.der", cert_to_der(cert))
+    _write(folder / "key.der", key_to_der(key), 0o600)
+    _write(folder / "roots.der", cert_to_der(cloud.ca.certificate))
+    (folder / "config.json").write_text(json.dumps({
+        "thing": thing, "endpoint": cloud.endpoint, "port": cloud.port,
+        "store": {"kind": "fs", "root": str(folder)}, "telemetry_interval_s": 1,
+        "renew": {"days": 30, "fraction": 0.2, "jitter_s": 0}, "fleet": {"timeout_s": 20}}))
+    (folder / "board.py").write_text(BOARD)
+    (folder / "run.py").write_text(SCRIPT)
+
+
+def one_run(folder, lib, heapsize):
+    """{step: ms} of one rotation, plus totals; RuntimeError when it did not complete."""
+    env = dict(os.environ, MICROPYPATH=os.pathsep.join([str(folder), str(lib)]))
+    proc = subprocess.run(micropython_cmd(heapsize) + [str(folder / "run.py"), str(folder)],
+                          capture_output=True, text=True, timeout=180, env=env, cwd=folder)
+    out = proc.stdout + proc.stderr
+    if "BENCH-END" not in out or "BENCH-FAIL" in out:
+        raise RuntimeError(f"the rotation did not complete:\n{out[-2000:]}")
+    lines = [(int(m[1]), m[2]) for m in re.finditer(r"^(\d+) (upcert: .*)$", out, re.M)]
+    start = next(i for i, (_, t) in enumerate(lines) if t.startswith("upcert: rotation: start"))
+    new = re.search(r"rotation: committed certificate (\w+)", out)[1]
+    at, times, prev, i = {}, {}, lines[start][0], start
+    for step, rx in STEPS:
+        rx = re.compile(rx.format(new=new))
+        i = next(j for j in range(i + 1, len(lines)) if rx.search(lines[j][1]))
+        times[step], prev, at[step] = lines[i][0] - prev, lines[i][0], lines[i][0]
+    t0 = lines[start][0]
+    times["decision to committed"] = at["committed"] - t0
+    times["decision to new cert in use"] = at["connected"] - t0
+    times["decision to first telemetry"] = at["telemetry"] - t0
+    return times
+
+
+def bench(key_type, runs, heapsize, work, firmware):
+    ca = LocalCa.init(work / f"ca-{key_type}", key_type=key_type)
+    lib = _lib(work / f"lib-{key_type}", firmware)
+    results = []
+    with Cloud(work / f"cloud-{key_type}", ca, cert_validity="400d") as cloud:
+        for n in range(runs):
+            folder = work / f"dev-{key_type}-{n}"
+            _device(folder, cloud, f"bench-rot-{key_type}-{n}")
+            results.append(one_run(folder, lib, heapsize))
+    return results
+
+
+def table(key_type, results, heapsize):
+    print(f"\nrotation, {key_type.upper()} CA, unix port -X heapsize={heapsize}, "
+          f"{len(results)} runs (ms)")
+    print(f"{'step':<30} {'median':>8} {'range':>15}")
+    for step in results[0]:
+        vals = [r[step] for r in results]
+        if step == "decision to committed":
+            print("-" * 55)
+        print(f"{step:<30} {statistics.median(vals):>8.0f} {min(vals):>7.0f}..{max(vals):<7.0f}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--ca", default="rsa,ec", help="CA key types, comma-separated")
+    ap.add_argument("--heapsize", default="200K", help="the e2e rotation boards' heap")
+    ap.add_argument("--json", action="store_true", help="also print every run as JSON")
+    ap.add_argument("--firmware", type=Path, default=ROOT / "firmware",
+                    help="the folder holding the device package upcert/ (another checkout, to "
+                    "compare commits)")
+    args = ap.parse_args(argv)
+    kinds = [k.strip() for k in args.ca.split(",") if k.strip()]
+    if args.runs < 1 or not kinds or set(kinds) - {"rsa", "ec"}:
+        ap.error("--runs must be >= 1 and --ca a list of rsa, ec")
+    if not (args.firmware / "upcert" / "rotation.py").exists():
+        ap.error(f"--firmware {args.firmware}: no upcert/rotation.py there")
+    with tempfile.TemporaryDirectory(prefix="bench-rotation-") as tmp:
+        for kind in kinds:
+            results = bench(kind, args.runs, args.heapsize, Path(tmp), args.firmware)
+            table(kind, results, args.heapsize)
+            if args.json:
+                print(json.dumps({"ca": kind, "runs": results}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
