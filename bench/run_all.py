@@ -11,6 +11,7 @@ SCRIPTS = [
     "bench_agent.py",
     "bench_storm.py",
     "bench_rotation.py",
+    "bench_rotation_heap.py",
 ]
 
 
