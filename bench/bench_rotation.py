@@ -10,7 +10,6 @@ Run: .venv/bin/python bench/bench_rotation.py [--runs 5] [--ca rsa,ec] [--heapsi
 """
 
 import argparse
-import datetime as dt
 import json
 import os
 import re
@@ -23,24 +22,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "host_tools")]
 
-from upcert.certs import LocalCa, cert_to_der, generate_key, key_to_der  # noqa: E402
+from upcert.certs import LocalCa  # noqa: E402
 from upcert.cloud import Cloud  # noqa: E402
-from upcert.firmware import compile_mpy  # noqa: E402
-from upcert.registry import Registry  # noqa: E402
 
+from bench.bench_rotation_heap import BOARD  # noqa: E402  (the unix board: clock, fs store)
+from tests.host.test_rotation_device import make_device, mpy_lib  # noqa: E402
 from tests.tools import micropython_cmd  # noqa: E402
 
-BOARD = r"""
-NAME = "unix-rotation-bench"
-def network_up(config):
-    pass
-def clock():
-    from upcert.clock import Clock
-    return Clock()
-def store(config):
-    from upcert.store_fs import FsStore
-    return FsStore(config["store"]["root"])
-"""
 # app.main with every log line stamped (ms since start); stops at the first telemetry after the
 # rotation, or at a failed step (the run is then reported, not timed).
 SCRIPT = r"""
@@ -79,39 +67,13 @@ STEPS = [
 ]
 
 
-def _write(path, data, mode=0o644):
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-
-
-def _lib(folder, firmware):
-    lib = folder / "lib"
-    for sub in ("upcert", "umqtt"):
-        (lib / sub).mkdir(parents=True, exist_ok=True)
-    for src in (firmware / "upcert").glob("*.py"):
-        (lib / "upcert" / f"{src.stem}.mpy").write_bytes(compile_mpy(src, folder / "cache"))
-    (lib / "umqtt" / "__init__.py").write_bytes(b"")
-    simple = ROOT / ".build" / "deps" / "umqtt" / "simple.py"
-    (lib / "umqtt" / "simple.mpy").write_bytes(compile_mpy(simple, folder / "cache"))
-    return lib
-
-
 def _device(folder, cloud, thing):
-    """A device whose certificate has 20 days left of 360 (renewal window: 30 days): due."""
-    folder.mkdir(parents=True)
-    key = generate_key("ec")
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = cloud.ca.issue_device(thing, key.public_key(), not_before=now - dt.timedelta(days=340),
-                                 not_after=now + dt.timedelta(days=20))
-    Registry(cloud.registry_path).register(cert, thing, "ACTIVE")
-    _write(folder / "cert.der", cert_to_der(cert))
-    _write(folder / "key.der", key_to_der(key), 0o600)
-    _write(folder / "roots.der", cert_to_der(cloud.ca.certificate))
-    (folder / "config.json").write_text(json.dumps({
-        "thing": thing, "endpoint": cloud.endpoint, "port": cloud.port,
-        "store": {"kind": "fs", "root": str(folder)}, "telemetry_interval_s": 1,
-        "renew": {"days": 30, "fraction": 0.2, "jitter_s": 0}, "fleet": {"timeout_s": 20}}))
+    """A device whose certificate has 20 days left of 360 (renewal window: 30 days, no jitter):
+    due at once."""
+    make_device(folder, cloud, thing, left_days=20)
+    config = json.loads((folder / "config.json").read_text())
+    config["renew"] = {"days": 30, "fraction": 0.2, "jitter_s": 0}
+    (folder / "config.json").write_text(json.dumps(config))
     (folder / "board.py").write_text(BOARD)
     (folder / "run.py").write_text(SCRIPT)
 
@@ -141,7 +103,7 @@ def one_run(folder, lib, heapsize):
 
 def bench(key_type, runs, heapsize, work, firmware):
     ca = LocalCa.init(work / f"ca-{key_type}", key_type=key_type)
-    lib = _lib(work / f"lib-{key_type}", firmware)
+    lib = mpy_lib(work / f"lib-{key_type}", firmware)
     results = []
     with Cloud(work / f"cloud-{key_type}", ca, cert_validity="400d") as cloud:
         for n in range(runs):

@@ -101,22 +101,36 @@ def _log_since(board, mark):
     return board.log_path.read_bytes()[mark:].decode("utf-8", "replace")
 
 
-def _run_step(conn, board, code, cuts_before, timeout_s=30):
-    """Run code without waiting on the serial line; True when it printed OK, False when the
-    armed power cut struck. Raises with the log tail on an error or a hang."""
+def run_step(conn, board, code, cuts_before, timeout_s=30):
+    """Run code without waiting on the serial line: its output (str) once it printed OK, None
+    when the armed power cut struck. Raises with the log tail on an error or a hang."""
     mark = board.log_size()
     conn._t.exec_raw_no_follow(code)
     deadline = time.monotonic() + timeout_s
     while True:
         if board.power_cuts() > cuts_before:
-            return False
+            return None
         text = _log_since(board, mark)
         if OK in text:
-            conn._t.follow(timeout=10)  # consume the rest of the raw-REPL reply
-            return True
+            out, err = conn._t.follow(timeout=10)  # the rest of the raw-REPL reply
+            if err:
+                raise AssertionError(f"step failed on the board:\n{err.decode()[-2000:]}")
+            return out.decode()
         if "Traceback" in text or time.monotonic() > deadline:
             raise AssertionError(f"step failed on the board:\n{text[-2000:]}")
         time.sleep(0.005)
+
+
+def reopen(conn, board, cuts_before, mark):
+    """A new connection after the steps: at once, or after a power cut once the board has booted
+    again (the log from `mark` on)."""
+    if board.power_cuts() > cuts_before:
+        conn._t.close()  # not close(): its Ctrl-B would reach the rebooted board
+        conn._t = None
+        board.wait_for_log(REBOOTED, timeout_s=20, since=mark)
+    else:
+        conn.close()
+    return Board(board.port).open()
 
 
 class Run:
@@ -146,16 +160,10 @@ class Run:
             board.arm_power_cut(cut_at)
             ends, mark = [], board.log_size()
             for code in self.steps:
-                if not _run_step(conn, board, code, cuts):
+                if run_step(conn, board, code, cuts) is None:
                     break
                 ends.append(board.write_count())
-            if board.power_cuts() > cuts:
-                conn._t.close()  # not close(): its Ctrl-B would reach the rebooted board
-                conn._t = None
-                board.wait_for_log(REBOOTED, timeout_s=20, since=mark)
-            else:
-                conn.close()
-            conn = Board(board.port).open()
+            conn = reopen(conn, board, cuts, mark)
             out = conn.exec(
                 READ.format(
                     cfg=self.cfg, a_cert=self.ids["A"][0].hex(), a_key=self.ids["A"][1].hex()
@@ -277,21 +285,21 @@ def test_power_cut_api_and_settings(tmp_path):
     with board:
         with Board(board.port) as conn:
             board.arm_power_cut(0)
-            assert _run_step(conn, board, WRITE, 0) and board.write_count() > 0
+            assert run_step(conn, board, WRITE, 0) is not None and board.write_count() > 0
             assert board.power_cuts() == 0
             board.arm_power_cut(1)
             mark = board.log_size()
-            assert not _run_step(conn, board, WRITE, 0), "the first write must cut the power"
+            assert run_step(conn, board, WRITE, 0) is None, "the first write must cut the power"
             assert board.power_cuts() == 1 and board.write_count() == 1
             conn._t.close()
             conn._t = None
         board.wait_for_log(REBOOTED, timeout_s=20, since=mark)
         with Board(board.port) as conn:  # booted again, disarmed: writes go on
-            assert _run_step(conn, board, WRITE, 1) and board.power_cuts() == 1
+            assert run_step(conn, board, WRITE, 1) is not None and board.power_cuts() == 1
     cfg = json.loads((board.state_dir / "board.json").read_text())
     (board.state_dir / "board.json").write_text(json.dumps(dict(cfg, power_cut_after_writes=2)))
     with board, Board(board.port) as conn:  # armed from the start by board.json
-        assert not _run_step(conn, board, WRITE, 0)
+        assert run_step(conn, board, WRITE, 0) is None
         assert (board.power_cuts(), board.write_count()) == (1, 2)
         conn._t.close()
         conn._t = None

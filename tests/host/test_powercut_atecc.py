@@ -36,12 +36,12 @@ from upcert.provision_chip import (
 )
 from upcert.transport import Board
 
+from tests.host.test_powercut import reopen, run_step
 from tests.tools import require
 
 THING = "dev-chip"
 KEEP = re.compile(r"^(flash\.img|nvs\.bin|board\.json|atecc608\.json|part-.+\.bin)$")
 OK = "STEP" + "-OK "  # never in the code sent, only in what the board prints
-REBOOTED = re.compile(r"POWERON_RESET[^\0]*Type \"help\(\)\"")
 WORKERS = 4  # boards at once; each waits on its pty and the chip's I2C bridge most of the time
 
 # Every snippet starts and ends by dropping the device package and its own globals, as
@@ -102,25 +102,14 @@ def _issue(ca, req, size):
     raise AssertionError(f"the local CA never issued a {size}-byte certificate in 500 tries")
 
 
-def _step(conn, board, code, cuts_before, timeout_s=30):
-    """Run code without waiting on the serial line: its `out` (a dict) when it printed OK, None
-    when the armed power cut struck. Raises with the log tail on an error or a hang."""
-    mark = board.log_size()
-    conn._t.exec_raw_no_follow(code)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if board.power_cuts() > cuts_before:
-            return None
-        text = board.log_path.read_bytes()[mark:].decode("utf-8", "replace")
-        if OK in text:
-            out, err = conn._t.follow(timeout=10)  # the rest of the raw-REPL reply
-            if err:
-                raise AssertionError(f"step failed on the board:\n{err.decode()[-2000:]}")
-            line = next(x for x in out.decode().splitlines() if x.startswith(OK))
-            return json.loads(line[len(OK) :])
-        if "Traceback" in text or time.monotonic() > deadline:
-            raise AssertionError(f"step failed on the board:\n{text[-2000:]}")
-        time.sleep(0.005)
+def _step(conn, board, code, cuts_before):
+    """Run code (test_powercut.run_step): its `out` (a dict) when it printed OK, None when the
+    armed power cut struck."""
+    out = run_step(conn, board, code, cuts_before)
+    if out is None:
+        return None
+    line = next(x for x in out.splitlines() if x.startswith(OK))
+    return json.loads(line[len(OK) :])
 
 
 class Run:
@@ -170,13 +159,7 @@ class Run:
             board.arm_power_cut(cut_at)
             mark = board.log_size()
             new = self._rotate(conn, board, cuts, ends)
-            if board.power_cuts() > cuts:
-                conn._t.close()  # not close(): its Ctrl-B would reach the rebooted board
-                conn._t = None
-                board.wait_for_log(REBOOTED, timeout_s=20, since=mark)
-            else:
-                conn.close()
-            conn = Board(board.port).open()
+            conn = reopen(conn, board, cuts, mark)
             digest = hashlib.sha256(os.urandom(32)).digest()
             got = _step(conn, board, _code(READ, digest=digest.hex()), board.power_cuts())
             conn.close()

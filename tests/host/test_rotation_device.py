@@ -138,12 +138,13 @@ def make_device(folder, cloud, thing, left_days):
     return cert
 
 
-def mpy_lib(folder):
-    """Every device module as .mpy (mpy-cross), as the board loads them, and umqtt."""
+def mpy_lib(folder, firmware=ROOT / "firmware"):
+    """Every device module of firmware/upcert as .mpy (mpy-cross), as the board loads them, and
+    umqtt."""
     lib = folder / "lib"
     for sub in ("upcert", "umqtt"):
         (lib / sub).mkdir(parents=True, exist_ok=True)
-    for src in (ROOT / "firmware" / "upcert").glob("*.py"):
+    for src in (firmware / "upcert").glob("*.py"):
         (lib / "upcert" / f"{src.stem}.mpy").write_bytes(compile_mpy(src, folder / "cache"))
     (lib / "umqtt" / "__init__.py").write_bytes(b"")
     simple = ROOT / ".build" / "deps" / "umqtt" / "simple.py"
