@@ -5,30 +5,17 @@
 import gc
 import json
 import random
-import sys
 from time import sleep_ms, ticks_add, ticks_diff, ticks_ms
 
 from micropython import const
 
-from upcert import tlsconn
+from upcert import drop, tlsconn
 from upcert.errors import CertificateError, ClockNotSetError
 from upcert.mqtt import Client
 
 _BACKOFF_MAX_S = const(300)
 _TICK_MS = const(100)  # how often the link is serviced while waiting for the next report
 _MAX_REPLIES = const(4)  # commands queued between two services; more are dropped
-
-
-def drop(*names):
-    """Forget modules of the device package until they are imported again: the RAM of their
-    .mpy code is freed at once (not their interned strings; frozen modules cost only their
-    dict). Callers must hold no reference to them."""
-    import upcert
-
-    for n in names:
-        sys.modules.pop("upcert." + n, None)
-        upcert.__dict__.pop(n, None)
-    gc.collect()
 
 
 class Ident:

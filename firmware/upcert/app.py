@@ -6,7 +6,7 @@ import time
 
 from micropython import const
 
-from upcert import tlsconn
+from upcert import drop, tlsconn
 from upcert.errors import ClockNotSetError, ConnectError, UpcertError
 
 _SPARE = const(3584)  # kept for a rotation's TLS context: 3 KB (unix port) + its header
@@ -35,18 +35,6 @@ def _retry(what, fn, log, sleep_ms):
         d = min(d * 2, 300)
 
 
-def _forget(name):
-    # Drop a module of the device package from RAM until someone imports it again (agent.drop
-    # does the same, but importing the agent here would keep ~20 KB of modules in RAM for the
-    # REPL after "cannot start").
-    import sys
-
-    import upcert
-
-    sys.modules.pop("upcert." + name, None)
-    upcert.__dict__.pop(name, None)
-
-
 def _sync(clock):
     # NTP, then judge: the clock's own message names its reading (e.g. 2000-01-01 on an ESP32).
     try:
@@ -72,12 +60,11 @@ def main(board, config_path="/upcert.d/config.json", log=print, sleep_ms=time.sl
     try:
         config = config_mod.load(config_path)
         config_mod = None
-        _forget("config")  # start-up only: its code is several KB of RAM as .mpy
+        drop("config")  # start-up only: its code is several KB of RAM as .mpy
         _retry("network down", lambda: board.network_up(config), log, sleep_ms)
         store = board.store(config)
         roots = store_mod.load_roots(roots_path)
-        _forget("x509")  # the agent reads its certificate once per connection, then drops them
-        _forget("der")
+        drop("x509", "der")  # the agent reads its certificate once per connection, then drops them
         ctx = tlsconn.make_context(store.certificate(), store.private_key(), roots)
         del roots
         clock = board.clock()

@@ -5,7 +5,7 @@
 # and until it is over the device has nothing better to do; telemetry resumes right after.
 import hashlib
 
-from upcert.agent import drop
+from upcert import drop
 from upcert.clock import iso
 from upcert.errors import MqttError, RotationError
 from upcert.mqtt import Client

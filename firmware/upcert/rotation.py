@@ -10,8 +10,7 @@ from time import ticks_add, ticks_diff, ticks_ms
 
 from micropython import const
 
-from upcert import renew
-from upcert.agent import drop
+from upcert import drop, renew
 from upcert.errors import RotationError
 
 # Retries after a failure: 60 s doubling to 1 h, plus up to 25 % jitter (a fleet must not retry
