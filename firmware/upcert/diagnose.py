@@ -2,7 +2,17 @@
 # naming a cause a person can act on. Pure functions: no I/O, so every branch is unit-tested.
 import errno
 
-from upcert.errors import ConnectError, UpcertError
+from upcert.errors import (
+    CLOSED,
+    CONFIG,
+    MEMORY,
+    NETWORK,
+    REFUSED,
+    SERVER,
+    TIMEOUT,
+    ConnectError,
+    UpcertError,
+)
 
 # How the `tls` module reports errors (MicroPython extmod/modtls_mbedtls.c, checked on v1.29):
 # - a failed certificate verification raises ValueError(<mbedtls_x509_crt_verify_info text>);
@@ -73,70 +83,72 @@ def explain(exc, host=None, port=None, handshake=False):
     host/port name the endpoint; handshake=True when `exc` came from the TLS handshake, where a
     closed connection usually means the broker refused our certificate.
     """
-    if isinstance(exc, UpcertError):
-        return str(exc)
-    where = "the broker" if host is None else "%s:%s" % (host, port)
-    oom = "out of memory" + (" during TLS handshake" if handshake else "") + ": free RAM"
-    if isinstance(exc, MemoryError):
-        return oom
-    if isinstance(exc, ValueError):
-        text = str(exc)
-        if "invalid" in text:  # "invalid key" / "invalid cert" from load_cert_chain
-            return "mbedTLS: %s: store keys (PKCS#8) and certificates as DER" % text
-        return _verify(text, host)
-    if not isinstance(exc, OSError):
-        return "%s: %s" % (type(exc).__name__, exc)
-    code = exc.args[0] if exc.args else None
-    if not isinstance(code, int) or code == -202 or -256 < code < 0:
-        # unix: OSError('[addrinfo error -2]'); ESP32 (lwIP): OSError(-202), -EAI_FAIL. modtls
-        # turns -256 < code < 0 into positive errno values, so small negatives are resolver codes.
-        if "addrinfo" in str(exc) or isinstance(code, int):
-            return "cannot resolve endpoint '%s' (%s): check endpoint and DNS/network" % (host, exc)
-        return "network error talking to %s: %s" % (where, exc)
-    if code == errno.ECONNREFUSED:
-        return "connection refused by %s: wrong endpoint or port, or broker down" % where
-    if code in _SLOW:
-        return "no answer from %s in time: network down, firewall, or wrong endpoint" % where
-    if code == errno.EHOSTUNREACH:
-        return "%s unreachable: network down or wrong endpoint" % where
-    if code in _OOM:
-        return oom
-    if code in _CLOSED:
-        if handshake:
-            return "%s closed the connection in the TLS handshake: %s, or not a TLS port" % (
-                where,
-                _REJECTED,
-            )
-        return (
-            "connection closed by %s: policy violation, another connection with our client id,"
-            " or our certificate was deactivated" % where
-        )
-    if code in _ALERT:
-        return "%s: %s, or no cipher suite in common (TLS alert)" % (where, _REJECTED)
-    if code == _VERIFY_FAILED:
-        return _verify("", host)
-    if code == _NOT_TLS:
-        return "%s does not speak TLS: wrong port?" % where
-    name = exc.args[1] if len(exc.args) > 1 else errno.errorcode.get(code, "")
-    return "network error talking to %s: %d %s" % (where, code, name)
+    return _why(exc, host, port, handshake)[1]
 
 
-# The broker will not have our identity: what explain() and connack() say about a TLS alert or a
-# close in the handshake, CONNACK 4/5, and what mqtt.py says when the broker closes the link
-# (e.g. right after CONNECT). A rollback to the previous identity can help with these; not with
-# a clock, DNS, network, memory or server-certificate problem (ClockNotSetError, CertificateError,
-# ConnectError texts without these words), nor CONNACK 1-3 (protocol, client id, busy server).
-_REFUSED = (_REJECTED, "(CONNACK 4)", "(CONNACK 5)", "closed the connection", "connection closed")
+def reason(exc, handshake=False):
+    """The reason code (upcert.errors: REFUSED, CLOSED, TIMEOUT, NETWORK, SERVER, MEMORY, CLOCK,
+    PROTOCOL, CONFIG, ...) of exc, decided on its type, its .reason or its error number, never on
+    its text; None when nothing is known."""
+    return _why(exc, None, None, handshake)[0]
 
 
 def refused(exc):
     """True when exc (from connecting: ConnectError, MqttError, OSError) says the broker refused
     our certificate or closed the connection on it; False when the clock, the network or the
-    server is to blame."""
-    t = explain(exc, handshake=True)
-    return any(m in t for m in _REFUSED)
+    server is to blame, or the broker is busy (CONNACK 1-3). A rollback can help only here."""
+    return reason(exc, True) in (REFUSED, CLOSED)
+
+
+def _why(exc, host, port, handshake):
+    # (reason code, text) for exc.
+    if isinstance(exc, UpcertError):
+        return exc.reason, str(exc)
+    where = "the broker" if host is None else "%s:%s" % (host, port)
+    if isinstance(exc, MemoryError):
+        return MEMORY, "out of memory" + (" during TLS handshake" if handshake else "") + ": free RAM"
+    if isinstance(exc, ValueError):
+        text = str(exc)
+        if "invalid" in text:  # "invalid key" / "invalid cert" from load_cert_chain
+            return CONFIG, "mbedTLS: %s: store keys (PKCS#8) and certificates as DER" % text
+        return SERVER, _verify(text, host)
+    if not isinstance(exc, OSError):
+        return None, "%s: %s" % (type(exc).__name__, exc)
+    code = exc.args[0] if exc.args else None
+    if not isinstance(code, int) or code == -202 or -256 < code < 0:
+        # unix: OSError('[addrinfo error -2]'); ESP32 (lwIP): OSError(-202), -EAI_FAIL. modtls
+        # turns -256 < code < 0 into positive errno values, so small negatives are resolver codes.
+        if "addrinfo" in str(exc) or isinstance(code, int):
+            return NETWORK, "cannot resolve endpoint '%s' (%s): check endpoint and DNS/network" % (
+                host, exc)
+        return NETWORK, "network error talking to %s: %s" % (where, exc)
+    if code == errno.ECONNREFUSED:
+        return NETWORK, "connection refused by %s: wrong endpoint or port, or broker down" % where
+    if code in _SLOW:
+        return TIMEOUT, "no answer from %s in time: network down, firewall, or wrong endpoint" % where
+    if code == errno.EHOSTUNREACH:
+        return NETWORK, "%s unreachable: network down or wrong endpoint" % where
+    if code in _OOM:
+        return _why(MemoryError(), host, port, handshake)
+    if code in _CLOSED:
+        if handshake:
+            return REFUSED, "%s closed the connection in the TLS handshake: %s, or not a TLS port" % (
+                where, _REJECTED)
+        return CLOSED, (
+            "connection closed by %s: policy violation, another connection with our client id,"
+            " or our certificate was deactivated" % where
+        )
+    if code in _ALERT:
+        return REFUSED, "%s: %s, or no cipher suite in common (TLS alert)" % (where, _REJECTED)
+    if code == _VERIFY_FAILED:
+        return SERVER, _verify("", host)
+    if code == _NOT_TLS:
+        return SERVER, "%s does not speak TLS: wrong port?" % where
+    name = exc.args[1] if len(exc.args) > 1 else errno.errorcode.get(code, "")
+    return NETWORK, "network error talking to %s: %d %s" % (where, code, name)
 
 
 def connect_error(exc, host, port, handshake=False):
-    """ConnectError carrying explain()'s text for a failed connection to host:port."""
-    return ConnectError(explain(exc, host, port, handshake))
+    """ConnectError carrying explain()'s text and reason() for a failed connection to host:port."""
+    r, text = _why(exc, host, port, handshake)
+    return ConnectError(text, r)

@@ -1,8 +1,31 @@
-# upcert device exceptions: one small hierarchy, each carrying a reason a person can act on.
+# upcert device exceptions: one small hierarchy. The message is for a person; .reason is a code
+# that callers decide on (retry, roll back, give up), so no decision hangs on message text.
+
+# Reason codes (UpcertError.reason). Strings, so logs and tests read them as they are.
+REFUSED = "refused"  # the broker refused our identity: TLS alert or close in the handshake,
+#                      CONNACK 4/5, close right after CONNECT
+CLOSED = "closed"  # a working link was closed by the peer
+TIMEOUT = "timeout"  # no answer in time (TCP, TLS, MQTT ack, AWS reply)
+NETWORK = "network"  # DNS, unreachable, TCP refused, other socket errors
+SERVER = "server"  # the server is not what we expect: certificate not trusted, not TLS/MQTT
+MEMORY = "memory"  # out of RAM
+CLOCK = "clock"  # the clock is not trusted yet
+PROTOCOL = "protocol"  # CONNACK 1-3, SUBACK 0x80, a reply that does not parse
+REJECTED = "rejected"  # AWS refused a request (Fleet Provisioning, Jobs)
+CHECK = "check"  # an issued certificate failed a device check
+CONFIG = "config"  # a person must change a setting or the stored credentials
 
 
 class UpcertError(Exception):
-    """Base of every error the device package raises on purpose."""
+    """Base of every error the device package raises on purpose: UpcertError(message,
+    reason=None); .reason is one of the codes above (None: no decision depends on it)."""
+
+    reason = None
+
+    def __init__(self, message, reason=None):
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
 
 
 class ConfigError(UpcertError):
@@ -19,6 +42,8 @@ class CertificateError(UpcertError):
 
 class ClockNotSetError(UpcertError):
     """The clock is not trusted yet (unset RTC, no NTP), so validity cannot be judged."""
+
+    reason = CLOCK
 
 
 class ConnectError(UpcertError):

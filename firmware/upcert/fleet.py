@@ -6,7 +6,7 @@ from time import sleep_ms, ticks_add, ticks_diff, ticks_ms
 
 from micropython import const
 
-from upcert.errors import RotationError
+from upcert.errors import PROTOCOL, REJECTED, TIMEOUT, RotationError
 
 CSR_TOPIC = "$aws/certificates/create-from-csr/json"
 _POLL_MS = const(10)
@@ -46,7 +46,7 @@ def request(client, what, topic, body, timeout_ms, token=None, want=()):
         end = ticks_add(ticks_ms(), timeout_ms)
         while not got:
             if ticks_diff(end, ticks_ms()) <= 0:
-                raise RotationError("no reply to %s in %d ms" % (topic, timeout_ms))
+                raise RotationError("no reply to %s in %d ms" % (topic, timeout_ms), TIMEOUT)
             client.service()
             sleep_ms(_POLL_MS)
     finally:
@@ -63,17 +63,18 @@ def reply(what, topic, ok, raw, want=()):
     except ValueError:
         r = None
     if type(r) is not dict:
-        raise RotationError("reply on %s is not a JSON object" % topic)
+        raise RotationError("reply on %s is not a JSON object" % topic, PROTOCOL)
     if not ok:
         code = r.get("errorCode") or r.get("code")
         if "statusCode" in r:
             code = "%s %s" % (r["statusCode"], code)
         raise RotationError(
-            "%s rejected: %s: %s" % (what, code, r.get("errorMessage") or r.get("message"))
+            "%s rejected: %s: %s" % (what, code, r.get("errorMessage") or r.get("message")),
+            REJECTED,
         )
     for n in want:
         if n not in r:
-            raise RotationError("%s: accepted reply lacks %r" % (what, n))
+            raise RotationError("%s: accepted reply lacks %r" % (what, n), PROTOCOL)
     return r
 
 

@@ -176,3 +176,27 @@ def test_already_explained_and_other_errors():
     e = diagnose.connect_error(OSError(errno.ECONNREFUSED), "h", 2)
     eq(isinstance(e, ConnectError), True, "ConnectError")
     has(str(e), "connection refused by h:2")
+
+
+def test_reason_codes_decided_without_text():
+    from upcert import errors as E
+
+    cases = (
+        (OSError(errno.ECONNREFUSED), False, E.NETWORK),
+        (OSError(errno.ETIMEDOUT), False, E.TIMEOUT),
+        (OSError(errno.ECONNRESET), True, E.REFUSED),
+        (OSError(errno.ECONNRESET), False, E.CLOSED),
+        (OSError(-0x7780), False, E.REFUSED),  # TLS fatal alert
+        (OSError(-0x2700), False, E.SERVER),  # server certificate did not verify
+        (OSError(errno.ENOMEM), False, E.MEMORY),
+        (MemoryError(), False, E.MEMORY),
+        (ValueError("The certificate is not correctly signed"), True, E.SERVER),
+        (ValueError("invalid key"), False, E.CONFIG),
+        (OSError("[addrinfo error -2]"), False, E.NETWORK),
+        (MqttError("any words at all", E.PROTOCOL), True, E.PROTOCOL),
+        (KeyError("x"), False, None),
+    )
+    for exc, hs, want in cases:
+        eq(diagnose.reason(exc, hs), want, repr(exc))
+    e = diagnose.connect_error(OSError(errno.ETIMEDOUT), "h", 1)
+    eq(e.reason, E.TIMEOUT, "connect_error carries the code")
