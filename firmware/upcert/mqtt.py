@@ -1,22 +1,30 @@
 # MQTT 3.1.1 for AWS IoT over umqtt.simple 1.3.4: takes an already connected socket, sends each
 # packet as one write (one TLS record), bounds every wait, pings on idle, checks AWS limits.
+# What is umqtt's and what is ours: MQTTClient opens its own socket in connect(), checks with
+# assert (stripped by mpy-cross -O) and waits forever for PUBACK/SUBACK, so the packets we send
+# are framed here: connect (with the last will), publish, subscribe, ping, disconnect, and the
+# Remaining Length of the acks we read (_len). From the parent we use __init__ (client_id, pid,
+# keepalive, cb, lw_*), set_callback, set_last_will (after our checks) and check_msg/wait_msg
+# (reads a packet type; delivers PUBLISH to cb, answers QoS 1 with PUBACK, eats PINGRESP; its
+# own _recv_len is its business). Nothing else of the parent's is called.
+# Every MqttError carries a reason (upcert.errors) for callers to decide on, never its text.
 import errno
 from time import sleep_ms, ticks_add, ticks_diff, ticks_ms
 
 from micropython import const
 from umqtt.simple import MQTTClient
 
-from upcert.errors import MqttError
+from upcert.errors import CLOSED, PROTOCOL, REFUSED, SERVER, TIMEOUT, MqttError
 
 # AWS IoT Core message broker quotas (AWS General Reference, "AWS IoT Core endpoints and quotas").
 _MAX_CLIENT_ID = const(128)
 _MAX_TOPIC = const(256)
 _MAX_SLASHES = const(7)
 _MAX_PAYLOAD = const(131072)  # 128 KB
+_MAX_WILL = const(65535)  # the will message has a 2-byte length in CONNECT (§3.1.3.3)
 _RULES = b"$aws/rules/"  # Basic Ingest prefix $aws/rules/<rule>/: excluded from both limits
 _POLL_MS = const(10)
 _BURST = const(8)  # packets handled per service() call, so a flood cannot starve the agent
-_CLOSED = "the broker closed the connection"
 _NO_CONNACK = (
     "the broker closed the connection after CONNECT: its policy does not allow iot:Connect for"
     " this client id, or our certificate is not attached to a policy"
@@ -25,6 +33,11 @@ _NO_CONNACK = (
 
 def _ignore(topic, msg):
     pass
+
+
+def _qos(qos):
+    if qos != 0 and qos != 1:
+        raise ValueError("QoS %r: AWS IoT supports QoS 0 and 1" % qos)
 
 
 def check_topic(topic, wildcards=False):
@@ -103,7 +116,7 @@ class _Wire:
         while mv:
             k = self.sock.write(mv)
             if not k:
-                raise MqttError("could not send to the broker in %d s" % self.timeout_s)
+                raise MqttError("could not send to the broker in %d s" % self.timeout_s, TIMEOUT)
             mv = mv[k:]
         self.tx_ms = ticks_ms()
 
@@ -113,11 +126,11 @@ class _Wire:
         while True:
             more = self.sock.read(n - len(d))
             if more == b"":
-                raise MqttError(_CLOSED)
+                raise MqttError("the broker closed the connection", CLOSED)
             if more is None:  # non-blocking: nothing yet; blocking: a port's timeout
                 if self.nb:
                     return None
-                raise MqttError("no data from the broker in %d s" % self.timeout_s)
+                raise MqttError("no data from the broker in %d s" % self.timeout_s, TIMEOUT)
             d = d + more if d else more  # a TLS record may end inside an MQTT packet
             self.rx += 1
             self.rx_ms = ticks_ms()
@@ -169,35 +182,64 @@ class Client(MQTTClient):
         self.pid = self.pid % 65535 + 1  # 1..65535, never 0 (MQTT 3.1.1 §2.3.1)
         return self.pid
 
+    def set_last_will(self, topic, msg, retain=False, qos=0):
+        """Will (MQTT 3.1.1 §3.1.2.5-7) the broker publishes when the link drops without
+        DISCONNECT; sent by the next connect(). topic: as for publish; msg: bytes or str, up
+        to 65535 bytes; qos 0 or 1. ValueError, nothing stored, for anything AWS refuses."""
+        t = check_topic(topic)
+        if isinstance(msg, str):
+            msg = msg.encode()
+        if len(msg) > _MAX_WILL:
+            raise ValueError("will message is %d bytes: CONNECT allows 65535" % len(msg))
+        _qos(qos)
+        super().set_last_will(t, msg, retain, qos)
+
     def connect(self, sock, clean_session=True):
-        """CONNECT over `sock` (one write), wait timeout_s for CONNACK; returns session-present.
-        Refusals raise MqttError naming the CONNACK code's cause."""
+        """CONNECT over `sock` (one write), with the last will if set; wait timeout_s for
+        CONNACK; returns session-present. Refusals raise MqttError naming the CONNACK code's
+        cause, .reason REFUSED (CONNACK 4/5, closed after CONNECT), PROTOCOL (other codes),
+        SERVER (not a CONNACK) or TIMEOUT."""
         w = self.sock
         w.attach(sock, self.timeout_s)
         self._ping_ms = None
         cid = self.client_id
-        self._header(0x10, 12 + len(cid))
-        w.write(b"\x00\x04MQTT\x04")  # protocol name, level 4 = 3.1.1 (§3.1.2.1-2)
+        t = self.lw_topic
+        m = self.lw_msg
         h = self._hdr
-        h[0] = 2 if clean_session else 0
+        n = 12 + len(cid)
+        f = 2 if clean_session else 0  # connect flags (§3.1.2.3)
+        if t:
+            n += 4 + len(t) + len(m)
+            f |= 4 | self.lw_qos << 3 | (0x20 if self.lw_retain else 0)
+        self._header(0x10, n)
+        w.write(b"\x00\x04MQTT\x04")  # protocol name, level 4 = 3.1.1 (§3.1.2.1-2)
+        h[0] = f
         h[1] = self.keepalive >> 8
         h[2] = self.keepalive & 0xFF
         w.write(h, 3)
         self._u16(len(cid), cid)
+        if t:  # will topic, will message (§3.1.3.2-3)
+            self._u16(len(t), t)
+            self._u16(len(m), m)
+        w.flush()  # a send failure stays one, not "no CONNACK"
         try:
             resp = w.read(4)
         except (MqttError, OSError) as e:
-            if e.args[0] == _CLOSED:
-                raise MqttError(_NO_CONNACK) from None
-            if e.args[0] == errno.ETIMEDOUT:
-                raise MqttError("no CONNACK from the broker in %d s" % self.timeout_s) from None
+            r = getattr(e, "reason", None)
+            if r == CLOSED:
+                raise MqttError(_NO_CONNACK, REFUSED) from None
+            if r == TIMEOUT or isinstance(e, OSError) and e.args[0] == errno.ETIMEDOUT:
+                raise MqttError(
+                    "no CONNACK from the broker in %d s" % self.timeout_s, TIMEOUT
+                ) from None
             raise
         if resp[0] != 0x20 or resp[1] != 2:
-            raise MqttError("not an MQTT broker: no CONNACK but %r" % resp)
-        if resp[3]:
+            raise MqttError("not an MQTT broker: no CONNACK but %r" % resp, SERVER)
+        rc = resp[3]
+        if rc:
             from upcert import diagnose  # loaded only on a refusal
 
-            raise MqttError(diagnose.connack(resp[3]))
+            raise MqttError(diagnose.connack(rc), REFUSED if rc == 4 or rc == 5 else PROTOCOL)
         return resp[2] & 1
 
     def publish(self, topic, msg, retain=False, qos=1, timeout_ms=None):
@@ -208,8 +250,7 @@ class Client(MQTTClient):
             msg = msg.encode()
         if len(msg) > _MAX_PAYLOAD:
             raise ValueError("payload is %d bytes: AWS IoT allows 131072 (128 KB)" % len(msg))
-        if qos != 0 and qos != 1:
-            raise ValueError("QoS %r: AWS IoT supports QoS 0 and 1" % qos)
+        _qos(qos)
         self._header(0x30 | qos << 1 | (1 if retain else 0), 2 + len(t) + len(msg) + 2 * qos)
         self._u16(len(t), t)
         if qos:
@@ -233,7 +274,9 @@ class Client(MQTTClient):
         self.sock.flush()
         rc = self._await(0x90, pid, timeout_ms, topic)[2]
         if rc == 0x80:
-            raise MqttError("broker refused subscription to %r (SUBACK 0x80): policy" % topic)
+            raise MqttError(
+                "broker refused subscription to %r (SUBACK 0x80): policy" % topic, PROTOCOL
+            )
         return rc
 
     def _await(self, want, pid, timeout_ms, topic):
@@ -247,7 +290,8 @@ class Client(MQTTClient):
                 if ticks_diff(deadline, ticks_ms()) <= 0:
                     raise MqttError(
                         "no %s for %r in %d ms"
-                        % ("PUBACK" if want == 0x40 else "SUBACK", topic, ms)
+                        % ("PUBACK" if want == 0x40 else "SUBACK", topic, ms),
+                        TIMEOUT,
                     )
                 sleep_ms(_POLL_MS)
                 continue
@@ -256,8 +300,20 @@ class Client(MQTTClient):
                 self.sock.flush()
                 return body
 
+    def _len(self):
+        # Remaining Length (§2.2.3): 1-4 bytes, 7 bits each, low first.
+        n = s = 0
+        while True:
+            b = self.sock.read(1)[0]
+            n |= (b & 0x7F) << s
+            if not b & 0x80:
+                return n
+            s += 7
+            if s > 21:
+                raise MqttError("malformed packet length from the broker", PROTOCOL)
+
     def _body(self):
-        n = self._recv_len()
+        n = self._len()
         return self.sock.read(n) if n else b""
 
     def service(self):
@@ -281,7 +337,7 @@ class Client(MQTTClient):
             if ticks_diff(w.rx_ms, self._ping_ms) >= 0:
                 self._ping_ms = None  # something arrived since the ping: link alive
             elif ticks_diff(now, w.rx_ms) >= ka * 3 // 2:
-                raise MqttError("no PINGRESP (keepalive %d s): link dead" % self.keepalive)
+                raise MqttError("no PINGRESP (keepalive %d s): link dead" % self.keepalive, TIMEOUT)
         if ticks_diff(now, w.tx_ms) >= ka // 2:
             self.ping()
             if self._ping_ms is None:
