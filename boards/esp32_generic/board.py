@@ -2,6 +2,7 @@
 # constructs hardware (Wi-Fi, NVS, NTP). Copied to the board's /lib/board.py.
 import time
 
+from micropython import const
 from upcert.errors import ConfigError, ConnectError, StoreError
 
 NAME = "esp32-generic"
@@ -41,6 +42,33 @@ def network_up(config, timeout_ms=20000):
             )
         time.sleep_ms(100)
     return wlan
+
+
+# IDF heap that one more mbedTLS connection (a rotation's trial) needs on the ESP32: record
+# buffers of 16 KB in + 4 KB out (ports/esp32/boards/sdkconfig.base sets
+# CONFIG_MBEDTLS_ASYMMETRIC_CONTENT_LEN; ESP-IDF's default lengths) plus handshake state. An
+# estimate from those settings, not a measurement on a chip.
+_TLS_IDF = const(32768)
+
+
+def heap_room():
+    """Bytes of RAM a rotation can count on. On the ESP32 port (MicroPython >= 1.21) the heap
+    starts at 56 KB and grows into the ESP-IDF heap on demand, and gc.mem_free() already adds
+    the largest free IDF block it could grow into (py/modgc.c: free + max_new_split). mbedTLS
+    allocates from that same IDF heap, so the part of the largest block that a second TLS
+    connection needs (_TLS_IDF) is not counted. On a port whose heap does not grow,
+    idf_heap_info reports nothing to subtract."""
+    import gc
+
+    gc.collect()
+    free = gc.mem_free()
+    try:
+        import esp32
+
+        big = max([r[2] for r in esp32.idf_heap_info(esp32.HEAP_DATA)] or [0])
+    except (ImportError, AttributeError):
+        return free
+    return max(0, free - min(big, _TLS_IDF))
 
 
 def _status_name(network, status):

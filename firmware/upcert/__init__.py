@@ -15,3 +15,13 @@ def drop(*names):
         sys.modules.pop("upcert." + n, None)
         g.pop(n, None)
     gc.collect()
+
+
+def backoff(prev_s, first_s, max_s):
+    """One exponential backoff for start-up, reconnects and rotation: (d, ms), where d doubles
+    prev_s up to max_s (prev_s 0: first_s) and ms is d seconds plus up to 25 % random jitter, so
+    that a fleet restarted by one power cut or broker outage does not retry in step."""
+    from random import getrandbits
+
+    d = min(prev_s * 2, max_s) if prev_s else first_s
+    return d, d * 1000 + getrandbits(30) % (d * 250 + 1)

@@ -4,12 +4,11 @@
 # Everything it touches is injected; its log lines are a contract (tests and the demo grep them).
 import gc
 import json
-import random
 from time import sleep_ms, ticks_add, ticks_diff, ticks_ms
 
 from micropython import const
 
-from upcert import drop, tlsconn
+from upcert import backoff, drop, tlsconn
 from upcert.errors import CertificateError, ClockNotSetError
 from upcert.mqtt import Client
 
@@ -38,22 +37,24 @@ class Ident:
 
 
 class Agent:
-    """Agent(config, store, clock, connect, log=print, rotation=None).
+    """Agent(config, store, clock, connect, log=print, rotation=None, heap_room=gc.mem_free).
 
     config: dict from upcert.config.load; store: certificate() -> DER; clock: now(), trusted(),
     sync(), require_trusted(), iso(t); connect(host, port) -> socket-like (e.g.
     tlsconn.Connector.connect); log: one str per line (the serial console); rotation: an
     upcert.rotation.Rotation, None for a device that never rotates (no rotation telemetry), or
-    False when it could not be loaded (telemetry "rotation": "off").
+    False when it could not be loaded (telemetry "rotation": "off"); heap_room() -> bytes of RAM
+    the device can count on (the board's figure; telemetry "free_heap").
     """
 
-    def __init__(self, config, store, clock, connect, log=print, rotation=None):
+    def __init__(self, config, store, clock, connect, log=print, rotation=None, heap_room=None):
         self.config = config
         self.store = store
         self.clock = clock
         self.connect = connect
         self.log = log
         self.rot = rotation
+        self.heap_room = heap_room or gc.mem_free
         self.topics = config["topics"]
         self._cmd_topic = self.topics["commands"].encode()
         self.mqtt = Client(config["client_id"], config.get("keepalive_s", 60))
@@ -170,9 +171,7 @@ class Agent:
 
     def _retry(self, why):
         # Exponential backoff 1 s .. 300 s plus up to 25 % random jitter; reset by a good report.
-        d = min(self._backoff_s * 2, _BACKOFF_MAX_S) if self._backoff_s else 1
-        self._backoff_s = d
-        ms = d * 1000 + random.getrandbits(16) % (d * 250 + 1)
+        self._backoff_s, ms = backoff(self._backoff_s, 1, _BACKOFF_MAX_S)
         self.log("upcert: %s; retry in %d.%d s" % (why, ms // 1000, ms % 1000 // 100))
         self.sleep_ms(ms)
 
@@ -182,7 +181,7 @@ class Agent:
         m = {
             "thing": self.config["thing"],
             "uptime_s": self.uptime_s(),
-            "free_heap": gc.mem_free(),
+            "free_heap": self.heap_room(),
             "cert_id": cert.cert_id(),
             "days_left": int(cert.days_left(self.clock.now())),
             "clock": "trusted" if self.clock.trusted() else "untrusted",

@@ -1,26 +1,22 @@
 # Start-up: config, network, credentials, trust anchors, TLS context, clock, then the agent (with
 # certificate rotation when the store has A/B slots).
 # Problems a person must fix end in one "upcert: cannot start: ..." line and a return to the REPL.
+# There is no memory threshold for rotation: free RAM at start-up says little on an ESP32, whose
+# heap grows on demand, so each rotation step survives MemoryError instead (rotation.py).
 import gc
 import time
 
 from micropython import const
 
-from upcert import drop, tlsconn
+from upcert import backoff, drop, tlsconn
 from upcert.errors import ClockNotSetError, ConnectError, UpcertError
 
 _SPARE = const(3584)  # kept for a rotation's TLS context: 3 KB (unix port) + its header
-# Free RAM at start-up below which rotation is off. Measured (bench/bench_rotation_heap.py, 64-bit
-# unix port, modules as .mpy): a rotation completes with about 44 KB free here and runs out of
-# memory at the CSR below that (keygen and CSR load p256, csr and derw, ~12 KB of code, into a
-# heap that the agent's connection has fragmented); 48 KB keeps a margin. An ESP32 (32-bit
-# objects) needs roughly 60 %.
-_ROOM = const(49152)
 
 
 def _retry(what, fn, log, sleep_ms):
-    # Transient start-up steps (Wi-Fi, NTP): exponential backoff 1 s .. 300 s until fn() works.
-    d = 1
+    # Transient start-up steps (Wi-Fi, NTP): backoff 1 s .. 300 s with jitter until fn() works.
+    d = 0
     while True:
         try:
             if fn() is not False:
@@ -30,9 +26,9 @@ def _retry(what, fn, log, sleep_ms):
             why = str(e) if isinstance(e, UpcertError) else "OSError %s" % e
         if not why.startswith(what):
             why = what + ": " + why
+        d, ms = backoff(d, 1, 300)
         log("upcert: %s; retry in %d s" % (why, d))
-        sleep_ms(d * 1000)
-        d = min(d * 2, 300)
+        sleep_ms(ms)
 
 
 def _sync(clock):
@@ -49,8 +45,9 @@ def _sync(clock):
 
 
 def main(board, config_path="/upcert.d/config.json", log=print, sleep_ms=time.sleep_ms):
-    """Run the device (board: NAME, network_up(config), clock(), store(config)); returns only
-    when a person must fix something, after one "upcert: cannot start: ..." line.
+    """Run the device (board: NAME, network_up(config), clock(), store(config), and optionally
+    heap_room() -> bytes of RAM the device can count on, see boards/esp32_generic/board.py);
+    returns only when a person must fix something, after one "upcert: cannot start: ..." line.
     KeyboardInterrupt (Ctrl-C from mpremote) propagates."""
     from upcert import config as config_mod
     from upcert import store as store_mod
@@ -76,20 +73,19 @@ def main(board, config_path="/upcert.d/config.json", log=print, sleep_ms=time.sl
         Agent,  # after the TLS context: its 3 KB block needs an unfragmented heap
     )
 
-    rot = _rotation(config, store, clock, store_mod, roots_path, log)
-    Agent(config, store, clock, tlsconn.Connector(ctx).connect, log, rot).run()
+    room = getattr(board, "heap_room", gc.mem_free)
+    rot = _rotation(config, store, clock, store_mod, roots_path, log, room)
+    Agent(config, store, clock, tlsconn.Connector(ctx).connect, log, rot, room).run()
 
 
-def _rotation(config, store, clock, store_mod, roots_path, log):
+def _rotation(config, store, clock, store_mod, roots_path, log, room):
     # A Rotation when the store has A/B slots (the base Store refuses to stage: a read-only
-    # identity) and the RAM left can hold a rotation; False when it cannot (the agent first:
-    # telemetry says "rotation": "off"); None for a store without slots.
+    # identity); False when even its code could not be loaded (telemetry says "rotation":
+    # "off"); None for a store without slots.
     ro = getattr(getattr(store_mod, "Store", None), "stage", None)
     if getattr(type(store), "stage", ro) is ro:
         return None
     gc.collect()
-    if gc.mem_free() < _ROOM:
-        return False
     spare = []
 
     def connector(cert, key, roots=None):  # a fresh context for a new pair (trial, then for good)
@@ -110,10 +106,11 @@ def _rotation(config, store, clock, store_mod, roots_path, log):
         from upcert.rotation import Rotation
 
         rot = Rotation(
-            config, store, clock, connector, log, lambda: store_mod.load_roots(roots_path)
+            config, store, clock, connector, log, lambda: store_mod.load_roots(roots_path), room
         )
         spare.append(bytearray(_SPARE))
         rot.start()
     except MemoryError:
+        log("upcert: rotation: off: out of memory loading it (%d bytes free)" % room())
         return False
     return rot

@@ -3,25 +3,28 @@
 # under another client id, commit. Steps log "upcert: rotation: ...". Unlike the Jobs exchange
 # these steps block the agent's loop (each AWS request up to fleet.timeout_s): a rotation is rare,
 # and until it is over the device has nothing better to do; telemetry resumes right after.
+import gc
 import hashlib
 
 from upcert import drop
 from upcert.clock import iso
-from upcert.errors import MqttError, RotationError
+from upcert.errors import CHECK, RotationError
 from upcert.mqtt import Client
 
 
 def run(rot, client, cert, k):
-    """Steps 3-8 of a rotation for rot (upcert.rotation.Rotation) over the agent's connected
-    client; cert: the identity in use (cert_id(), not_after, issuer_cn); k: [CSR PEM, new key
-    DER, its public point] (emptied as the steps use them). True once the new identity is committed (its job success is then
-    owed: rot.final, sent once it connects); False after a failed step (logged, retry
-    scheduled); MqttError/OSError when the agent's own link broke."""
+    """Steps 3-8 of a rotation for rot (upcert.rotation.Rotation, read only) over the agent's
+    connected client; cert: the identity in use (cert_id(), not_after, issuer_cn); k: [CSR PEM,
+    new key DER, its public point] (emptied as the steps use them). Returns (None, (new id,
+    not_after), connect) once the new identity is committed (connect: the trial's, for the
+    reconnection), or (step, exception, None) after a failed step, the staged pair discarded
+    (its key erased). The caller (Rotation) owns every decision that follows."""
     c = rot.config
     fl = c["fleet"]
     say = rot.say
     step = "issue"
     staged = False
+    connect = None
     try:
         from upcert import fleet
 
@@ -62,37 +65,37 @@ def run(rot, client, cert, k):
         new = k[1] = None
         say("staged")
         step = "trial"
-        say("trial connection as %s accepted" % _trial(rot, roots))
+        cid, connect = _trial(rot, roots)
+        say("trial connection as %s accepted" % cid)
         roots = None
         step = "commit"
         rot.store.commit()
         staged = False
     except Exception as e:
-        rot._next = None
-        try:
-            if staged:
-                rot.store.discard()  # erases the key; a failure here reaches the agent's log
-        finally:
-            rot.fail(client, step, e)
-        if isinstance(e, (MqttError, OSError)) and step in ("issue", "register"):
-            raise  # the agent's own link is gone: it reconnects
-        return False
+        connect = k[0] = k[1] = None
+        if staged:
+            _discard(rot.store)  # erases the key; a failure here reaches the agent's log
+        return step, e, None
     say("committed certificate %s" % nid[:16])
-    rot.state = "done"
-    rot.want = None
-    rot._backoff_s = rot._retry_at = rot.tries = 0
-    rot.old = cert.cert_id()  # watched by rotation.refused() until the new identity connects
-    rot.final = ("SUCCEEDED", {"oldCertificateId": rot.old, "newCertificateId": nid})
-    say("done: certificate %s expires %s; reconnecting" % (nid[:16], iso(na)))
-    return True
+    return None, (nid, na), connect
+
+
+def _discard(store):
+    # After an out-of-memory step the heap may be too full even for this: collect, try again.
+    try:
+        store.discard()
+    except MemoryError:
+        gc.collect()
+        store.discard()
 
 
 def _trial(rot, roots):
     # A second connection with the staged pair under another client id: AWS would drop our
-    # first connection for a duplicate id (DESIGN.md §3). CONNACK 0 = active and allowed.
+    # first connection for a duplicate id (AWS IoT quotas: one connection per client id).
+    # CONNACK 0 = active and allowed. Returns (client id, connect) for reuse after the commit.
     c = rot.config
     pair = rot.store.staged()  # read back from the store: what the next boot would use
-    rot._next = connect = rot.connector(pair[0], pair[1], roots or None)
+    connect = rot.connector(pair[0], pair[1], roots or None)
     pair = None
     cid = c["client_id"].encode()[:124] + b"-rot"  # AWS IoT: client id <= 128 bytes
     m = Client(cid, c["keepalive_s"])
@@ -100,7 +103,7 @@ def _trial(rot, roots):
         m.connect(connect(c["endpoint"], c["port"]))
     finally:
         m.disconnect()
-    return cid.decode()
+    return cid.decode(), connect
 
 
 def check(new, point, old, now, roots):
@@ -119,11 +122,12 @@ def check(new, point, old, now, roots):
         why = "signed %s: AWS IoT refuses it" % new.sig_alg
     elif new.validity(now) != "valid":
         why = "valid %s..%s, not now (%s)" % (iso(new.not_before), iso(new.not_after), iso(now))
-    # >=, not >: certificates AWS issues from a CSR all expire 2049-12-31 (DESIGN.md §3).
+    # >=, not >: certificates AWS issues from a CSR all expire 2049-12-31 (AWS IoT API reference,
+    # CreateCertificateFromCsr).
     elif new.not_after < old.not_after:
         why = "expires %s, before the current one (%s)" % (iso(new.not_after), iso(old.not_after))
     if why:
-        raise RotationError("issued certificate " + why)
+        raise RotationError("issued certificate " + why, CHECK)
     # The issuer among the trust anchors (by CN): a P-256 one lets us verify the signature
     # (ECDSA-SHA256 only: MicroPython's hashlib has no SHA-384). Otherwise the issuer must be a
     # trust anchor or the current certificate's issuer, and its signature is not checked here
@@ -142,7 +146,7 @@ def check(new, point, old, now, roots):
     else:
         if name != old.issuer_cn:
             raise RotationError(
-                "issuer %r is neither %r nor a trust anchor" % (name, old.issuer_cn)
+                "issuer %r is neither %r nor a trust anchor" % (name, old.issuer_cn), CHECK
             )
     return name, how + "; signature not verified on device", None
 
@@ -173,5 +177,5 @@ def _verify(name, sig):
         p256 = None
         drop("p256", "der", "derw")  # p256 brings the DER modules along
     if not ok:
-        raise RotationError("issuer %r signature does not verify" % name)
+        raise RotationError("issuer %r signature does not verify" % name, CHECK)
     return "signature verified"

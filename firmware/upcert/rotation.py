@@ -4,20 +4,23 @@
 # rotation: ...". A pair staged before a reboot is discarded at start-up, key erased: its checks
 # and job were in RAM, and a rotation still due starts again. The post-commit watch is in RAM too:
 # after a reboot the committed identity stands (jobs.serve() reports the job).
+# Rotation owns its state: the step code (rotate.py) and the Jobs code (jobs.py) return results.
+# Memory: every step survives MemoryError (state failed:memory, the staged pair discarded, a job
+# reported FAILED, a backoff), so no start-up threshold is needed: an ESP32's heap grows.
 import gc
-from random import getrandbits
 from time import ticks_add, ticks_diff, ticks_ms
 
 from micropython import const
 
-from upcert import drop, renew
-from upcert.errors import RotationError
+from upcert import backoff, drop, renew
+from upcert.errors import MEMORY, MqttError, RotationError
 
 # Retries after a failure: 60 s doubling to 1 h, plus up to 25 % jitter (a fleet must not retry
 # in step). A job or a command gives up after _TRIES failures (the job is reported FAILED).
 _FIRST_S = const(60)
 _MAX_S = const(3600)
 _TRIES = const(3)
+_HOLD_S = const(30)  # wait before sending again a job report that ran out of memory
 # Refusals in a row of the new identity after a commit before rolling back. Its trial connection
 # was accepted moments before, so one refusal may be a blip (a broker restarting, an activation
 # not seen everywhere yet); three, with the agent's backoff between them (1 + 2 + 4 s), are not,
@@ -28,24 +31,27 @@ _WORK = ("rotate", "jobs", "fleet", "csr", "p256", "derw", "x509", "der", "store
 
 
 class Rotation:
-    """Rotation(config, store, clock, connector, log, roots=None): the rotation state machine.
+    """Rotation(config, store, clock, connector, log, roots=None, room=gc.mem_free): the rotation
+    state machine.
 
     config: validated by upcert.config (thing, client_id, endpoint, port, keepalive_s, renew,
     fleet). store: certificate(), private_key(), stage(cert, key), staged() ->
     (cert, key) or None, commit(), discard(), rollback(). connector(cert_der, key_der,
     roots=None) -> connect(host, port) -> socket-like: a fresh TLS context for that pair. roots()
     -> trust anchors (DER list), where a P-256 issuer lets the device verify the new
-    certificate's signature. clock: now(), trusted(), require_trusted(), iso(t). state: idle,
-    due, in-progress, failed:<step> or done.
+    certificate's signature. clock: now(), trusted(), require_trusted(), iso(t). room() -> bytes
+    of RAM the device can count on (the board's heap_room). state: idle, due, in-progress,
+    failed:<step> (failed:memory after an out-of-memory step) or done.
     """
 
-    def __init__(self, config, store, clock, connector, log, roots=None):
+    def __init__(self, config, store, clock, connector, log, roots=None, room=None):
         self.config = config
         self.store = store
         self.clock = clock
         self.connector = connector
         self.log = log
         self.roots = roots
+        self.room = room or gc.mem_free
         self.ms = config["fleet"]["timeout_s"] * 1000  # per AWS request
         self.jobs = "$aws/things/%s/jobs/" % config["thing"]  # Jobs API topics
         self.state = "idle"
@@ -56,7 +62,7 @@ class Rotation:
         self.old = None  # id of the identity before a commit, until the new one connects
         self.refusals = 0
         self.jobs_pending = False  # notify-next said a job waits (or we just connected)
-        self.n = 0  # clientToken counter of the Jobs API
+        self.n = 0  # clientToken counter of the Jobs API (token())
         self.tries = 0
         self._backoff_s = 0
         self._retry_at = 0
@@ -64,6 +70,7 @@ class Rotation:
         self._ask = None  # (b'"clientToken"', deadline in ticks_ms) of the start-next in flight
         self._reply = None  # (accepted, payload) for it, queued by on_message()
         self._next = None  # the trial's connect(): reused after the commit (one context less)
+        self._hold = 0  # no job report before this time (port epoch s): it ran out of memory
 
     def start(self):
         """At start-up: discard a pair staged before a reboot (erasing its key), logged."""
@@ -120,7 +127,7 @@ class Rotation:
         return bool(
             (self.jobs_pending and not a)
             or self._reply
-            or self.final
+            or (self.final and self.clock.now() >= self._hold)
             or (a and ticks_diff(ticks_ms(), a[1]) >= 0)
             or (self.want and self.clock.now() >= self._retry_at)
         )
@@ -134,6 +141,11 @@ class Rotation:
         TLS context; after a rollback: a new one)."""
         n, self._next = self._next, None
         return n or self.connector(self.store.certificate(), self.store.private_key())
+
+    def token(self):
+        """A new clientToken for a Jobs request (echoed in its reply; <= 64 chars)."""
+        self.n += 1
+        return "upcert-%d" % self.n
 
     def say(self, msg, what="rotation: "):
         """One log line 'upcert: <what><msg>'."""
@@ -164,13 +176,26 @@ class Rotation:
         try:
             from upcert import rotate
 
-            return rotate.run(self, client, cert, k)
+            step, r, nxt = rotate.run(self, client, cert, k)
         except MemoryError as e:
-            self.fail(client, "load", e)
-            return False
+            step, r, nxt = "load", e, None
         finally:
             rotate = k = None
             drop(*_WORK)
+        if step:
+            self.fail(client, step, r)
+            if isinstance(r, (MqttError, OSError)) and step in ("issue", "register"):
+                raise r  # the agent's own link is gone: it reconnects
+            return False
+        self._next = nxt
+        nid, na = r
+        self.state = "done"
+        self.want = None
+        self._backoff_s = self._retry_at = self.tries = 0
+        self.old = cert.cert_id()  # watched by refused() until the new identity connects
+        self.final = ("SUCCEEDED", {"oldCertificateId": self.old, "newCertificateId": nid})
+        self.say("done: certificate %s expires %s; reconnecting" % (nid[:16], self.clock.iso(na)))
+        return True
 
     def _jobs(self, client, cert):
         # StartNextPendingJobExecution without blocking: publish now, act on the reply when
@@ -180,23 +205,26 @@ class Rotation:
         if self._reply:
             ok, msg = self._reply
             self._reply = self._ask = None
+            j = None
             try:
                 from upcert import jobs
 
-                jobs.serve(self, client, cert, ok, msg)
+                j = jobs.serve(self, client, cert, ok, msg)
             except (RotationError, MemoryError) as e:
                 self.say(str(e) or "out of memory", "jobs: ")
             finally:
                 jobs = msg = None
                 drop(*_WORK)
+            if j:
+                self.job = j
+                self.request("job " + j[0])
         elif a and ticks_diff(ticks_ms(), a[1]) >= 0:
             self._ask = None
             self.say("no reply to start-next in %d ms: asking again after the next connect or"
                      " job event" % self.ms, "jobs: ")
         elif self.jobs_pending and not a:
             self.jobs_pending = False
-            self.n += 1
-            tok = "upcert-%d" % self.n  # echoed in the reply (<= 64 chars)
+            tok = self.token()
             self._ask = (b'"%s"' % tok, ticks_add(ticks_ms(), self.ms))
             # statusDetails is recorded when a QUEUED job starts: a report lost to a reboot can
             # then be repeated by the new identity (jobs.serve).
@@ -210,7 +238,7 @@ class Rotation:
         # Steps 1-2 before the rest is loaded (p256 and csr are the biggest part): [CSR PEM,
         # key DER, public point], or None after a failure.
         self.state = "in-progress"
-        self.say("start (%s)" % why)
+        self.say("start (%s; %d bytes of RAM)" % (why, self.room()))
         step = "key"
         try:
             from upcert import csr, p256
@@ -254,16 +282,24 @@ class Rotation:
 
     def fail(self, client, step, e, give_up=False):
         """Step failed with exception e (or a str): log why, set the backoff; a job or a command
-        gives up after _TRIES failures or at once (give_up); the job is then reported FAILED
-        (now when client is connected, else at the next service())."""
-        c = self.config
-        from upcert import diagnose  # loaded on a failure only
+        gives up after _TRIES failures or at once (give_up, or out of memory: state
+        failed:memory); the job is then reported FAILED (now when client is connected, else at
+        the next service())."""
+        gc.collect()
+        if isinstance(e, MemoryError) or getattr(e, "reason", None) == MEMORY:
+            # No diagnose import here: there may be no room for it.
+            why = "out of memory at %s (%d bytes of RAM after a collection)" % (step, self.room())
+            step = "memory"
+            give_up = True
+        elif type(e) is str:
+            why = e
+        else:
+            from upcert import diagnose  # loaded on a failure only
 
-        why = e if type(e) is str else diagnose.explain(e, c["endpoint"], c["port"])
+            why = diagnose.explain(e, self.config["endpoint"], self.config["port"])
         self.state = "failed:" + step
-        d = min(self._backoff_s * 2, _MAX_S) if self._backoff_s else _FIRST_S
-        self._backoff_s = d
-        d += getrandbits(16) % (d // 4 + 1)
+        self._backoff_s, d = backoff(self._backoff_s, _FIRST_S, _MAX_S)
+        d //= 1000
         self._retry_at = self.clock.now() + d
         self.say("failed at %s: %s; retry in %d s" % (step, why, d))
         self.tries += 1
@@ -272,18 +308,25 @@ class Rotation:
                 self.say("%s given up after %d tries" % (self.want, self.tries))
             self.want = None
             self.final = ("FAILED", {"step": step, "reason": why[:200]})
-            if client:
+            if client and step != "memory":  # else at the next service(), with the work gone
                 self._report(client)
 
     def _report(self, client):
         # The job's final status, owed since a commit (SUCCEEDED, sent over the new identity:
         # only then may the cloud retire the old one) or a failure; none without a job.
+        if self.clock.now() < self._hold:
+            return
         f, self.final = self.final, None
-        if self.job:
+        job, self.job = self.job, None
+        if job:
             try:
                 from upcert import jobs
 
-                jobs.report(self, client, f[0], f[1])
+                jobs.report(self, client, job, f[0], f[1])
+            except MemoryError:  # still owed: again in _HOLD_S, after collections
+                self.final, self.job = f, job
+                self._hold = self.clock.now() + _HOLD_S
+                self.say("%s %s not reported yet: out of memory" % (job[0], f[0]), "job ")
             finally:
                 jobs = None
                 drop(*_WORK)

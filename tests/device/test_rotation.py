@@ -7,7 +7,7 @@ from binascii import b2a_base64, hexlify
 from agentfakes import DAY, NOW, FakeClock, config
 from checks import eq, raises, true
 from fakeaws import FakeAws
-from slotstore import SlotStore
+from slotstore import RecordedFsStore
 from testca import SHA1_RSA, TestCa, key
 from upcert import config as config_mod
 from upcert.mqtt import Client
@@ -27,7 +27,7 @@ class Rig:
         self.calls = []
         k = key("old-device")
         self.old = self.ca.issue("dev1", k.public_point(), NOW - 300 * DAY, NOW + left_days * DAY)
-        self.store = SlotStore(self.old, k.private_der(), self.calls)
+        self.store = RecordedFsStore(self.old, k.private_der(), self.calls)
         self.lines = []
         self.cfg = config_mod.validate(config(**over))
         anchors = (lambda: [self.ca.cert()]) if roots is True else roots
@@ -68,7 +68,7 @@ def test_happy_path_order_and_log_lines():
     eq(r.calls, ["stage", "tls", "commit"], "stage, then trial connection, then commit")
     new = Certificate(r.store.certificate())
     nid = new.cert_id()
-    eq(r.store.describe()["slot"], "b", "flipped to the other slot")
+    eq(r.store.describe()["slot"], "B", "flipped to the other slot")
     eq(new.der, r.aws.issued[0], "the certificate AWS issued")
     eq(r.aws.certs[nid], "ACTIVE", "activated by RegisterThing")
     got = r.rotation_lines()
@@ -226,3 +226,100 @@ def test_command_gives_up_after_three_tries():
         r.clock.t += 100000
     eq(r.lines[-1], P + "command given up after 3 tries", "gave up")
     eq((r.rot.want, bool(r.rot.pending())), (None, False), "no more tries")
+
+
+class _NoRoom:
+    # A module stand-in whose every function runs out of memory (p256.generate, csr.build).
+    def __getattr__(self, name):
+        def f(*a, **k):
+            raise MemoryError("no room (test)")
+
+        return f
+
+
+def _out_of_memory_at(r, step):
+    # Make one step of the rotation raise MemoryError, as a full heap would; returns undo().
+    import upcert
+
+    if step in ("key", "csr"):
+        name = {"key": "p256", "csr": "csr"}[step]
+        m = _NoRoom()
+        sys.modules["upcert." + name] = m
+        setattr(upcert, name, m)
+        return lambda: None  # the rotation drops it after use: the real module loads again
+    if step in ("issue", "register"):
+        want = "create-from-csr" if step == "issue" else "provisioning-templates"
+        c = r.client
+
+        def publish(topic, msg, *a, **k):
+            if want in topic:
+                raise MemoryError()
+            return Client.publish(c, topic, msg, *a, **k)
+
+        c.publish = publish
+        return lambda: delattr(c, "publish")
+    if step == "check":
+        roots = r.rot.roots
+        r.rot.roots = lambda: _NoRoom().load()
+        return lambda: setattr(r.rot, "roots", roots)
+    if step in ("stage", "commit"):
+        r.store.fail, r.store.exc = step, MemoryError
+        return lambda: setattr(r.store, "fail", None)
+    conn = r.rot.connector  # trial
+
+    def connector(cert, key, roots=None):
+        raise MemoryError()
+
+    r.rot.connector = connector
+    return lambda: setattr(r.rot, "connector", conn)
+
+
+def test_out_of_memory_at_every_step_keeps_the_old_identity_then_rotates():
+    # Each step that allocates survives MemoryError: state failed:memory, the staged pair
+    # discarded, a job reported FAILED at the next service (step "memory", the step in the
+    # reason), a backoff; then, with room again and the backoff over, the due rotation commits.
+    for step in ("key", "csr", "issue", "check", "register", "stage", "trial", "commit"):
+        r = Rig()
+        r.aws.add_job("j-" + step, {"operation": "rotate-certificate"}, status="IN_PROGRESS")
+        r.rot.job = ("j-" + step, 1)
+        r.rot.request("job j-" + step)
+        undo = _out_of_memory_at(r, step)
+        eq(r.service(), False, step + ": failed")
+        eq(r.rot.state, "failed:memory", step + ": state")
+        line = [x for x in r.lines if x.startswith(P + "failed at memory: ")]
+        true(line and ("out of memory at %s (" % step) in line[0], "%s: %r" % (step, r.lines))
+        eq((r.store.certificate(), r.store.staged()), (r.old, None), step + ": old identity kept")
+        staged = "stage" in r.calls and step != "stage"
+        eq("discard" in r.calls, staged, step + ": staged pair discarded (key erased)")
+        eq(r.aws.job("j-" + step)["status"], "IN_PROGRESS", step + ": reported once the work is gone")
+        eq(r.service(), False, step + ": backing off")
+        j = r.aws.job("j-" + step)
+        eq((j["status"], j["details"]["step"]), ("FAILED", "memory"), step + ": job")
+        true(j["details"]["reason"].startswith("out of memory at " + step), j["details"])
+        undo()
+        r.clock.t += 3600
+        eq(r.service(), True, step + ": with room again, the due rotation commits")
+        eq(r.rot.state, "done", step + ": done")
+
+
+def test_job_report_out_of_memory_stays_owed():
+    r = Rig(left_days=200)
+    r.aws.add_job("j9", {"operation": "rotate-certificate"}, status="IN_PROGRESS")
+    r.rot.job = ("j9", 1)
+    r.rot.final = ("FAILED", {"step": "issue", "reason": "test"})
+    c = r.client
+
+    def publish(topic, msg, *a, **k):
+        raise MemoryError()
+
+    c.publish = publish
+    r.service()
+    eq((r.aws.job("j9")["status"], r.rot.job), ("IN_PROGRESS", ("j9", 1)), "still owed")
+    true(r.lines[-1] == "upcert: job j9 FAILED not reported yet: out of memory", r.lines[-1])
+    delattr(c, "publish")
+    r.service()
+    eq(r.aws.job("j9")["status"], "IN_PROGRESS", "held back for a while")
+    r.clock.t += 30
+    true(r.rot.pending(), "due again")
+    r.service()
+    eq((r.aws.job("j9")["status"], r.rot.job), ("FAILED", None), "reported")

@@ -3,6 +3,7 @@
 from certdata import EC_DER
 from upcert.clock import iso
 from upcert.errors import ClockNotSetError
+from upcert.store import Store
 
 DAY = 86400
 NOW = 1800000000  # 2027-01-15T08:00:00Z on the unix port's 1970 epoch
@@ -42,10 +43,12 @@ class FakeClock:
         return iso(self.t if t is None else t)
 
 
-class FakeStore:
-    """Store "fs" interface over memory: certdata.EC_DER and placeholder key bytes."""
+class FakeStore(Store):
+    """A read-only identity in memory (certdata.EC_DER and placeholder key bytes) on the real
+    upcert.store.Store base, which refuses stage/commit/rollback as for a read-only store."""
 
     kind = "fs"
+    location = "memory"
 
     def __init__(self, cert=EC_DER, key=b"KEYDER-not-a-key"):
         self.cert = cert
@@ -57,11 +60,6 @@ class FakeStore:
     def private_key(self):
         return self.key
 
-    def signer(self):
-        return None
-
-    def describe(self):
-        return {"kind": "fs", "location": "memory"}
 
 
 def config(**over):

@@ -4,7 +4,7 @@ import json
 
 from agentfakes import DAY, NOW, FakeClock, config
 from fakeaws import FakeAws
-from slotstore import SlotStore
+from slotstore import RecordedFsStore
 from testca import TestCa, key
 from upcert import config as config_mod
 from upcert.agent import Agent
@@ -20,7 +20,7 @@ def rig(interval_s=0, **over):
     k = key("old-device")
     old = ca.issue("dev1", k.public_point(), NOW - 10 * DAY, NOW + 3000 * DAY)
     calls = []
-    store = SlotStore(old, k.private_der(), calls)
+    store = RecordedFsStore(old, k.private_der(), calls)
     lines = []
     cfg = config_mod.validate(config(**over))
     cfg["telemetry_interval_s"] = interval_s

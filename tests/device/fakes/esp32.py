@@ -45,3 +45,15 @@ class NVS:
     def commit(self):
         self.calls.append(("commit",))
         _committed[self._ns] = dict(self._live)
+
+
+# idf_heap_info (ports/esp32/modesp32.c): a list of (total, free, largest free block, min free)
+# per ESP-IDF heap region with the capabilities asked for; HEAP_DATA is MALLOC_CAP_8BIT (4),
+# HEAP_EXEC MALLOC_CAP_EXEC (1). Tests set `regions`.
+HEAP_DATA = 4
+HEAP_EXEC = 1
+regions = []
+
+
+def idf_heap_info(cap):
+    return list(regions) if cap == HEAP_DATA else []

@@ -8,7 +8,7 @@ from fakesock import FakeSock, publish_packet
 from testca import pem, read_csr
 from upcert import p256
 from upcert.der import hexstr
-from upcert.errors import CertificateError, ConnectError
+from upcert.errors import REFUSED, CertificateError, ConnectError
 from upcert.x509 import Certificate
 
 CSR = "$aws/certificates/create-from-csr/json"
@@ -276,7 +276,8 @@ class FakeAws:
                 if self.certs.get(c.cert_id(), "ACTIVE") != "ACTIVE":
                     raise ConnectError(
                         "%s:%s closed the connection in the TLS handshake: broker rejected our"
-                        " certificate (inactive)" % (host, port)
+                        " certificate (inactive)" % (host, port),
+                        REFUSED,
                     )
                 return self.socket()
 

@@ -1,77 +1,56 @@
-# An in-memory credential store with A/B slots, the interface rotation.py calls (stage, staged,
-# commit, discard, rollback, describe), until the real slot stores land. Records the order of
-# calls in `calls` (shared with the test's trial connector) so tests can check the sequence.
+# The real A/B slot store of the device (upcert.store_fs.FsStore over a fresh folder of the unix
+# port's filesystem), recording the writing calls rotation.py makes (stage, commit, discard,
+# rollback) in `calls`, shared with the test's trial connector so tests can check the order.
+# Not a stand-in: every stage, commit, discard and rollback runs the store's own code.
+import os
+
+from checks import tmpdir
 from upcert.errors import StoreError
+from upcert.store_fs import FILES, FsStore
+
+_n = [0]
 
 
-class SlotStore:
-    """Slots 0 and 1; `active` holds the pair in use. fail: method name that raises StoreError."""
-
-    kind = "fs"
+class RecordedFsStore(FsStore):
+    """RecordedFsStore(cert, key, calls=None): a provisioned FsStore (single-slot write, as
+    `upcert provision` leaves it). fail: name of a method that raises `exc` (StoreError, or
+    MemoryError for out-of-memory tests) before doing anything, as a full flash or heap would."""
 
     def __init__(self, cert, key, calls=None):
-        self.slots = [(cert, key), None]
-        self.active = 0
-        self.stg = None
-        self.seq = 1
+        _n[0] += 1
+        FsStore.__init__(self, tmpdir("store%d" % _n[0]))
         self.calls = [] if calls is None else calls
         self.fail = None
+        self.exc = StoreError
+        FsStore.write(self, cert, key)
 
     def _call(self, name):
         self.calls.append(name)
         if self.fail == name:
-            raise StoreError("%s failed (test)" % name)
-
-    def certificate(self):
-        return self.slots[self.active][0]
-
-    def private_key(self):
-        return self.slots[self.active][1]
-
-    def signer(self):
-        return None
-
-    def write(self, cert, key):
-        self.slots[self.active] = (bytes(cert), bytes(key))
+            raise self.exc("%s failed (test)" % name)
 
     def stage(self, cert, key):
         self._call("stage")
-        if not cert or not key:
-            raise StoreError("refusing to stage an empty certificate or key")
-        idle = 1 - self.active
-        self.slots[idle] = (bytes(cert), bytes(key))
-        self.stg = idle
-
-    def staged(self):
-        return None if self.stg is None else self.slots[self.stg]
+        FsStore.stage(self, cert, key)
 
     def commit(self):
         self._call("commit")
-        if self.stg is None:
-            raise StoreError("nothing staged to commit")
-        self.active = self.stg
-        self.stg = None
-        self.seq += 1
+        FsStore.commit(self)
 
     def discard(self):
         self._call("discard")
-        if self.stg is not None:
-            self.slots[self.stg] = None
-            self.stg = None
+        FsStore.discard(self)
 
     def rollback(self):
         self._call("rollback")
-        other = 1 - self.active
-        if self.slots[other] is None:
-            raise StoreError("no previous pair to roll back to")
-        self.active = other
-        self.seq += 1
+        FsStore.rollback(self)
 
-    def describe(self):
-        return {
-            "kind": self.kind,
-            "location": "memory",
-            "slot": "ab"[self.active],
-            "seq": self.seq,
-            "staged": self.stg is not None,
-        }
+    def slot_files(self, slot):
+        """Names of slot `slot`'s files (0 = A, 1 = B) that exist on the filesystem."""
+        return [n for n in FILES[slot] if n in os.listdir(self.root)]
+
+    def lose(self, slot):
+        """Remove slot `slot`'s files, as a damaged or erased slot would leave it."""
+        for n in self.slot_files(slot):
+            os.remove(self.root + "/" + n)
+        self._st = None  # read the flash again, as after a reboot
