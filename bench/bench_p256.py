@@ -1,23 +1,25 @@
 """On-device P-256 timings on the MicroPython unix port: key generation, signing a digest,
 verifying, building a CSR (median of 20 runs each), plus the .mpy sizes of p256/csr/derw.
 
-Run: .venv/bin/python bench/bench_p256.py [--runs N]. Figures go into the README.
+Run: .venv/bin/python bench/bench_p256.py [--runs N] [--micropython PATH]. Figures go into the
+README.
 """
 
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "host_tools"))
+sys.path[:0] = [str(ROOT), str(ROOT / "host_tools")]
 
 from upcert.errors import UpcertError  # noqa: E402
 from upcert.firmware import compile_mpy  # noqa: E402
+
+from bench import interp  # noqa: E402
 
 MODULES = ("p256", "csr", "derw")
 SIZE_BUDGET = 8 * 1024  # p256 + csr + derw as .mpy
@@ -56,11 +58,10 @@ def _median(xs):
     return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 
 
-def run(runs):
-    """Return ({op: [microseconds...]}, {module: mpy bytes}) measured on the unix port."""
-    exe = shutil.which("micropython") or str(Path(sys.executable).parent / "micropython")
-    if not Path(exe).exists():
-        raise UpcertError("micropython (unix port) not found: run `make setup`")
+def run(runs, micropython=None):
+    """Return ({op: [microseconds...]}, {module: mpy bytes}) measured on the unix port
+    (micropython: a path; default $UPCERT_MICROPYTHON, else the .venv's)."""
+    exe = interp.select(micropython)
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "bench.py"
         script.write_text(DEVICE)
@@ -78,13 +79,15 @@ def run(runs):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20, help="runs per operation (default 20)")
+    interp.add_option(parser)
     args = parser.parse_args(argv)
     try:
-        times, sizes = run(args.runs)
+        times, sizes = run(args.runs, args.micropython)
     except UpcertError as exc:
         print(f"bench_p256: {exc}", file=sys.stderr)
         return 1
-    print(f"P-256 on the MicroPython unix port, {args.runs} runs each (ms)")
+    mp = interp.describe(interp.select(args.micropython))
+    print(f"P-256 on the MicroPython unix port ({interp.label(mp)}), {args.runs} runs each (ms)")
     print(f"  {'operation':24} {'median':>8} {'min':>8} {'max':>8}")
     labels = {
         "keygen": "key generation (d, dG)",

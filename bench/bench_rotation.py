@@ -7,6 +7,7 @@ a step takes from the previous step's line to its own: "rotation: start" is the 
 "connected ... cert <new id>" the new certificate in use. N runs per CA key type (RSA, as AWS
 signs; EC: the device also verifies the issuer's signature); median and range.
 Run: .venv/bin/python bench/bench_rotation.py [--runs 5] [--ca rsa,ec] [--heapsize 200K] [--json]
+     [--micropython PATH]
 """
 
 import argparse
@@ -25,6 +26,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "host_tools")]
 from upcert.certs import LocalCa  # noqa: E402
 from upcert.cloud import Cloud  # noqa: E402
 
+from bench import interp  # noqa: E402
 from bench.bench_rotation_heap import BOARD  # noqa: E402  (the unix board: clock, fs store)
 from tests.host.test_rotation_device import make_device, mpy_lib  # noqa: E402
 from tests.tools import micropython_cmd  # noqa: E402
@@ -130,6 +132,7 @@ def main(argv=None):
     ap.add_argument("--ca", default="rsa,ec", help="CA key types, comma-separated")
     ap.add_argument("--heapsize", default="200K", help="the e2e rotation boards' heap")
     ap.add_argument("--json", action="store_true", help="also print every run as JSON")
+    interp.add_option(ap)
     ap.add_argument("--firmware", type=Path, default=ROOT / "firmware",
                     help="the folder holding the device package upcert/ (another checkout, to "
                     "compare commits)")
@@ -139,6 +142,7 @@ def main(argv=None):
         ap.error("--runs must be >= 1 and --ca a list of rsa, ec")
     if not (args.firmware / "upcert" / "rotation.py").exists():
         ap.error(f"--firmware {args.firmware}: no upcert/rotation.py there")
+    print(f"micropython: {interp.label(interp.describe(interp.select(args.micropython)))}")
     with tempfile.TemporaryDirectory(prefix="bench-rotation-") as tmp:
         for kind in kinds:
             results = bench(kind, args.runs, args.heapsize, Path(tmp), args.firmware)

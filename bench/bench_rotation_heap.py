@@ -3,12 +3,14 @@
 Against the real stand-in (mosquitto + identity plugin + provisioning service, EC CA so the
 device also verifies the issuer's signature: the heaviest path), the device package loaded as
 .mpy (as on a board), the real fs store: app.main from start-up to the first telemetry after
-the rotation. Prints
-1. the smallest `micropython -X heapsize` (KiB, bisected in 4 KiB steps) at which that cycle
-   completes, and
-2. the live heap (gc.collect() then gc.mem_alloc()) at every step of one run in a large heap:
-   its peak, and the step where it happens, to find the big items.
-Run: .venv/bin/python bench/bench_rotation_heap.py [--lo 48] [--hi 256] [--json]
+the rotation. Prints, each as min / median / max over --runs runs (fresh device each time):
+1. the smallest `micropython -X heapsize` (KiB, bisected in --step KiB steps) at which that
+   cycle completes, and
+2. the peak live heap (gc.collect() then gc.mem_alloc(), at every log line and every poll of
+   the link) of a run in a large heap (2M), and for the median run the live heap at each step.
+Any MicroPython unix port runs it (--micropython, e.g. a 32-bit build: ESP32-sized objects).
+Run: .venv/bin/python bench/bench_rotation_heap.py [--micropython PATH] [--runs 3] [--step 4]
+     [--lo 48] [--hi 256] [--firmware DIR] [--json]
 """
 
 import argparse
@@ -17,6 +19,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,6 +28,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "host_tools")]
 from upcert.certs import LocalCa  # noqa: E402
 from upcert.cloud import Cloud  # noqa: E402
 
+from bench import interp  # noqa: E402
 from tests.host.test_rotation_device import make_device, mpy_lib  # noqa: E402
 from tests.tools import micropython_cmd  # noqa: E402
 
@@ -104,7 +108,8 @@ if PROFILE:
 
 
 def run(folder, cloud, lib, n, heap, profile=False):
-    """One app cycle with a rotation in a fresh device folder; (ok, output)."""
+    """One app cycle with a rotation in a fresh device folder; (ok, output). The binary is
+    tests.tools.micropython_cmd's: $UPCERT_MICROPYTHON (interp.select) or the .venv's."""
     dev = folder / f"dev{n}"
     make_device(dev, cloud, f"heap-bench-{n}", left_days=20)
     (dev / "board.py").write_text(BOARD)
@@ -119,63 +124,97 @@ def run(folder, cloud, lib, n, heap, profile=False):
     return "RESULT OK" in out, out
 
 
-def smallest(ok, lo, hi, step):
-    """Smallest KiB in [lo, hi] (multiples of step) with ok(KiB), assuming monotony; None."""
-    if not ok(hi):
-        return None
-    if ok(lo):
-        return lo
-    while hi - lo > step:
-        mid = (lo + hi) // 2 // step * step
-        if ok(mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi
+def why(out):
+    """Why a cycle failed, in a few words."""
+    if "FAIL (no rotation)" in out:
+        return "rotation off at start-up"
+    if "MemoryError" in out or "memory allocation failed" in out:
+        return "MemoryError"
+    if out.startswith("timeout"):
+        return "timeout"
+    fail = re.search(r"^upcert: .*(failed|link lost|cannot start).*$", out, re.M)
+    return fail[0][:80] if fail else "no RESULT"
 
 
-def main():
+def profile(out):
+    """(peak live bytes, .mpy bytes loaded then, where, [(bytes, log line)]) of a PROFILE run."""
+    peak = re.search(r"^PEAK (\d+) (\d+) (.*)$", out, re.M)
+    steps = [(int(m[1]), m[2]) for m in re.finditer(r"^HEAP (\d+) (.*)$", out, re.M)]
+    return int(peak[1]), int(peak[2]), peak[3], steps
+
+
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    interp.add_option(ap)
+    ap.add_argument("--runs", type=int, default=3,
+                    help="bisections and profile runs, each with a fresh device (default 3)")
+    ap.add_argument("--step", type=int, default=4, help="bisection step, KiB (default 4)")
     ap.add_argument("--lo", type=int, default=48, help="KiB (default 48)")
     ap.add_argument("--hi", type=int, default=256, help="KiB (default 256)")
+    ap.add_argument("--firmware", type=Path, default=ROOT / "firmware",
+                    help="the folder holding the device package upcert/ (default: this checkout's)")
     ap.add_argument("--json", action="store_true", help="print one JSON object at the end")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
+    if a.runs < 1 or a.step < 1 or not 0 < a.lo < a.hi:
+        ap.error("--runs and --step must be >= 1, and 0 < --lo < --hi")
+    if not (a.firmware / "upcert" / "app.py").exists():
+        ap.error(f"--firmware {a.firmware}: no upcert/app.py there")
+    mp = interp.describe(interp.select(a.micropython))
+    print(f"micropython: {interp.label(mp)}", flush=True)
+    t0 = time.monotonic()
+    least, profiles, trials = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         ca = LocalCa.init(tmp / "ca", key_type="ec")
         with Cloud(tmp / "cloud", ca, cert_validity="400d") as cloud:
-            lib = mpy_lib(tmp)
-            runs = []
+            lib = mpy_lib(tmp, a.firmware)
+            interp.check_mpy(mp["path"], lib)
+            for r in range(a.runs):
+                print(f"run {r + 1} of {a.runs}:", flush=True)
 
-            def ok(kib):
-                good, out = run(tmp, cloud, lib, len(runs), f"{kib}K")
-                runs.append((kib, good))
-                print(f"  heapsize={kib}K: {'ok' if good else 'fails'}", flush=True)
-                if not good and kib == a.hi:
+                def ok(kib, r=r):
+                    good, out = run(tmp, cloud, lib, len(trials), f"{kib}K")
+                    trials.append({"run": r + 1, "kib": kib, "ok": good,
+                                   "why": None if good else why(out)})
+                    print(f"  heapsize={kib}K: {'ok' if good else 'fails: ' + why(out)}",
+                          flush=True)
+                    if not good and kib == a.hi:
+                        print(out[-3000:])
+                    return good
+
+                least.append(interp.smallest(ok, a.lo, a.hi, a.step))
+                good, out = run(tmp, cloud, lib, len(trials), "2M", profile=True)
+                trials.append({"run": r + 1, "kib": 2048, "ok": good, "profile": True})
+                if not good:
                     print(out[-3000:])
-                return good
-
-            least = smallest(ok, a.lo, a.hi, 4)
-            good, out = run(tmp, cloud, lib, len(runs), "2M", profile=True)
-            if not good:
-                print(out[-3000:])
-                return 1
-    peak = re.search(r"^PEAK (\d+) (\d+) (.*)$", out, re.M)
-    live, code = int(peak[1]), int(peak[2])
-    steps = [(int(m[1]), m[2]) for m in re.finditer(r"^HEAP (\d+) (.*)$", out, re.M)]
-    print(f"smallest -X heapsize for a cycle with a rotation: {least}K")
-    print(f"peak live heap (after gc.collect) during the cycle: {live} B ({peak[3]})")
-    # 32-bit estimate: bytecode and strings keep their size, objects (pointer-sized words) halve.
-    esp32 = code + (live - code) // 2
-    print(f"  of which .mpy bytes of the modules then loaded: {code} B; a 32-bit port (ESP32) "
-          f"would hold about {esp32} B ({esp32 // 1024} KiB) live at that point")
-    print("live heap at each log line:")
+                    return 1
+                profiles.append(profile(out))
+                print(f"  peak live heap {profiles[-1][0]} B", flush=True)
+    seconds = round(time.monotonic() - t0, 1)
+    heap, live = interp.spread(least), interp.spread([p[0] for p in profiles])
+    median_run = sorted(profiles)[(len(profiles) - 1) // 2]
+    peak, code, where, steps = median_run
+    print(f"\nmicropython: {interp.label(mp)}; {a.runs} runs, {seconds} s")
+    print(f"smallest -X heapsize for a cycle with a rotation (min / median / max): "
+          f"{interp.show(heap, 'K')} ({a.step} KiB steps)")
+    print(f"peak live heap (after gc.collect) during the cycle (min / median / max): "
+          f"{interp.show(live, ' B')}")
+    print(f"  median run: {peak} B at {where}; .mpy bytes of the modules then loaded: {code} B")
+    esp32 = None
+    if mp["bits"] == 64:
+        # 32-bit estimate: bytecode and strings keep their size, objects (pointer-sized words)
+        # halve. Measure it instead with a 32-bit binary (--micropython).
+        esp32 = code + (peak - code) // 2
+        print(f"  a 32-bit port (ESP32) would hold about {esp32} B ({esp32 // 1024} KiB) live "
+              "there (estimate; a 32-bit binary measures it: --micropython)")
+    print("live heap at each log line (median run):")
     for b, line in steps:
         print(f"  {b:7d} B  {line[:100]}")
     if a.json:
-        print(json.dumps({"min_heapsize_kib": least, "peak_live_bytes": live,
+        print(json.dumps({"micropython": mp, "runs": a.runs, "step_kib": a.step,
+                          "seconds": seconds, "min_heapsize_kib": heap, "peak_live_bytes": live,
                           "peak_mpy_bytes_loaded": code, "esp32_estimate_bytes": esp32,
-                          "peak_at": peak[3], "runs": runs}))
+                          "peak_at": where, "trials": trials}))
     return 0
 
 

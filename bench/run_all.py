@@ -1,10 +1,19 @@
-"""`make bench`: every benchmark script in turn; their figures go into the README by hand."""
+"""`make bench`: every benchmark script in turn; their figures go into the README by hand.
 
+Run: .venv/bin/python bench/run_all.py [--micropython PATH]: the MicroPython binary every bench
+runs (exported as $UPCERT_MICROPYTHON; default: that variable, else the .venv's micropython).
+"""
+
+import argparse
 import subprocess
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from bench import interp  # noqa: E402
+
 SCRIPTS = [
     "mpy_size.py",
     "bench_p256.py",
@@ -15,7 +24,12 @@ SCRIPTS = [
 ]
 
 
-def main():
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    interp.add_option(ap)
+    a = ap.parse_args(argv)
+    print(f"micropython: {interp.label(interp.describe(interp.select(a.micropython)))}",
+          flush=True)
     failed = []
     for name in SCRIPTS:
         print(f"\n== {name}", flush=True)

@@ -50,8 +50,21 @@ def require_plugin_build():
             missing(f"{path} missing: apt-get install {pkg} (`make setup`)")
 
 
+def micropython_path():
+    """The MicroPython unix port to run: $UPCERT_MICROPYTHON when set (a path, or a name on
+    PATH; the benchmarks use it to compare binaries, e.g. a 32-bit build), else
+    require("micropython")."""
+    chosen = os.environ.get("UPCERT_MICROPYTHON")
+    if not chosen:
+        return require("micropython")
+    path = shutil.which(chosen)
+    if not path:
+        pytest.fail(f"UPCERT_MICROPYTHON={chosen}: not an executable file")
+    return os.path.abspath(path)
+
+
 def micropython_cmd(heapsize=None):
-    cmd = [require("micropython")]
+    cmd = [micropython_path()]
     if heapsize:
         cmd += ["-X", f"heapsize={heapsize}"]
     return cmd
