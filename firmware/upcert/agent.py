@@ -150,6 +150,11 @@ class Agent:
         sock = self.connect(c["endpoint"], c["port"])
         self.mqtt.set_callback(self._on_message)
         self.mqtt.connect(sock)
+        self._up(cert, sock)
+
+    def _up(self, cert, sock):
+        # The MQTT session is up with cert's identity over sock (ours, or a rotation's trial
+        # connection): log it, subscribe, hand the link to the rotation.
         self._cert = cert
         self._good = False
         info = getattr(sock, "cipher", None)
@@ -195,6 +200,8 @@ class Agent:
         msg = json.dumps(m)
         m = None
         self.mqtt.publish(self.topics["telemetry"], msg, qos=1)
+        if self.rot:
+            self.rot.proven()  # a new identity has done real work: no rollback any more
         self._good = True
         self._backoff_s = 0
         self.log("upcert: published telemetry seq=%d" % self.seq)
@@ -218,13 +225,23 @@ class Agent:
             self.sleep_ms(min(left, _TICK_MS))
 
     def _rotate(self):
-        # Jobs, renewal decision, rotation; True when a new identity was committed: drop the
-        # link and reconnect with it (the next cycle logs "connecting").
-        if not self.rot.service(self.mqtt, self._cert):
+        # Jobs, renewal decision, rotation; True when the link changed: a new identity was
+        # committed and the client is connected with it (the trial connection stays), or the link
+        # was closed for a trial that failed (the next cycle reconnects with the identity we had).
+        r = self.rot.service(self.mqtt, self._cert)
+        if not r:
             return False
-        self.connect = self.rot.connect_new()
-        self.mqtt.disconnect()
-        self.connected = False
+        if r == "lost":
+            self.connected = False
+            # AWS IoT allows one CONNECT per second per client id, and the trial just used ours.
+            self.sleep_ms(1000)
+            return True
+        self.connect = self.rot.connect_new()  # the trial's context, for later reconnections
+        try:
+            cert = self._read_cert()
+        finally:
+            drop("x509", "der")
+        self._up(cert, self.mqtt.sock.sock)
         return True
 
     def _on_message(self, topic, msg):

@@ -1,6 +1,8 @@
 # One certificate rotation, step by step (scheduled by rotation.py, in RAM only meanwhile):
-# CreateCertificateFromCsr, checks, RegisterThing (when a template is set), stage in the idle slot, trial connection
-# under another client id, commit. Steps log "upcert: rotation: ...". Unlike the Jobs exchange
+# CreateCertificateFromCsr, checks, RegisterThing (when a template is set), stage in the idle
+# slot, trial connection (the agent's link closed first: one TLS connection at a time; the same
+# client id, so the AWS policy needs no other), commit; the trial connection stays as the agent's
+# link. Steps log "upcert: rotation: ...". Unlike the Jobs exchange
 # these steps block the agent's loop (each AWS request up to fleet.timeout_s): a rotation is rare,
 # and until it is over the device has nothing better to do; telemetry resumes right after.
 import gc
@@ -9,16 +11,16 @@ import hashlib
 from upcert import drop
 from upcert.clock import iso
 from upcert.errors import CHECK, RotationError
-from upcert.mqtt import Client
 
 
 def run(rot, client, cert, k):
     """Steps 3-8 of a rotation for rot (upcert.rotation.Rotation, read only) over the agent's
     connected client; cert: the identity in use (cert_id(), not_after, issuer_cn); k: [CSR PEM,
     new key DER, its public point] (emptied as the steps use them). Returns (None, (new id,
-    not_after), connect) once the new identity is committed (connect: the trial's, for the
-    reconnection), or (step, exception, None) after a failed step, the staged pair discarded
-    (its key erased). The caller (Rotation) owns every decision that follows."""
+    not_after), connect) once the new identity is committed, client connected with it (connect:
+    the trial's, for later reconnections), or (step, exception, None) after a failed step, the
+    staged pair discarded (its key erased; from the trial on, client is closed). The caller
+    (Rotation) owns every decision that follows."""
     c = rot.config
     fl = c["fleet"]
     say = rot.say
@@ -65,14 +67,16 @@ def run(rot, client, cert, k):
         new = k[1] = None
         say("staged")
         step = "trial"
-        cid, connect = _trial(rot, roots)
-        say("trial connection as %s accepted" % cid)
+        connect = _trial(rot, client, roots)
+        say("trial connection as %s accepted" % c["client_id"])
         roots = None
         step = "commit"
         rot.store.commit()
         staged = False
     except Exception as e:
         connect = k[0] = k[1] = None
+        if step in ("trial", "commit"):
+            client.close()
         if staged:
             _discard(rot.store)  # erases the key; a failure here reaches the agent's log
         return step, e, None
@@ -89,21 +93,16 @@ def _discard(store):
         store.discard()
 
 
-def _trial(rot, roots):
-    # A second connection with the staged pair under another client id: AWS would drop our
-    # first connection for a duplicate id (AWS IoT quotas: one connection per client id).
-    # CONNACK 0 = active and allowed. Returns (client id, connect) for reuse after the commit.
+def _trial(rot, client, roots):
+    # The agent's link closes (DISCONNECT), then client connects with the staged pair under the
+    # same client id; CONNACK 0 = active, attached and allowed. Returns connect for reuse.
     c = rot.config
     pair = rot.store.staged()  # read back from the store: what the next boot would use
     connect = rot.connector(pair[0], pair[1], roots or None)
     pair = None
-    cid = c["client_id"].encode()[:124] + b"-rot"  # AWS IoT: client id <= 128 bytes
-    m = Client(cid, c["keepalive_s"])
-    try:
-        m.connect(connect(c["endpoint"], c["port"]))
-    finally:
-        m.disconnect()
-    return cid.decode(), connect
+    client.disconnect()
+    client.connect(connect(c["endpoint"], c["port"]))
+    return connect
 
 
 def check(new, point, old, now, roots):

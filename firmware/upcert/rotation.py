@@ -4,6 +4,9 @@
 # rotation: ...". A pair staged before a reboot is discarded at start-up, key erased: its checks
 # and job were in RAM, and a rotation still due starts again. The post-commit watch is in RAM too:
 # after a reboot the committed identity stands (jobs.serve() reports the job).
+# One TLS connection at a time: the agent's link is closed before the trial connection, which
+# then stays as the agent's link under the new identity (an ESP32 has IDF heap for one mbedTLS
+# session beside a grown Python heap, not two: ports/esp32/mpconfigport.h).
 # Rotation owns its state: the step code (rotate.py) and the Jobs code (jobs.py) return results.
 # Memory: every step survives MemoryError (state failed:memory, the staged pair discarded, a job
 # reported FAILED, a backoff), so no start-up threshold is needed: an ESP32's heap grows.
@@ -20,7 +23,9 @@ from upcert.errors import MEMORY, MqttError, RotationError
 _FIRST_S = const(60)
 _MAX_S = const(3600)
 _TRIES = const(3)
-_HOLD_S = const(30)  # wait before sending again a job report that ran out of memory
+_HOLD_S = const(30)
+NEW = "new"  # service(): a new identity committed, the client connected with it
+LOST = "lost"  # service(): the link was closed for a trial that failed  # wait before sending again a job report that ran out of memory
 # Refusals in a row of the new identity after a commit before rolling back. Its trial connection
 # was accepted moments before, so one refusal may be a blip (a broker restarting, an activation
 # not seen everywhere yet); three, with the agent's backoff between them (1 + 2 + 4 s), are not,
@@ -59,7 +64,7 @@ class Rotation:
         self.want = None  # why a rotation was asked for: "command" or "job <id>"
         self.job = None  # (jobId, versionNumber) of the rotate job being served
         self.final = None  # (status, statusDetails) owed to that job, sent by service()
-        self.old = None  # id of the identity before a commit, until the new one connects
+        self.old = None  # id of the identity before a commit, until the new one is proven
         self.refusals = 0
         self.jobs_pending = False  # notify-next said a job waits (or we just connected)
         self.n = 0  # clientToken counter of the Jobs API (token())
@@ -88,8 +93,7 @@ class Rotation:
     def attach(self, client):
         """After every connect: subscribe to notify-next and to start-next's replies (AWS
         sends replies only to subscribers), and ask for the next job at the next service()
-        (AWS sends no event for a job queued while we were away). Once the new identity is
-        connected after a commit, its job success is due."""
+        (AWS sends no event for a job queued while we were away)."""
         t = self.jobs
         s = t + "start-next/"
         self._topics = t = ((t + "notify-next").encode(), (s + "accepted").encode(),
@@ -98,8 +102,12 @@ class Rotation:
             client.subscribe(s, 1)
         self.jobs_pending = True
         self._ask = self._reply = None
-        self.old = None  # the broker took the new identity (if there was one)
         self.refusals = 0
+
+    def proven(self):
+        """The agent's telemetry got through (PUBACK): a new identity has proven itself, no
+        rollback any more, and its job success is due."""
+        self.old = None
 
     def on_message(self, topic, msg):
         """True when the message was ours (Jobs events and replies). Inside the MQTT callback:
@@ -127,7 +135,7 @@ class Rotation:
         return bool(
             (self.jobs_pending and not a)
             or self._reply
-            or (self.final and self.clock.now() >= self._hold)
+            or (self._owed() and self.clock.now() >= self._hold)
             or (a and ticks_diff(ticks_ms(), a[1]) >= 0)
             or (self.want and self.clock.now() >= self._retry_at)
         )
@@ -155,9 +163,10 @@ class Rotation:
         """Send a job report owed, serve job events (start-next is sent here and its reply
         handled at a later call), take the renewal decision for cert (cert_id(), not_before,
         not_after, issuer_cn: the identity in use), rotate when due or asked and not backing off.
-        True when a new identity was committed: the caller must reconnect with connect_new().
-        MqttError/OSError: the link is lost."""
-        if self.final:
+        Returns False (the link as it was), NEW (a new identity committed: client is connected
+        with it, its subscriptions to be made; connect_new() for later reconnects) or LOST (the
+        link was closed for a trial that failed: reconnect). MqttError/OSError: the link is lost."""
+        if self._owed():
             self._report(client)
         self._jobs(client, cert)
         c = self.clock
@@ -183,19 +192,26 @@ class Rotation:
             rotate = k = None
             drop(*_WORK)
         if step:
-            self.fail(client, step, r)
+            lost = step in ("trial", "commit")  # the agent's link was closed for the trial
+            self.fail(None if lost else client, step, r)
             if isinstance(r, (MqttError, OSError)) and step in ("issue", "register"):
                 raise r  # the agent's own link is gone: it reconnects
-            return False
+            return LOST if lost else False
         self._next = nxt
         nid, na = r
         self.state = "done"
         self.want = None
         self._backoff_s = self._retry_at = self.tries = 0
-        self.old = cert.cert_id()  # watched by refused() until the new identity connects
+        self.old = cert.cert_id()  # watched by refused() until the new identity is proven
         self.final = ("SUCCEEDED", {"oldCertificateId": self.old, "newCertificateId": nid})
-        self.say("done: certificate %s expires %s; reconnecting" % (nid[:16], self.clock.iso(na)))
-        return True
+        self.say("done: certificate %s expires %s" % (nid[:16], self.clock.iso(na)))
+        return NEW
+
+    def _owed(self):
+        # A job report is due: a failure at once, a success once the new identity is proven
+        # (only then may the cloud retire the old one).
+        f = self.final
+        return f and (f[0] != "SUCCEEDED" or not self.old)
 
     def _jobs(self, client, cert):
         # StartNextPendingJobExecution without blocking: publish now, act on the reply when
@@ -323,6 +339,9 @@ class Rotation:
                 from upcert import jobs
 
                 jobs.report(self, client, job, f[0], f[1])
+                # A start-next reply in flight shows the job as it was before: ask afresh.
+                self._ask = self._reply = None
+                self.jobs_pending = True
             except MemoryError:  # still owed: again in _HOLD_S, after collections
                 self.final, self.job = f, job
                 self._hold = self.clock.now() + _HOLD_S

@@ -311,7 +311,7 @@ def build_parser():
         p.add_argument("--flash", default=None,
                        help="flash image path (its folder holds the board's other state)")
         if name != "stop":
-            p.add_argument("--heapsize", default=None, help="MicroPython GC heap, e.g. 110K")
+            p.add_argument("--heapsize", default=None, help="MicroPython GC heap, e.g. 156K")
             p.add_argument("--clock", choices=("set", "unset"), default=None)
             p.add_argument("--ntp", choices=("ok", "unreachable"), default=None)
             p.add_argument("--atecc608", choices=("blank", "tng", "none"), default=None,

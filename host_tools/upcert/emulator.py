@@ -285,14 +285,14 @@ class EmulatedBoard:
 
 
 def main(argv=None):
-    """CLI: python -m upcert.emulator run --state DIR [--heapsize 110K] [--clock set|unset]
+    """CLI: python -m upcert.emulator run --state DIR [--heapsize 156K] [--clock set|unset]
     [--ntp ok|unreachable] [--atecc608 blank|tng|none]."""
     parser = argparse.ArgumentParser(prog="python -m upcert.emulator",
                                      description="Run an emulated ESP32 board.")
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("run", help="run a board in the foreground until SIGTERM/SIGINT")
     p.add_argument("--state", required=True, help="the board's state folder")
-    p.add_argument("--heapsize", help="MicroPython GC heap, e.g. 110K (default from board.json)")
+    p.add_argument("--heapsize", help="MicroPython GC heap, e.g. 156K (default from board.json)")
     p.add_argument("--clock", choices=["set", "unset"], help="RTC at power-on")
     p.add_argument("--ntp", choices=["ok", "unreachable"], help="what ntptime.settime() does")
     p.add_argument("--atecc608", choices=["blank", "tng", "none"],

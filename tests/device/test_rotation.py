@@ -64,7 +64,7 @@ def test_happy_path_order_and_log_lines():
     r = Rig()
     old = Certificate(r.old)
     eq(r.rot.state, "idle", "before")
-    eq(r.service(), True, "committed: the agent must reconnect")
+    eq(r.service(), "new", "committed: the agent must reconnect")
     eq(r.calls, ["stage", "tls", "commit"], "stage, then trial connection, then commit")
     new = Certificate(r.store.certificate())
     nid = new.cert_id()
@@ -83,9 +83,9 @@ def test_happy_path_order_and_log_lines():
             "checks passed: issuer 'upcert test CA' signature verified",
             "RegisterThing(upcert-rotation) accepted",
             "staged",
-            "trial connection as dev1-rot accepted",
+            "trial connection as dev1 accepted",
             "committed certificate %s" % nid[:16],
-            "done: certificate %s expires %s; reconnecting"
+            "done: certificate %s expires %s"
             % (nid[:16], r.clock.iso(new.not_after)),
         ],
         "steps",
@@ -93,8 +93,11 @@ def test_happy_path_order_and_log_lines():
     for m in ("rotate", "jobs", "fleet", "csr", "p256", "derw"):
         true("upcert." + m not in sys.modules, "upcert.%s still loaded" % m)
     kinds = [e[0] + ":" + (e[1] if len(e) > 1 else "") for e in r.aws.events]
-    i = kinds.index("connect:dev1-rot")
-    eq(kinds[i + 1], "disconnect:", "trial connection closed at once")
+    # One TLS connection at a time: the link closes (DISCONNECT), then the trial connects with
+    # the new identity under the same client id, and stays.
+    i = kinds.index("disconnect:")
+    eq(kinds[i + 1 :], ["connect:dev1"], "trial after the old link closed, under our own id")
+    eq([k for k in kinds if k.startswith("connect:")], ["connect:dev1"], "no second client id")
     eq(r.rot.state, "done", "state")
     true(new.not_after > old.not_after, "outlives the old one")
     # The private key never leaves: not in the log, not in any payload.
@@ -131,7 +134,7 @@ def test_wrong_key_in_certificate_refused():
 
 def test_trial_failure_discards():
     r = Rig(fleet={"template": None})  # no RegisterThing: the certificate stays inactive
-    eq(r.service(), False, "trial refused")
+    eq(r.service(), "lost", "trial refused: the link was closed for it")
     eq(r.calls, ["stage", "tls", "discard"], "staged, tried, discarded")
     r.failed("trial", "localhost:8883 closed the connection in the TLS handshake")
     eq((r.store.certificate(), r.store.staged()), (r.old, None), "old identity kept")
@@ -151,7 +154,7 @@ def test_rejection_backs_off_then_succeeds():
     r.failed("issue", "CreateCertificateFromCsr rejected", lo=120)
     r.aws.reject = None
     r.clock.t += 200
-    eq(r.service(), True, "third try works")
+    eq(r.service(), "new", "third try works")
     eq((r.rot.state, r.rot._backoff_s), ("done", 0), "backoff reset")
 
 
@@ -170,7 +173,7 @@ def test_issuer_signature_must_verify():
 
 def test_issuer_not_on_device():
     r = Rig(roots=None)
-    eq(r.service(), True, "same issuer as before: accepted")
+    eq(r.service(), "new", "same issuer as before: accepted")
     true(
         "checks passed: issuer 'upcert test CA' as before; signature not verified on device"
         in r.rotation_lines(),
@@ -211,7 +214,7 @@ def test_store_failure_at_stage():
 
 def test_subject_fields_from_config():
     r = Rig(fleet={"subject": [["O", "Acme"], ["C", "DE"]]})
-    eq(r.service(), True, "rotated")
+    eq(r.service(), "new", "rotated")
     s = r.aws.subjects[0]
     true(b"dev1" in s and b"Acme" in s and b"DE" in s, repr(s))
 
@@ -284,7 +287,10 @@ def test_out_of_memory_at_every_step_keeps_the_old_identity_then_rotates():
         r.rot.job = ("j-" + step, 1)
         r.rot.request("job j-" + step)
         undo = _out_of_memory_at(r, step)
-        eq(r.service(), False, step + ": failed")
+        lost = step in ("trial", "commit")  # the link was closed for the trial
+        eq(r.service(), "lost" if lost else False, step + ": failed")
+        if lost:
+            r.client.connect(r.aws.socket())  # as the agent does: reconnect, old identity
         eq(r.rot.state, "failed:memory", step + ": state")
         line = [x for x in r.lines if x.startswith(P + "failed at memory: ")]
         true(line and ("out of memory at %s (" % step) in line[0], "%s: %r" % (step, r.lines))
@@ -298,7 +304,7 @@ def test_out_of_memory_at_every_step_keeps_the_old_identity_then_rotates():
         true(j["details"]["reason"].startswith("out of memory at " + step), j["details"])
         undo()
         r.clock.t += 3600
-        eq(r.service(), True, step + ": with room again, the due rotation commits")
+        eq(r.service(), "new", step + ": with room again, the due rotation commits")
         eq(r.rot.state, "done", step + ": done")
 
 

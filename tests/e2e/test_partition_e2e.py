@@ -13,7 +13,6 @@ import sys
 
 import pytest
 
-from tests.e2e.test_rotation_e2e import HEAP
 from tests.tools import ROOT, require
 
 CLI = [sys.executable, "-m", "upcert.cli"]
@@ -69,8 +68,7 @@ def test_partition_store_provision_connect_rotate(state, cloud, ca, thing):
     from upcert.emulator import EmulatedBoard
     from upcert.registry import Registry
 
-    port = _cli("board", "start", "--state", state, "--partitions", TABLE, "--heapsize",
-                HEAP).stdout.split()[-1]
+    port = _cli("board", "start", "--state", state, "--partitions", TABLE).stdout.split()[-1]
     board = EmulatedBoard(state)  # for its log: the CLI started the process
     settings = json.loads((state / "board.json").read_text())
     assert settings["flash_size"] == 0x1F0000 and "upcert" in [

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from tests.e2e.test_rotation_e2e import HEAP, _provision
+from tests.e2e.test_rotation_e2e import _provision
 
 # Due at once (10 minutes left, renew under a day left, no jitter); replies awaited 5 s, not 30.
 DUE = {"days": 1, "fraction": 0.2, "jitter_s": 0}
@@ -41,7 +41,7 @@ def fault_cloud(tmp_path_factory):
 
 def _start(board_factory, cloud, thing, fleet=None):
     """A board whose certificate is due for renewal at once; its old certificate id."""
-    board = board_factory(heapsize=HEAP)
+    board = board_factory()
     old = _provision(board, cloud, cloud.ca, thing, minutes=10, renew=DUE,
                      fleet=dict(FLEET, **(fleet or {})))
     return board, old
