@@ -1,19 +1,22 @@
 # upcert device exceptions: one small hierarchy. The message is for a person; .reason is a code
 # that callers decide on (retry, roll back, give up), so no decision hangs on message text.
 
-# Reason codes (UpcertError.reason). Strings, so logs and tests read them as they are.
-REFUSED = "refused"  # the broker refused our identity: TLS alert or close in the handshake,
+from micropython import const
+
+# Reason codes (UpcertError.reason): small ints, not strings, as each distinct string loaded is
+# one more interned qstr in RAM for good.
+REFUSED = const(1)  # the broker refused our identity: TLS alert or close in the handshake,
 #                      CONNACK 4/5, close right after CONNECT
-CLOSED = "closed"  # a working link was closed by the peer
-TIMEOUT = "timeout"  # no answer in time (TCP, TLS, MQTT ack, AWS reply)
-NETWORK = "network"  # DNS, unreachable, TCP refused, other socket errors
-SERVER = "server"  # the server is not what we expect: certificate not trusted, not TLS/MQTT
-MEMORY = "memory"  # out of RAM
-CLOCK = "clock"  # the clock is not trusted yet
-PROTOCOL = "protocol"  # CONNACK 1-3, SUBACK 0x80, a reply that does not parse
-REJECTED = "rejected"  # AWS refused a request (Fleet Provisioning, Jobs)
-CHECK = "check"  # an issued certificate failed a device check
-CONFIG = "config"  # a person must change a setting or the stored credentials
+CLOSED = const(2)  # a working link was closed by the peer
+TIMEOUT = const(3)  # no answer in time (TCP, TLS, MQTT ack, AWS reply)
+NETWORK = const(4)  # DNS, unreachable, TCP refused, other socket errors
+SERVER = const(5)  # the server is not what we expect: certificate not trusted, not TLS/MQTT
+MEMORY = const(6)  # out of RAM
+CLOCK = const(7)  # the clock is not trusted yet
+PROTOCOL = const(8)  # CONNACK 1-3, SUBACK 0x80, a reply that does not parse
+REJECTED = const(9)  # AWS refused a request (Fleet Provisioning, Jobs)
+CHECK = const(10)  # an issued certificate failed a device check
+CONFIG = const(11)  # a person must change a setting or the stored credentials
 
 
 class UpcertError(Exception):
