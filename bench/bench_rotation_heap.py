@@ -46,7 +46,7 @@ def store(config):
 """
 
 # app.main until the first telemetry after the rotation (OK), or the first sign of trouble:
-# telemetry before any rotation (rotation off: too little RAM at start-up), a failed step, a
+# telemetry before any rotation (the rotation code could not even be loaded), a failed step, a
 # lost link or a refused connection (FAIL). PROFILE=1: the live heap at every log line and
 # every poll of the link (sleep_ms), after a collection.
 SCRIPT = r"""
@@ -127,7 +127,7 @@ def run(folder, cloud, lib, n, heap, profile=False):
 def why(out):
     """Why a cycle failed, in a few words."""
     if "FAIL (no rotation)" in out:
-        return "rotation off at start-up"
+        return "telemetry before any rotation (rotation could not load)"
     if "MemoryError" in out or "memory allocation failed" in out:
         return "MemoryError"
     if out.startswith("timeout"):
