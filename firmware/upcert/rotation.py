@@ -78,12 +78,22 @@ class Rotation:
         self._hold = 0  # no job report before this time (port epoch s): it ran out of memory
 
     def start(self):
-        """At start-up: discard a pair staged before a reboot (erasing its key), logged."""
+        """At start-up: discard a pair staged before a reboot (erasing its key), logged; and
+        when the active identity was committed but not proven before the reboot, watch it again:
+        the broker refusing it rolls back (the store's journal says so)."""
         m = "staged pair from before the reboot discarded"
         try:
             if self.store.staged():  # (not describe(): a secure element's would talk to the chip)
                 self.store.discard()
                 self.say(m)
+            prev = self.store.trial()
+            if prev:
+                from binascii import hexlify
+                from hashlib import sha256
+
+                self.old = hexlify(sha256(prev).digest()).decode()  # its certificateId
+                self.say("identity committed before the reboot not proven yet: rollback to %s if"
+                         " the broker refuses it" % self.old[:16])
         except Exception as e:  # StoreError, OSError: the next stage() overwrites it anyway
             from upcert import diagnose  # loaded on a failure only
 
@@ -106,8 +116,15 @@ class Rotation:
 
     def proven(self):
         """The agent's telemetry got through (PUBACK): a new identity has proven itself, no
-        rollback any more, and its job success is due."""
+        rollback any more (also in the store's journal), and its job success is due."""
+        if not self.old:
+            return
         self.old = None
+        try:
+            self.store.proven()
+        except Exception as e:  # the watch then resumes after a reboot: harmless
+            self.say("could not record the new identity as proven: %s" % e)
+        drop(*_WORK)
 
     def on_message(self, topic, msg):
         """True when the message was ours (Jobs events and replies). Inside the MQTT callback:

@@ -19,6 +19,9 @@ _JLEN = const(78)
 NONE = const(0)  # idle slot: nothing useful
 PREV = const(1)  # idle slot: the identity before the last commit (rollback target)
 STAGED = const(2)  # idle slot: staged by stage(), not committed yet
+# idle slot: the identity before the last commit, and the active one is not proven yet (no
+# telemetry acknowledged): the rollback watch outlives a reboot. proven() turns it into PREV.
+TRIAL = const(3)
 
 
 def digest(cert, key):
@@ -82,7 +85,7 @@ class Store:
         """None: nothing is staged in a read-only store (discard() does nothing either)."""
         return None
 
-    discard = staged
+    discard = trial = proven = staged
 
 
 def later(name):
@@ -110,6 +113,8 @@ class SlotStore(Store):
 
     _st = None  # cached [active, idle state, seq, digest active, digest idle, cert, key, note]
     write = later("write")
+    trial = later("trial")
+    proven = later("proven")
     stage = later("stage")
     staged = later("staged")
     commit = later("commit")

@@ -7,7 +7,7 @@ import os
 import struct
 
 from upcert.errors import StoreError
-from upcert.store import JFMT, JMAGIC, NONE, PREV, SLOTS, STAGED, digest
+from upcert.store import JFMT, JMAGIC, NONE, PREV, SLOTS, STAGED, TRIAL, digest
 
 
 def _check(cert, key, where):
@@ -44,22 +44,42 @@ def staged(s):
     return s._try(1 - st[0], st[4]) if st[1] == STAGED else None
 
 
-def _flip(s, need, why):
-    # The idle slot becomes active, the active one the rollback target: one journal write.
+def _flip(s, need, why, then):
+    # The idle slot becomes active, the active one the rollback target (idle state `then`): one
+    # journal write.
     st = s._state()
-    if st[1] != need or s._try(1 - st[0], st[4]) is None:
+    if st[1] not in need or s._try(1 - st[0], st[4]) is None:
         raise StoreError("%s: %s" % (s.location, why))
-    _journal(s, 1 - st[0], PREV, st[2] + 1, st[4], st[3])
+    _journal(s, 1 - st[0], then, st[2] + 1, st[4], st[3])
 
 
 def commit(s):
-    """Make the staged slot active in one atomic journal write; the old one is kept idle."""
-    _flip(s, STAGED, "nothing staged to commit: call stage() first")
+    """Make the staged slot active in one atomic journal write; the old one is kept idle as the
+    rollback target, and the new one is on trial until proven() (the watch survives a reboot)."""
+    _flip(s, (STAGED,), "nothing staged to commit: call stage() first", TRIAL)
 
 
 def rollback(s):
     """After commit(), make the previous slot active again if it is still intact."""
-    _flip(s, PREV, "no intact previous identity to roll back to")
+    _flip(s, (PREV, TRIAL), "no intact previous identity to roll back to", PREV)
+
+
+def trial(s):
+    """The previous identity's certificate (DER) while the active one, committed, is not proven
+    yet; None otherwise."""
+    st = s._state()
+    if st[1] != TRIAL:
+        return None
+    pair = s._try(1 - st[0], st[4])
+    return pair[0] if pair else None
+
+
+def proven(s):
+    """The active identity has worked (the broker acknowledged its telemetry): no rollback watch
+    any more (one journal write, only while it was on trial)."""
+    st = s._state()
+    if st[1] == TRIAL:
+        _journal(s, st[0], PREV, st[2], st[3], st[4])
 
 
 def discard(s):
@@ -82,7 +102,7 @@ def write(s, cert, key):
     s._st = None
     if slotted:
         stage(s, cert, key)
-        commit(s)
+        _flip(s, (STAGED,), "", PREV)  # provisioned on purpose: no trial, nothing to watch
     else:
         s._write1(cert, key)
         if slotted is None:

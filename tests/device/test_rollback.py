@@ -167,3 +167,49 @@ def test_pair_staged_before_a_reboot_is_discarded():
     eq(store.calls[-1], "discard", "discarded")
     eq(lines, [P + "staged pair from before the reboot discarded"], "logged")
     eq((store.staged(), store.slot_files(1)), (None, []), "pair erased")
+
+
+def test_unproven_identity_is_watched_across_a_reboot():
+    # Committed, then a reboot before any telemetry with the new identity: the journal says it is
+    # on trial, so the restarted agent still rolls back after three refusals; once proven (a
+    # telemetry acknowledged) the journal says so and nothing is watched any more.
+    from upcert.agent import Agent
+    from upcert.rotation import Rotation
+    from upcert.store_fs import FsStore
+
+    a, aws, store, lines, old, new = _committed(job=False)
+    eq(store.trial(), store.slot_files(0) and _cert_of(store, 0), "journal: on trial")
+    # The reboot: a new store object over the same flash, a new Rotation and Agent.
+    again = FsStore(store.root)
+    lines2 = []
+    rot = Rotation(a.config, again, a.clock, aws.connector([]), lines2.append, a.rot.roots)
+    rot.start()
+    true(lines2 and lines2[-1] == P + "identity committed before the reboot not proven yet: "
+         "rollback to %s if the broker refuses it" % old[:16], repr(lines2))
+    aws.certs[new] = "INACTIVE"
+    b = Agent(a.config, again, a.clock, aws.connector([])(again.certificate(),
+              again.private_key()), lines2.append, rot)
+    b.sleep_ms = lambda ms: None
+    b.run(max_cycles=4)
+    eq(Certificate(again.certificate()).cert_id(), old, "rolled back after the reboot")
+    true(any(x.startswith(P + "new identity refused by the broker") for x in lines2), repr(lines2))
+    eq(again.trial(), None, "no trial after the rollback")
+
+
+def test_proven_identity_is_not_watched_after_a_reboot():
+    a, aws, store, lines, old, new = _committed(job=False)
+    a.run(max_cycles=1)  # reconnects with the new identity, telemetry acknowledged: proven
+    eq(_trial_after_reboot(store), None, "journal: proven")
+
+
+def _trial_after_reboot(store):
+    from upcert.store_fs import FsStore
+
+    return FsStore(store.root).trial()
+
+
+def _cert_of(store, slot):
+    from upcert.store_fs import FILES
+
+    with open(store.root + "/" + FILES[slot][0], "rb") as f:
+        return f.read()
