@@ -18,15 +18,16 @@ def run(rot, client, cert, k):
     connected client; cert: the identity in use (cert_id(), not_after, issuer_cn); k: [CSR PEM,
     new key DER, its public point] (emptied as the steps use them). Returns (None, (new id,
     not_after), connect) once the new identity is committed, client connected with it (connect:
-    the trial's, for later reconnections), or (step, exception, None) after a failed step, the
-    staged pair discarded (its key erased; from the trial on, client is closed). The caller
+    the trial's, for later reconnections), or (step, exception, id) after a failed step, the
+    staged pair discarded (its key erased; from the trial on, client is closed), id: the
+    certificate AWS issued for it, if any (to be retired: it must not stay usable). The caller
     (Rotation) owns every decision that follows."""
     c = rot.config
     fl = c["fleet"]
     say = rot.say
     step = "issue"
     staged = False
-    connect = None
+    connect = cid = None
     try:
         from upcert import fleet
 
@@ -79,7 +80,7 @@ def run(rot, client, cert, k):
             client.close()
         if staged:
             _discard(rot.store)  # erases the key; a failure here reaches the agent's log
-        return step, e, None
+        return step, e, cid
     say("committed certificate %s" % nid[:16])
     return None, (nid, na), connect
 

@@ -76,6 +76,7 @@ class Rotation:
         self._reply = None  # (accepted, payload) for it, queued by on_message()
         self._next = None  # the trial's connect(): reused after the commit (one context less)
         self._hold = 0  # no job report before this time (port epoch s): it ran out of memory
+        self.abandoned = []  # (certificate id, step) issued for failed rotations, to report
 
     def start(self):
         """At start-up: discard a pair staged before a reboot (erasing its key), logged; and
@@ -153,6 +154,7 @@ class Rotation:
             (self.jobs_pending and not a)
             or self._reply
             or (self._owed() and self.clock.now() >= self._hold)
+            or self.abandoned
             or (a and ticks_diff(ticks_ms(), a[1]) >= 0)
             or (self.want and self.clock.now() >= self._retry_at)
         )
@@ -185,6 +187,8 @@ class Rotation:
         link was closed for a trial that failed: reconnect). MqttError/OSError: the link is lost."""
         if self._owed():
             self._report(client)
+        if self.abandoned:
+            self._tell(client)
         self._jobs(client, cert)
         c = self.clock
         now = c.now()
@@ -210,7 +214,9 @@ class Rotation:
             drop(*_WORK)
         if step:
             lost = step in ("trial", "commit")  # the agent's link was closed for the trial
-            self.fail(None if lost else client, step, r)
+            if nxt:  # the certificate issued for it: reported for retirement (service())
+                self.abandoned = (self.abandoned + [(nxt, step)])[-4:]
+            self.fail(None if lost else client, step, r, False, nxt)
             if isinstance(r, (MqttError, OSError)) and step in ("issue", "register"):
                 raise r  # the agent's own link is gone: it reconnects
             return LOST if lost else False
@@ -313,7 +319,19 @@ class Rotation:
         self.fail(None, "reconnect", "new identity refused", True)
         return connect
 
-    def fail(self, client, step, e, give_up=False):
+    def _tell(self, client):
+        # A failed rotation must leave no usable identity behind: each certificate issued for
+        # one is reported on things/<thing>/rotation for the cloud to set INACTIVE (the
+        # stand-in does; on AWS an IoT rule does, README).
+        t = self.config["topics"]["telemetry"].rsplit("/", 1)[0] + "/rotation"
+        while self.abandoned:
+            cid, step = self.abandoned[0]
+            client.publish(t, '{"event":"rotation-abandoned","certificateId":"%s","step":"%s"}'
+                           % (cid, step), qos=1)
+            self.abandoned.pop(0)
+            self.say("certificate %s (failed at %s) reported for retirement" % (cid[:16], step))
+
+    def fail(self, client, step, e, give_up=False, abandoned=None):
         """Step failed with exception e (or a str): log why, set the backoff; a job or a command
         gives up after _TRIES failures or at once (give_up, or out of memory: state
         failed:memory); the job is then reported FAILED (now when client is connected, else at
@@ -341,6 +359,8 @@ class Rotation:
                 self.say("%s given up after %d tries" % (self.want, self.tries))
             self.want = None
             self.final = ("FAILED", {"step": step, "reason": why[:200]})
+            if abandoned:
+                self.final[1]["abandonedCertificateId"] = abandoned
             if client and step != "memory":  # else at the next service(), with the work gone
                 self._report(client)
 

@@ -121,6 +121,7 @@ def fs_put(s, slot, cert, key):
             with open(s.root + "/" + FILES[slot][i], "wb") as f:
                 f.write(data)
     except OSError as exc:
+        fs_wipe(s, slot)  # a full flash leaves no half-written or empty slot file behind
         raise StoreError("writing slot %s in %s failed (%s)" % (SLOTS[slot], s.root, exc)) from None
 
 
@@ -134,8 +135,9 @@ def fs_jput(s, data):
 
 
 def fs_wipe(s, slot):
-    """Remove slot `slot`'s files (the journal names them no more). littlefs frees their blocks;
-    their bytes stay on the flash until reused: the VFS cannot erase in place."""
+    """Remove slot `slot`'s files (the journal names them no more). littlefs is copy-on-write: it
+    frees their blocks, whose bytes stay on the flash until reused; nothing here can erase them
+    in place (README, "Keys on the flash")."""
     from upcert.store_fs import FILES
 
     for name in FILES[slot]:
@@ -168,6 +170,11 @@ def fs_write1(s, cert_der, key_der):
             with open(path + ".tmp", "wb") as f:
                 f.write(data)
     except OSError as exc:
+        for p in (s._cert + ".tmp", s._key + ".tmp"):  # no empty or torn .tmp left behind
+            try:
+                os.remove(p)
+            except OSError:
+                pass
         raise StoreError("writing %s.tmp failed (%s): old credentials kept" % (path, exc)) from None
     replace(s._cert + ".tmp", s._cert)
     replace(s._key + ".tmp", s._key)

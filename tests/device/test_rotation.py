@@ -329,3 +329,31 @@ def test_job_report_out_of_memory_stays_owed():
     true(r.rot.pending(), "due again")
     r.service()
     eq((r.aws.job("j9")["status"], r.rot.job), ("FAILED", None), "reported")
+
+
+def test_failed_rotation_reports_its_certificate_for_retirement():
+    # The trial is refused (no RegisterThing: the issued certificate is not ACTIVE); the
+    # certificate AWS issued must not stay usable: it is reported on things/<thing>/rotation at
+    # the next service, and a job given up carries it in its statusDetails.
+    import hashlib
+    import json
+    from binascii import hexlify
+
+    r = Rig(fleet={"template": None})
+    r.aws.add_job("j7", {"operation": "rotate-certificate"}, status="IN_PROGRESS")
+    r.rot.job = ("j7", 1)
+    r.rot.request("job j7")
+    r.rot.tries = 2  # the third failure gives the job up
+    eq(r.service(), "lost", "trial refused")
+    cid = hexlify(hashlib.sha256(r.aws.issued[0]).digest()).decode()
+    eq(r.aws.published("things/dev1/rotation"), [], "not while the link is down")
+    r.client.connect(r.aws.socket())  # the agent reconnects with the old identity
+    r.service()
+    got = [json.loads(p) for t, p in r.aws.published("things/dev1/rotation")]
+    eq(got, [{"event": "rotation-abandoned", "certificateId": cid, "step": "trial"}], "reported")
+    true(P + "certificate %s (failed at trial) reported for retirement" % cid[:16] in r.lines,
+         repr(r.lines[-3:]))
+    j = r.aws.job("j7")
+    eq((j["status"], j["details"].get("abandonedCertificateId")), ("FAILED", cid), "job")
+    r.service()
+    eq(len(r.aws.published("things/dev1/rotation")), 1, "reported once")
