@@ -139,6 +139,12 @@ def check(new, point, old, now, roots):
     for d in roots:
         ca = Certificate(d)
         if ca.subject_cn == name:
+            # Same name, another key (an impostor CA): the issuer's key identifier says so
+            # (RFC 5280 §4.2.1.1), for RSA issuers too, whose signature the device cannot check.
+            if new.aki and ca.ski and new.aki != ca.ski:
+                raise RotationError(
+                    "issued certificate names issuer key %s, but trust anchor %r has key %s"
+                    % (_hex(new.aki), name, _hex(ca.ski)), CHECK)
             if ca.key_bits == 256 and ca.key_type == "EC" and new.sig_alg == "ECDSA-WITH-SHA256":
                 return name, None, _signature(new, ca.public_key)
             how = "is a trust anchor (%s)" % ca.key_type
@@ -149,6 +155,12 @@ def check(new, point, old, now, roots):
                 "issuer %r is neither %r nor a trust anchor" % (name, old.issuer_cn), CHECK
             )
     return name, how + "; signature not verified on device", None
+
+
+def _hex(b):
+    from binascii import hexlify
+
+    return hexlify(b[:8]).decode() + ("..." if len(b) > 8 else "")
 
 
 def _signature(cert, point):

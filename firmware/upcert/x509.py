@@ -2,12 +2,18 @@
 # (serial, names, validity, key, signature algorithm), parsed eagerly from DER.
 import hashlib
 
+from micropython import const
+
 from upcert import der
 from upcert.clock import utc_seconds
 from upcert.der import BIT_STRING, INTEGER, OID, SEQUENCE, error
 from upcert.errors import CertificateError
 
 _CN = b"\x55\x04\x03"  # id-at-commonName 2.5.4.3, compared undecoded
+_SKI = b"\x55\x1d\x0e"  # id-ce-subjectKeyIdentifier 2.5.29.14 (RFC 5280 §4.2.1.2)
+_AKI = b"\x55\x1d\x23"  # id-ce-authorityKeyIdentifier 2.5.29.35 (RFC 5280 §4.2.1.1)
+_BOOLEAN = const(0x01)
+_OCTETS = const(0x04)  # OCTET STRING
 _EC = "1.2.840.10045.2.1"
 _RSA = ("1.2.840.113549.1.1.1", "1.2.840.113549.1.1.10")  # rsaEncryption, RSASSA-PSS (RFC 4055)
 # Named curves (RFC 5480 §2.1.1.1) -> bits.
@@ -48,7 +54,8 @@ class Certificate:
     Attributes: serial (hex str), subject_cn, issuer_cn (str or None), not_before, not_after
     (seconds, port epoch), not_before_tuple, not_after_tuple ((y, m, d, H, M, S) UTC),
     key_type ("EC", "RSA" or the OID), key_bits, public_key (EC: 04||X||Y; RSA: modulus),
-    sig_alg (AWS name or dotted OID), sig_alg_aws_ok, signature (bytes).
+    sig_alg (AWS name or dotted OID), sig_alg_aws_ok, signature (bytes), ski and aki (the
+    subject's and the issuer's key identifiers, bytes, or None when absent or unreadable).
     Raises CertificateError naming what is wrong and where.
     """
 
@@ -106,9 +113,35 @@ class Certificate:
         s, p = der.expect(buf, p, end, SEQUENCE, "subjectPublicKeyInfo")
         self._spki(buf, s, p)
         # issuerUniqueID [1], subjectUniqueID [2], extensions [3] (§4.1.2.8-9): checked for framing.
-        for t, s, _ in der.children(buf, p, end):
+        self.ski = self.aki = None
+        for t, s, e in der.children(buf, p, end):
             if t not in (0x81, 0xA1, 0x82, 0xA2, 0xA3):
                 raise error("unexpected field in tbsCertificate", s, "tag 0x%02x" % t)
+            if t == 0xA3:
+                try:
+                    self._key_ids(buf, s, e)
+                except CertificateError:
+                    self.ski = self.aki = None  # read leniently: only the checks that use them
+
+    def _key_ids(self, buf, s, e):
+        # Extensions ::= SEQUENCE OF Extension {extnID, critical DEFAULT FALSE, extnValue} §4.1
+        es, ee = der.expect(buf, s, e, SEQUENCE, "extensions")
+        for t, xs, xe in der.children(buf, es, ee):
+            os_, oe = der.expect(buf, xs, xe, OID, "extnID")
+            oid = buf[os_:oe]
+            if oid != _SKI and oid != _AKI:
+                continue
+            t, vs, ve = der.tlv(buf, oe, xe)
+            if t == _BOOLEAN:
+                t, vs, ve = der.tlv(buf, ve, xe)
+            if oid == _SKI:  # SubjectKeyIdentifier ::= OCTET STRING
+                s2, e2 = der.expect(buf, vs, ve, _OCTETS, "subjectKeyIdentifier")
+                self.ski = bytes(buf[s2:e2])
+            else:  # AuthorityKeyIdentifier ::= SEQUENCE { keyIdentifier [0] IMPLICIT ... }
+                s2, e2 = der.expect(buf, vs, ve, SEQUENCE, "authorityKeyIdentifier")
+                for t, ks, ke in der.children(buf, s2, e2):
+                    if t == 0x80:
+                        self.aki = bytes(buf[ks:ke])
 
     def _spki(self, buf, s, end):
         # SubjectPublicKeyInfo ::= SEQUENCE { algorithm AlgorithmIdentifier, BIT STRING } §4.1.2.7

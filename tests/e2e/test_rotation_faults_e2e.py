@@ -78,8 +78,10 @@ def _failure(board, step, timeout_s=60):
 @pytest.mark.parametrize("fault, key_type, why", [
     ("wrong-key", "rsa", "issued certificate is not for our new key"),
     ("expired", "rsa", r"issued certificate valid \S+\.\.\S+, not now"),
-    # an EC P-256 issuer: the device checks the signature itself
-    ("other-issuer", "ec", "issuer '[^']+' signature does not verify"),
+    # an impostor CA with the local CA's name: its key identifier gives it away (RFC 5280
+    # §4.2.1.1), for an RSA issuer (whose signature the device cannot check) as for an EC one
+    ("other-issuer", "ec", "names issuer key [0-9a-f.]+, but trust anchor '[^']+' has key "),
+    ("other-issuer", "rsa", "names issuer key [0-9a-f.]+, but trust anchor '[^']+' has key "),
 ])
 def test_bad_certificate_refused_by_the_device(board_factory, fault_cloud, thing, fault,
                                                key_type, why):
@@ -89,28 +91,12 @@ def test_bad_certificate_refused_by_the_device(board_factory, fault_cloud, thing
     assert re.search(why, line), line
     assert "upcert: rotation: staged" not in board.log_text()  # refused before any flash write
     _kept(board, cloud, thing, old, "check")
-    # Refused before RegisterThing: the certificate was never activated, and AWS deletes it
-    # when its ownership token expires.
+    # Refused before RegisterThing: the certificate was never activated (and the device reports
+    # it for retirement: the stand-in then sets it INACTIVE).
     assert "RegisterThing" not in board.log_text()
     status = _statuses(cloud, thing)
     assert status.pop(old) == "ACTIVE"
-    assert status and set(status.values()) == {"PENDING_ACTIVATION"}, status
-
-
-def test_other_issuer_rsa_refused_by_the_broker(board_factory, fault_cloud, thing):
-    # An RSA issuer cannot be verified on the device (no RSA there): the impostor's certificate
-    # passes the name check and is staged, the broker refuses the trial, the pair is discarded.
-    cloud = fault_cloud("other-issuer", "rsa")
-    board, old = _start(board_factory, cloud, thing)
-    board.wait_for_line("upcert: rotation: checks passed: issuer .* signature not verified",
-                        timeout_s=60)
-    board.wait_for_line("upcert: rotation: staged", timeout_s=30)
-    _failure(board, "trial")
-    _kept(board, cloud, thing, old, "trial")
-    mark = board.log_size()
-    board.power_cut()  # the discarded pair must not come back at boot
-    line = board.wait_for_line("upcert: connected", timeout_s=60, since=mark)
-    assert old[:16] in line
+    assert status and set(status.values()) <= {"PENDING_ACTIVATION", "INACTIVE"}, status
 
 
 def test_silent_service_times_out_and_telemetry_goes_on(board_factory, fault_cloud, thing):
@@ -141,4 +127,4 @@ def test_certificate_not_active_refused_by_the_broker_at_the_trial(board_factory
     _kept(board, cloud, thing, old, "trial")
     status = _statuses(cloud, thing)
     assert status.pop(old) == "ACTIVE"
-    assert list(status.values()) == ["PENDING_ACTIVATION"]
+    assert len(status) == 1 and set(status.values()) <= {"PENDING_ACTIVATION", "INACTIVE"}, status

@@ -53,7 +53,8 @@ for line in listing:
              "not_before_tuple": c.not_before_tuple, "not_after_tuple": c.not_after_tuple,
              "key_type": c.key_type, "key_bits": c.key_bits,
              "public_key": hexlify(c.public_key).decode(), "sig_alg": c.sig_alg,
-             "sig_alg_aws_ok": c.sig_alg_aws_ok, "cert_id": c.cert_id()}
+             "sig_alg_aws_ok": c.sig_alg_aws_ok, "cert_id": c.cert_id(),
+             "ski": c.ski and hexlify(c.ski).decode(), "aki": c.aki and hexlify(c.aki).decode()}
     except CertificateError as exc:
         r = {"error": "CertificateError", "message": str(exc)}
     except Exception as exc:
@@ -218,7 +219,18 @@ def _expected(c):
         "sig_alg": AWS_NAMES.get(oid, oid),
         "sig_alg_aws_ok": oid in AWS_NAMES,
         "cert_id": hashlib.sha256(der).hexdigest(),
+        "ski": _ext(c, x509.SubjectKeyIdentifier, "digest"),
+        "aki": _ext(c, x509.AuthorityKeyIdentifier, "key_identifier"),
     }
+
+
+def _ext(c, kind, field):
+    # The key identifier of extension `kind` as hex, None when absent.
+    try:
+        v = getattr(c.extensions.get_extension_for_class(kind).value, field)
+    except x509.ExtensionNotFound:
+        return None
+    return v.hex() if v is not None else None
 
 
 def _run(tmp_path, files):
