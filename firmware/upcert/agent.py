@@ -1,6 +1,13 @@
 # The device's main loop: connect (refusing an untrusted clock or an out-of-date certificate),
 # subscribe to commands, publish telemetry, answer commands, rotate the certificate when due or
 # asked (rotation.py, optional), reconnect with backoff.
+# Every command gets one reply on the replies topic, in bounded memory: up to _MAX_REPLIES
+# commands between two services of the link are answered in full (QoS 1, published by the loop);
+# any more are answered at once from the MQTT callback, QoS 0 (nothing kept), with "busy" (a
+# command: retry it later), "malformed command" (also an empty payload) or "command too large"
+# (a payload over config max_message_bytes, skipped unread by mqtt.py; id from its JSON when
+# found). Its QoS 1 PUBACK follows the reply. A flood costs one small write per command and one
+# log line per service ("reply queue full: N commands answered at once"); telemetry goes on.
 # Everything it touches is injected; its log lines are a contract (tests and the demo grep them).
 import gc
 import json
@@ -14,7 +21,7 @@ from upcert.mqtt import Client
 
 _BACKOFF_MAX_S = const(300)
 _TICK_MS = const(100)  # how often the link is serviced while waiting for the next report
-_MAX_REPLIES = const(4)  # commands queued between two services; more are dropped
+_MAX_REPLIES = const(4)  # replies queued between two services; more commands are answered busy
 
 
 class Ident:
@@ -57,7 +64,11 @@ class Agent:
         self.heap_room = heap_room or gc.mem_free
         self.topics = config["topics"]
         self._cmd_topic = self.topics["commands"].encode()
-        self.mqtt = Client(config["client_id"], config.get("keepalive_s", 60))
+        self.mqtt = Client(
+            config["client_id"],
+            config.get("keepalive_s", 60),
+            limit=config.get("max_message_bytes", 4096),
+        )
         self.sleep_ms = sleep_ms  # replaceable in tests
         self.seq = 0
         self.connected = False
@@ -65,6 +76,7 @@ class Agent:
         self._good = False  # a telemetry PUBACK arrived on this connection
         self._backoff_s = 0
         self._replies = []
+        self._busy = 0  # commands answered at once from the callback since the last log line
         self._up_ms = 0
         self._last_ms = ticks_ms()
 
@@ -217,6 +229,9 @@ class Agent:
                     self.log("upcert: command %s id=%s answered" % (reply["cmd"], reply["id"]))
                 else:
                     self.log("upcert: command refused: %s" % reply["error"])
+            if self._busy:
+                self.log("upcert: reply queue full: %d commands answered at once" % self._busy)
+                self._busy = 0
             if self.rot and self.rot.pending() and self._rotate():
                 return
             left = ticks_diff(deadline, ticks_ms())
@@ -245,21 +260,36 @@ class Agent:
         return True
 
     def _on_message(self, topic, msg):
-        # Called by umqtt inside service()/publish(): only queue, never publish from here.
+        # Called by mqtt inside service()/publish(): queue the reply, or when the queue is full
+        # answer at once with QoS 0 (a write, no wait for an ack: nothing is read from here).
         if self.rot and self.rot.on_message(topic, msg):
             return
-        if topic != self._cmd_topic or len(self._replies) >= _MAX_REPLIES:
+        if topic != self._cmd_topic:
             return
-        self._replies.append(self.answer(msg))
+        if len(self._replies) < _MAX_REPLIES:
+            self._replies.append(self.answer(msg))
+            return
+        self.mqtt.publish(self.topics["replies"], json.dumps(self.answer(msg, True)), qos=0)
+        self._busy += 1
 
-    def answer(self, msg):
-        """Reply dict for one command message (bytes); never raises on bad input."""
+    def answer(self, msg, busy=False):
+        """Reply dict for one command message (bytes, or an mqtt.Big for one over the size
+        limit); busy: refuse a well-formed command (retry later) instead of running it. Never
+        raises on bad input."""
+        if not isinstance(msg, (bytes, bytearray)):  # an upcert.big.Big (not imported here)
+            return {
+                "id": msg.get("id", 1),
+                "ok": False,
+                "error": "command too large: %d bytes > %d" % (msg.n, msg.limit),
+            }
         try:
             req = json.loads(msg)
             cmd = req.get("cmd")  # AttributeError unless a JSON object
             cid = req.get("id")
         except Exception:
             return {"id": None, "ok": False, "error": "malformed command: want a JSON object"}
+        if busy:
+            return {"id": cid, "cmd": cmd, "ok": False, "error": "busy: too many commands, retry"}
         if cmd == "ping":
             return {"id": cid, "cmd": "ping", "ok": True, "uptime_s": self.uptime_s()}
         if cmd == "rotate" and self.rot:  # quicker than a job: rotate at the next chance

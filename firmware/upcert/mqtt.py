@@ -1,12 +1,17 @@
 # MQTT 3.1.1 for AWS IoT over umqtt.simple 1.3.4: takes an already connected socket, sends each
 # packet as one write (one TLS record), bounds every wait, pings on idle, checks AWS limits.
 # What is umqtt's and what is ours: MQTTClient opens its own socket in connect(), checks with
-# assert (stripped by mpy-cross -O) and waits forever for PUBACK/SUBACK, so the packets we send
-# are framed here: connect (with the last will), publish, subscribe, ping, disconnect, and the
-# Remaining Length of the acks we read (_len). From the parent we use __init__ (client_id, pid,
-# keepalive, cb, lw_*), set_callback, set_last_will (after our checks) and check_msg/wait_msg
-# (reads a packet type; delivers PUBLISH to cb, answers QoS 1 with PUBACK, eats PINGRESP; its
-# own _recv_len is its business). Nothing else of the parent's is called.
+# assert (stripped by mpy-cross -O), waits forever for PUBACK/SUBACK and reads every payload whole,
+# so the packets we send are framed here (connect with the last will, publish, subscribe, ping,
+# disconnect) and so is what we receive (wait_msg, _len). From the parent we use __init__
+# (client_id, pid, keepalive, cb, lw_*), set_callback, set_last_will (after our checks) and
+# check_msg (setblocking(False), then our wait_msg). Nothing else of the parent's is called.
+# Receiving: a PUBLISH goes to cb(topic, payload), then QoS 1 gets its PUBACK (MQTT 3.1.1 §3.3.4:
+# only once the callback has taken the message, in the order received). A payload over `limit`
+# bytes (known from the Remaining Length before anything is allocated) is never held: it is read
+# past in pieces through the send buffer, and cb gets a Big instead: its length and the few
+# shallow JSON fields met on the way (enough to answer it: a command's id, a job's id). An empty
+# payload is a message like any other (b"").
 # Every MqttError carries a reason (upcert.errors) for callers to decide on, never its text.
 import errno
 from time import sleep_ms, ticks_add, ticks_diff, ticks_ms
@@ -25,6 +30,7 @@ _MAX_WILL = const(65535)  # the will message has a 2-byte length in CONNECT (§3
 _RULES = b"$aws/rules/"  # Basic Ingest prefix $aws/rules/<rule>/: excluded from both limits
 _POLL_MS = const(10)
 _BURST = const(8)  # packets handled per service() call, so a flood cannot starve the agent
+_LIMIT = const(4096)  # default largest payload held in RAM (config "max_message_bytes")
 _NO_CONNACK = (
     "the broker closed the connection after CONNECT: its policy does not allow iot:Connect for"
     " this client id, or our certificate is not attached to a policy"
@@ -121,6 +127,8 @@ class _Wire:
         self.tx_ms = ticks_ms()
 
     def read(self, n):
+        if not n:
+            return b""  # an empty payload or topic: the socket would say b"", "closed"
         self.flush()
         d = b""
         while True:
@@ -137,6 +145,24 @@ class _Wire:
             if self.nb or len(d) >= n:
                 return d
 
+    def skip(self, n, sink=None):
+        # Read past n bytes through the send buffer (flushed: empty), giving each piece to
+        # sink.feed(); blocking (after a packet's first byte). Returns b"".
+        self.flush()
+        mv = self.mv
+        while n:
+            k = self.sock.readinto(mv, min(n, len(mv)))
+            if k == 0:
+                raise MqttError("the broker closed the connection", CLOSED)
+            if k is None:
+                raise MqttError("no data from the broker in %d s" % self.timeout_s, TIMEOUT)
+            if sink:
+                sink.feed(mv[:k])
+            n -= k
+            self.rx += 1
+            self.rx_ms = ticks_ms()
+        return b""
+
     def close(self):
         self.n = 0
         if self.sock:
@@ -145,9 +171,10 @@ class _Wire:
 
 
 class Client(MQTTClient):
-    """MQTT 3.1.1 client for AWS IoT; connect() takes a connected socket (e.g. TlsSocket)."""
+    """MQTT 3.1.1 client for AWS IoT; connect() takes a connected socket (e.g. TlsSocket).
+    limit: the largest incoming payload held in RAM (bytes); a bigger one reaches cb as a Big."""
 
-    def __init__(self, client_id, keepalive_s=60, timeout_s=15, bufsize=512):
+    def __init__(self, client_id, keepalive_s=60, timeout_s=15, bufsize=512, limit=_LIMIT):
         cid = client_id.encode() if isinstance(client_id, str) else bytes(client_id)
         if not 0 < len(cid) <= _MAX_CLIENT_ID:
             raise ValueError("client id is %d bytes: AWS IoT allows 1..128" % len(cid))
@@ -157,6 +184,7 @@ class Client(MQTTClient):
         self.sock = _Wire(bufsize)  # stays ours across connections (connect() attaches)
         self._hdr = bytearray(5)
         self._ping_ms = None
+        self.limit = limit
 
     def _header(self, ptype, rem):
         # Fixed header: type/flags byte + Remaining Length varint (MQTT 3.1.1 §2.2.3).
@@ -281,7 +309,7 @@ class Client(MQTTClient):
 
     def _await(self, want, pid, timeout_ms, topic):
         # Poll (non-blocking first byte) until the ack for pid arrives; PUBLISH and PINGRESP on
-        # the way are handled by umqtt's wait_msg (callback, PUBACK).
+        # the way are handled by wait_msg (callback, PUBACK).
         ms = timeout_ms if timeout_ms is not None else self.timeout_s * 1000
         deadline = ticks_add(ticks_ms(), ms)
         while True:
@@ -314,7 +342,43 @@ class Client(MQTTClient):
 
     def _body(self):
         n = self._len()
-        return self.sock.read(n) if n else b""
+        return self.sock.read(n) if n <= self.limit else self.sock.skip(n)
+
+    def wait_msg(self):
+        """One packet (check_msg(): if one has started arriving): a PUBLISH goes to the callback,
+        then QoS 1 is acknowledged; PINGRESP is eaten (None); another packet's type is returned,
+        its Remaining Length and body left for the caller."""
+        w = self.sock
+        b = w.read(1)
+        w.setblocking(True)
+        if b is None:
+            return None
+        op = b[0]
+        if op == 0xD0:  # PINGRESP
+            self._body()
+            return None
+        if op & 0xF0 != 0x30:
+            return op
+        n = self._len()
+        b = w.read(2)
+        k = b[0] << 8 | b[1]  # topic length
+        n -= k + (4 if op & 6 else 2)  # the payload's length
+        if n < 0:
+            raise MqttError("malformed PUBLISH from the broker", PROTOCOL)
+        t = w.read(k)
+        if op & 6:
+            b = w.read(2)  # packet id
+        if n > self.limit:
+            from upcert.big import Big  # only for a payload over the limit
+
+            m = Big(n, self.limit)
+            w.skip(n, m)
+        else:
+            m = w.read(n)
+        self.cb(t, m)
+        if op & 6 == 2:  # PUBACK with the packet id (§3.4)
+            self._header(0x40, 2)
+            w.write(b)
 
     def service(self):
         """Call often from the agent loop: handles arrived messages (callback), answers QoS 1,

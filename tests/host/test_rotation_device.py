@@ -28,15 +28,16 @@ from tests.tools import ROOT, micropython_cmd, require_plugin_build
 # the connected agent alone needs about 90K. Frozen modules would stay in flash.
 HEAP = os.environ.get("UPCERT_HEAP_ROTATION", "128K")
 # Room for the connected agent and its telemetry but not for a rotation (keygen, CSR, the trial
-# connection's TLS context): 92K-100K all fail at the key or the CSR here; 88K cannot connect.
-SMALL_HEAP = os.environ.get("UPCERT_HEAP_SMALL", "96K")
+# connection's TLS context): 96K-104K all fail at the key or the CSR here (measured 2026-12-02).
+SMALL_HEAP = os.environ.get("UPCERT_HEAP_SMALL", "100K")
 NEW_MODULES = ("renew", "fleet", "jobs", "rotation", "rotate")
 # 8 KiB until the non-blocking Jobs exchange, the rollback after a refused reconnect and the
 # discard of a pair staged before a reboot joined them (~1.4 KB); 10 KiB until out-of-memory
 # handling at every step (failed:memory, a job report kept owed), the rollback watch kept in the
-# journal across reboots and the one-connection trial joined them (~0.3 KB). The whole
-# lifecycle's target (<= 16 KiB, bench/mpy_size.py) is missed.
-MPY_BUDGET = 11 * 1024
+# journal across reboots and the one-connection trial joined them (~0.3 KB); 11 KiB until jobs.py
+# learnt to reject a job document it cannot hold or parse, once (+0.6 KB). The whole lifecycle's
+# target (<= 16 KiB, bench/mpy_size.py) is missed.
+MPY_BUDGET = 12 * 1024
 
 # The board: real clock, the real fs store (slots A/B, journal) over the files in store.root.
 BOARD = r"""

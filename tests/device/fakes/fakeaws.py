@@ -37,7 +37,8 @@ def _str(p, i):
 class FakeAws:
     """events: ("connect", client_id), ("sub", topic), ("pub", topic, payload), ("disconnect",)
     in order over every connection. certs: certificateId -> status. jobs: list of dicts (jobId,
-    document, status, version, details). Knobs: reject (statusCode, errorCode, message) for
+    document (JSON-able, or bytes: JSON text sent as it is), status, version, details); updates: (jobId, status) accepted, in order; a job
+    reaching a final status is followed by notify-next, as AWS does. Knobs: reject (statusCode, errorCode, message) for
     create-from-csr, silent (no Fleet Provisioning replies), wrong_key (a point put in issued
     certificates), alg, validity_s, connack, inject (packets sent before the next reply),
     no_jobs (no Jobs service), reject_jobs (code, message) for start-next."""
@@ -62,6 +63,7 @@ class FakeAws:
         self.inject = []  # packets sent before the reply to the next AWS request
         self.no_jobs = False  # a broker without the Jobs service: no Jobs replies at all
         self.reject_jobs = None  # (code, message): start-next rejected
+        self.updates = []  # (jobId, status) of every accepted UpdateJobExecution, in order
         self.sock = None
         self._pid = 0
 
@@ -125,7 +127,11 @@ class FakeAws:
         if topic not in sock.subs:
             return b""
         self._pid = self._pid % 65535 + 1
-        return publish_packet(topic, json.dumps(body).encode(), qos=1, pid=self._pid)
+        data = json.dumps(body).encode()
+        for j in self.jobs:  # a document given as JSON text goes in as it is
+            if type(j["document"]) is bytes:
+                data = data.replace(b'"\\u0000doc:%s"' % j["jobId"].encode(), j["document"])
+        return publish_packet(topic, data, qos=1, pid=self._pid)
 
     def _aws(self, topic, payload, sock):
         out = b"".join(self.inject) if topic.startswith("$aws/") else b""
@@ -203,10 +209,11 @@ class FakeAws:
         return None
 
     def execution(self, j):
+        doc = j["document"]
         return {
             "jobId": j["jobId"],
             "thingName": self.thing,
-            "jobDocument": j["document"],
+            "jobDocument": "\x00doc:" + j["jobId"] if type(doc) is bytes else doc,
             "status": j["status"],
             "versionNumber": j["version"],
             "statusDetails": j["details"],
@@ -214,14 +221,18 @@ class FakeAws:
             "queuedAt": 1,
         }
 
-    def notify(self):
-        """The notify-next PUBLISH for the next pending job (feed it to self.sock)."""
+    def _next(self):
+        # NextJobExecutionChanged: the next pending job, no "execution" when there is none.
         j = self.next_job()
         body = {"timestamp": 2}
         if j:
             body["execution"] = self.execution(j)
+        return body
+
+    def notify(self):
+        """The notify-next PUBLISH for the next pending job (feed it to self.sock)."""
         topic = "$aws/things/%s/jobs/notify-next" % self.thing
-        return publish_packet(topic, json.dumps(body).encode())
+        return publish_packet(topic, json.dumps(self._next()).encode())
 
     def _job(self, sock, topic, rest, req):
         tok = req.get("clientToken")
@@ -247,7 +258,7 @@ class FakeAws:
         err = None
         if not js:
             err = ("ResourceNotFound", "no such job")
-        elif req.get("expectedVersion") != js[0]["version"]:
+        elif req.get("expectedVersion", js[0]["version"]) != js[0]["version"]:  # optional
             err = ("VersionMismatch", "expected %s" % js[0]["version"])
         elif js[0]["status"] not in PENDING:
             err = ("InvalidStateTransition", "terminal")
@@ -258,7 +269,11 @@ class FakeAws:
         j["status"] = req["status"]
         j["details"] = req.get("statusDetails") or j["details"]
         j["version"] += 1
-        return self._send(sock, topic + "/accepted", {"clientToken": tok, "timestamp": 4})
+        self.updates.append((j["jobId"], j["status"]))
+        out = self._send(sock, topic + "/accepted", {"clientToken": tok, "timestamp": 4})
+        if j["status"] not in PENDING:  # AWS: NextJobExecutionChanged, to its subscribers
+            out += self._send(sock, "$aws/things/%s/jobs/notify-next" % self.thing, self._next())
+        return out
 
     def connector(self, calls=None):
         """connector(cert_der, key_der, roots=None) -> connect(host, port), as app.py builds it: refuses a

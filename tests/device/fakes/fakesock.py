@@ -5,9 +5,9 @@ import io
 
 
 class FakeSock:
-    """Socket-like (read, write, setblocking, settimeout, close). Data given to feed() is read
-    back; with nothing left a non-blocking read returns None, a blocking one raises
-    OSError(ETIMEDOUT) as the unix tls module does, or returns b"" after eof().
+    """Socket-like (read, readinto, write, setblocking, settimeout, close). Data given to feed()
+    is read back; with nothing left a non-blocking read returns None, a blocking one raises
+    OSError(ETIMEDOUT) as the unix tls module does, or returns b"" after eof(); read(0) is b"".
     reply(packet_bytes) -> bytes is called for each write, to play the broker."""
 
     def __init__(self, incoming=b"", reply=None, chunk=0):
@@ -20,6 +20,7 @@ class FakeSock:
         self.timeout = None
         self.closed = False
         self.at_eof = False
+        self.biggest = 0  # the most bytes one read()/readinto() asked for
 
     def feed(self, data):
         self.pending.extend(data)
@@ -28,6 +29,9 @@ class FakeSock:
         self.at_eof = True
 
     def read(self, n):
+        self.biggest = max(self.biggest, n)
+        if not n:
+            return b""  # as a stream does, at end of file or not
         if not self.pending:
             if self.at_eof:
                 return b""
@@ -39,6 +43,15 @@ class FakeSock:
         d = bytes(self.pending[:n])
         self.pending = self.pending[n:]
         return d
+
+    def readinto(self, buf, n=-1):
+        # As a stream's readinto(buf[, nbytes]): the count read, 0 at end of file, None when a
+        # non-blocking socket has nothing yet.
+        d = self.read(len(buf) if n < 0 else n)
+        if d is None:
+            return None
+        memoryview(buf)[: len(d)] = d
+        return len(d)
 
     def write(self, buf, n=-1):
         if self.closed:
