@@ -32,10 +32,17 @@ AWS_TLS12_CIPHERS = tuple(
 ) + ("AES128-GCM-SHA256", "AES128-SHA256", "AES128-SHA",
      "AES256-GCM-SHA384", "AES256-SHA256", "AES256-SHA")
 _MOSQUITTO_PATHS = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+# CreateCertificateFromCsr quota per thing (a token bucket: CSR_RATE requests per second, at most
+# CSR_BURST in a row; more get AWS's 429 ThrottlingException) and the life of a certificate left
+# PENDING_ACTIVATION (AWS: its ownership token expires after 1 h and the certificate is deleted).
+CSR_RATE, CSR_BURST, PENDING_TTL = 1.0, 5, "1h"
 
 # Per-thing authorisation. AWS policies say `${iot:Connection.Thing.ThingName}`/`${iot:ClientId}`;
-# mosquitto knows the certificate CN (use_identity_as_username -> %u), so here the CN is the thing
-# name and the client id is not checked (AWS would refuse a client id that is not the thing).
+# here the certificate CN is the thing name and the username (%u). With services the identity
+# plugin sets it at CONNECT and refuses (CONNACK 5) a device whose client id is not its CN, as
+# AWS's recommended iot:Connect policy does, before the newcomer could close that client's
+# connection; the admin identity may use any client id. Without services, mosquitto's
+# use_identity_as_username sets the CN and the client id is not checked.
 # mosquitto alone cannot send a reply only to the client that asked (AWS does): with services the
 # identity plugin (plugin/upcert_identity.c) restricts each service reply to the thing that asked;
 # without them every device subscribed to `.../accepted` would see every reply. The payload
@@ -99,22 +106,86 @@ def free_port(host="127.0.0.1"):
         return s.getsockname()[1]
 
 
+# processes, through Linux's /proc: a pid file may outlive its process, and the pid may have been
+# given to another program since, so a pid counts only while its command line is ours.
+
+def process_args(pid):
+    """The command line (list of str) of a live process, or None: gone, a zombie, unreadable."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, IndexError, ValueError):
+        return None
+    if state in ("Z", "X") or not raw:
+        return None
+    return [a.decode(errors="replace") for a in raw.rstrip(b"\0").split(b"\0")]
+
+
+def process_path_arg(pid, args, option):
+    """The resolved path given after option (e.g. "-c") in args, read relative to the process's
+    working folder; None without that option."""
+    for opt, value in zip(args, args[1:], strict=False):
+        if opt == option:
+            path = Path(value)
+            if not path.is_absolute():
+                try:
+                    path = Path(os.readlink(f"/proc/{pid}/cwd")) / path
+                except OSError:
+                    return None
+            return path.resolve()
+    return None
+
+
+def find_processes(match):
+    """pids of the live processes (but this one) whose match(pid, args) is true."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) != os.getpid():
+            args = process_args(int(name))
+            if args and match(int(name), args):
+                found.append(int(name))
+    return found
+
+
+def stop_process(pid, is_ours, timeout_s=10):
+    """SIGTERM pid while is_ours(pid), SIGKILL after timeout_s; returns once it is gone (or after
+    2 s more, e.g. a zombie that its parent has not reaped yet, which is_ours does not count)."""
+    for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 2)):
+        if not is_ours(pid):
+            return
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        deadline = time.monotonic() + wait_s
+        while is_ours(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+
 class Cloud:
     """mosquitto in state_dir, configured like AWS IoT Core; see up(). No I/O until up().
 
     services: also load the identity plugin, enforce certificate status through a CRL and run
     the provisioning service (upcert.provisioning); cert_validity ("10m", "12h", "365d") and
     templates (provisioning template names) configure that service; fault (a name of
-    upcert.faults.FAULTS, for tests) makes it answer CreateCertificateFromCsr badly on purpose.
+    upcert.faults.FAULTS, for tests) makes it answer CreateCertificateFromCsr badly on purpose;
+    csr_rate (requests per second) and csr_burst set that API's quota per thing; pending_ttl
+    ("1h" as on AWS; "2s" in tests) how long an ownership token and a certificate left
+    PENDING_ACTIVATION live. port None: the one recorded by an earlier up() in state_dir, else a
+    free one.
     """
 
     def __init__(self, state_dir, ca, port=None, host="127.0.0.1", server_cert=None,
                  server_key=None, extra_conf="", services=True, cert_validity="365d",
-                 templates=("upcert-rotation",), registry_path=None, fault=None):
+                 templates=("upcert-rotation",), registry_path=None, fault=None,
+                 csr_rate=CSR_RATE, csr_burst=CSR_BURST, pending_ttl=PENDING_TTL):
         from .faults import check
-        from .provisioning import parse_validity
+        from .provisioning import Throttle, parse_validity
 
-        parse_validity(cert_validity)  # a bad value fails here, not in the service's log
+        parse_validity(cert_validity)  # bad values fail here, not in the service's log
+        parse_validity(pending_ttl)
+        Throttle(csr_rate, csr_burst)
+        self.csr_rate, self.csr_burst, self.pending_ttl = csr_rate, csr_burst, pending_ttl
         self.fault = check(fault)
         if isinstance(templates, str) or not templates:
             raise CloudError("templates must be a non-empty list of provisioning template names")
@@ -126,20 +197,27 @@ class Cloud:
         self.templates = tuple(templates)
         self.state_dir = Path(state_dir)
         self.ca = ca
+        self.json_path = self.state_dir / "cloud.json"
+        # Boards dial the port they were provisioned with: one recorded by an earlier `up` here
+        # is kept (after a crash, `upcert cloud up` comes back where the boards look).
+        self._port_recorded = False
+        if port is None:
+            recorded = self._recorded().get("port")
+            if isinstance(recorded, int) and 0 < recorded < 65536:
+                port, self._port_recorded = recorded, True
         self.port = port
         self.host = host
         self.endpoint = ENDPOINT
         self.server_cert = Path(server_cert or ca.server_pem)
         self.server_key = Path(server_key or ca.server_key)
         self.extra_conf = extra_conf
-        self._auto_port = port is None
+        self._auto_port = port is None  # picked by us: another may be picked if taken
         self._proc = None
         self._log_offset = 0
         self.conf_path = self.state_dir / "mosquitto.conf"
         self.acl_path = self.state_dir / "acl"
         self.log_path = self.state_dir / "mosquitto.log"
         self.pid_path = self.state_dir / "mosquitto.pid"
-        self.json_path = self.state_dir / "cloud.json"
         self._openssl_path = self.state_dir / "openssl.cnf"
         self._out_path = self.state_dir / "mosquitto.out"
         self.registry_path = Path(registry_path or self.state_dir / "registry.sqlite3")
@@ -158,7 +236,10 @@ class Cloud:
                        services=saved.get("services", False),
                        cert_validity=saved.get("cert_validity", "365d"),
                        templates=saved.get("templates", ["upcert-rotation"]),
-                       registry_path=saved.get("registry"), fault=saved.get("fault"))
+                       registry_path=saved.get("registry"), fault=saved.get("fault"),
+                       csr_rate=saved.get("csr_rate", CSR_RATE),
+                       csr_burst=saved.get("csr_burst", CSR_BURST),
+                       pending_ttl=saved.get("pending_ttl", PENDING_TTL))
         except FileNotFoundError:
             raise CloudError(f"no local cloud in {state_dir}: run `upcert cloud up`") from None
         except (ValueError, KeyError, TypeError):
@@ -178,6 +259,23 @@ class Cloud:
             raise CloudError(f"{path} names no CA directory: run `upcert cloud down` and "
                              "`upcert cloud up` again") from None
         return cls.load(state_dir, LocalCa.load(ca_dir))
+
+    def _recorded(self):
+        """What `up()` saved in cloud.json (a dict; empty when there is none or it is corrupt)."""
+        try:
+            saved = json.loads(self.json_path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return saved if isinstance(saved, dict) else {}
+
+    def _state_json(self, pid):
+        return {"host": self.host, "port": self.port, "pid": pid,
+                "server_cert": str(self.server_cert), "server_key": str(self.server_key),
+                "extra_conf": self.extra_conf, "ca_dir": str(self.ca.directory),
+                "services": self.services, "cert_validity": self.cert_validity,
+                "templates": list(self.templates), "registry": str(self.registry_path),
+                "fault": self.fault, "csr_rate": self.csr_rate, "csr_burst": self.csr_burst,
+                "pending_ttl": self.pending_ttl}
 
     def __enter__(self):
         if not self.is_running():
@@ -216,7 +314,10 @@ class Cloud:
             f"certfile {self.server_cert}",
             f"keyfile {self.server_key}",
             "require_certificate true",
-            "use_identity_as_username true",
+            # With services the identity plugin makes the CN the username at CONNECT and refuses
+            # a device's client id other than its CN; mosquitto's own option would skip the
+            # plugin and let a newcomer close the client whose id it takes (upcert_identity.c).
+            *([] if self.services else ["use_identity_as_username true"]),
             "tls_version tlsv1.2",
             f"ciphers {':'.join(AWS_TLS12_CIPHERS)}",
             # reloaded on SIGHUP; a listed certificate fails the handshake (DESIGN.md §2)
@@ -256,7 +357,7 @@ class Cloud:
     def reload(self, timeout_s=5):
         """SIGHUP mosquitto (it re-reads its CRL, ACL and certificates) and wait until it has;
         False if it is not running."""
-        if not self.is_running():
+        if not self._broker_running():
             return False
         start = self.log_path.stat().st_size if self.log_path.exists() else 0
         os.kill(self._pid(), signal.SIGHUP)
@@ -276,19 +377,58 @@ class Cloud:
 
     def up(self, timeout_s=10):
         """Start mosquitto, wait until its TLS port completes a handshake, then (services) start
-        the provisioning service and wait until it listens; idempotent."""
-        if not self.is_running():
-            self._up_broker(timeout_s)
-        if self.services:
-            from . import provisioning
+        the provisioning service and wait until it listens; idempotent.
 
-            if not provisioning.service_running(self.state_dir):
-                try:
-                    provisioning.start_service(self, timeout_s=max(timeout_s, 20))
-                except UpcertError:
-                    self.down()
-                    raise
+        After a crash: the port recorded in cloud.json is used again; processes left behind
+        (found by their pid files, or by their command line when a pid file is lost) are stopped
+        before new ones start: a provisioning service that outlived its broker is replaced, so
+        it is never left connected to nothing. A running broker is kept (its devices stay
+        connected) and a dead service next to it is started again."""
+        from . import provisioning
+
+        started = False
+        if not self._broker_running():
+            self._stop_strays(timeout_s)
+            self._up_broker(timeout_s)
+            started = True
+        elif self._proc is None:
+            self._adopt()
+        if self.services and (started or not provisioning.service_running(self.state_dir)):
+            provisioning.stop_service(self.state_dir, timeout_s)  # stale, or lost its pid file
+            if not started:
+                self._save_service_settings()
+            try:
+                provisioning.start_service(self, timeout_s=max(timeout_s, 20))
+            except UpcertError:
+                self.down()
+                raise
         return self
+
+    def _adopt(self):
+        """A broker started elsewhere runs: take the settings it was started with (port, host,
+        services) from cloud.json; the service's own settings stay this object's."""
+        saved = self._recorded()
+        self.port = saved.get("port", self.port)
+        self.host = saved.get("host", self.host)
+        self.services = bool(saved.get("services", self.services))
+
+    def _save_service_settings(self):
+        """Record this object's service settings (fault, validity, quotas) in cloud.json for a
+        service started next to a broker that runs already."""
+        saved = self._recorded()
+        fresh = self._state_json(saved.get("pid"))
+        saved.update({k: fresh[k] for k in ("cert_validity", "templates", "fault", "csr_rate",
+                                            "csr_burst", "pending_ttl")})
+        self.json_path.write_text(json.dumps(saved, indent=1))
+
+    def _stop_strays(self, timeout_s):
+        """Stop what a crash may have left of this cloud: the provisioning service (by pid file
+        or command line) and any mosquitto started with this folder's mosquitto.conf."""
+        from . import provisioning
+
+        provisioning.stop_service(self.state_dir, timeout_s)
+        for pid in find_processes(self._is_our_broker):
+            stop_process(pid, self._is_our_broker, timeout_s)
 
     def _up_broker(self, timeout_s):
         exe = find_mosquitto()
@@ -299,8 +439,15 @@ class Cloud:
                 return self._start(exe, timeout_s)
             except CloudError as e:
                 # A port picked by us may be taken between picking and binding: pick again.
-                if not (self._auto_port and "in use" in str(e)):
-                    raise
+                if self._auto_port and "in use" in str(e):
+                    continue
+                if self._port_recorded and "in use" in str(e):
+                    raise CloudError(
+                        f"{e}\nport {self.port} is recorded in {self.json_path}: the boards "
+                        "provisioned for this cloud dial it. Stop what uses it, or choose "
+                        "another port (`upcert cloud up --port N`) and provision the boards "
+                        "again") from None
+                raise
         raise CloudError(f"no free port found for mosquitto on {self.host}: try again")
 
     def _start(self, exe, timeout_s):
@@ -309,16 +456,10 @@ class Cloud:
         env = dict(os.environ, OPENSSL_CONF=str(self._openssl_path))
         with open(self._out_path, "wb") as out:
             self._proc = subprocess.Popen(
-                [exe, "-c", str(self.conf_path)], stdin=subprocess.DEVNULL, stdout=out,
-                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                [exe, "-c", str(self.conf_path.resolve())], stdin=subprocess.DEVNULL,
+                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         self.pid_path.write_text(f"{self._proc.pid}\n")
-        self.json_path.write_text(json.dumps({
-            "host": self.host, "port": self.port, "pid": self._proc.pid,
-            "server_cert": str(self.server_cert), "server_key": str(self.server_key),
-            "extra_conf": self.extra_conf, "ca_dir": str(self.ca.directory),
-            "services": self.services, "cert_validity": self.cert_validity,
-            "templates": list(self.templates), "registry": str(self.registry_path),
-            "fault": self.fault}, indent=1))
+        self.json_path.write_text(json.dumps(self._state_json(self._proc.pid), indent=1))
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -356,34 +497,70 @@ class Cloud:
         except (FileNotFoundError, ValueError):
             return None
 
-    def is_running(self):
-        """True while our mosquitto process lives (checked through /proc, not just the pid)."""
+    def _is_our_broker(self, pid, args=None):
+        """True when pid is a live mosquitto started with this folder's mosquitto.conf."""
+        args = args or process_args(pid)
+        return bool(args) and "mosquitto" in Path(args[0]).name and \
+            process_path_arg(pid, args, "-c") == self.conf_path.resolve()
+
+    def _broker_running(self):
         if self._proc is not None:
-            return self._proc.poll() is None
+            if self._proc.poll() is None:
+                return True
+            self._proc = None  # ours died (reaped now); the pid file may name a newer one
         pid = self._pid()
-        if pid is None:
+        return pid is not None and self._is_our_broker(pid)  # alive, and not a reused pid
+
+    def is_running(self):
+        """True while the stand-in runs: our mosquitto lives and, with services, the provisioning
+        service too (each checked through /proc: the pid lives and is our process)."""
+        from . import provisioning
+
+        if not self._broker_running():
             return False
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            return False
-        return state != "Z" and str(self.conf_path).encode() in cmdline  # pid not reused
+        return not self.services or provisioning.service_running(self.state_dir)
+
+    def status(self):
+        """{"running": bool (as is_running), "port", "broker", "broker_pid", "service",
+        "service_pid"}: broker and service are "running", "dead" (a pid file names a process
+        that is gone or is no longer ours: it crashed or was killed) or "stopped"; service is
+        None without services."""
+        from . import provisioning
+
+        pid = self._pid()
+        broker = "running" if self._broker_running() else "dead" if pid else "stopped"
+        service, service_pid = (provisioning.service_state(self.state_dir) if self.services
+                                else (None, None))
+        return {"running": broker == "running" and service in ("running", None),
+                "port": self.port, "broker": broker, "broker_pid": pid, "service": service,
+                "service_pid": service_pid}
+
+    def status_text(self):
+        """One line for `upcert cloud status`: "running on localhost:8883", or which part is
+        dead or stopped and what to do."""
+        st = self.status()
+        where = f"{self.endpoint}:{self.port}"
+        if st["running"]:
+            return f"running on {where}"
+        if st["broker"] == "stopped" and st["service"] in ("stopped", None):
+            return f"stopped (port {self.port})"
+        parts = [f"broker {st['broker']}" + (f" (pid {st['broker_pid']})" if st["broker_pid"]
+                                              else "") + f" on {where}"]
+        if st["service"] is not None:
+            parts.append(f"provisioning service {st['service']}" + (
+                f" (pid {st['service_pid']}; log {self.state_dir / 'provisioning.log'})"
+                if st["service_pid"] else ""))
+        return "; ".join(parts) + ": `upcert cloud up` starts what is missing on the same port"
 
     def down(self, timeout_s=10):
-        """Stop the provisioning service and mosquitto (SIGTERM, then SIGKILL after timeout_s);
-        nothing to do if stopped."""
+        """Stop the provisioning service and mosquitto (SIGTERM, then SIGKILL after timeout_s),
+        also ones whose pid file is lost; nothing to do if stopped."""
         from . import provisioning
 
         provisioning.stop_service(self.state_dir, timeout_s)
-        if self.is_running():
-            pid = self._pid()
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout_s
-            while self.is_running() and time.monotonic() < deadline:
-                time.sleep(0.02)
-            if self.is_running():
-                os.kill(pid, signal.SIGKILL)
+        pid = self._pid()
+        for p in ([pid] if pid else []) + find_processes(self._is_our_broker):
+            stop_process(p, self._is_our_broker, timeout_s)
         if self._proc is not None:
             self._proc.wait()
             self._proc = None

@@ -24,15 +24,19 @@ from . import jobs
 from .certs import CertError, common_name
 from .errors import UpcertError
 from .faults import Fault
-from .registry import Registry, TokenError
+from .registry import TOKEN_TTL_S, Registry, TokenError
 
 FROM, TO = "upcert/from/", "upcert/to/"  # topics of the identity plugin (plugin/*.c)
+# A device's report of a certificate it abandoned mid-rotation, outside a job, in its own topic
+# space: {"event": "rotation-abandoned", "certificateId": ID, "step": STEP}.
+ROTATION_TOPIC = "things/+/rotation"
 DEFAULT_TEMPLATE = "upcert-rotation"
 SERVICE_CLIENT_ID = "upcert-provisioning"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _CURVES = ("secp256r1", "secp384r1")
 _POLL_S = 0.25  # how often new jobs are looked for (notify-next)
 _BATCH = 200  # requests answered per CRL rewrite, at most
+_SWEEP_S = 1.0  # how often certificates left PENDING_ACTIVATION past their token are looked for
 _procs = {}  # pid -> Popen of services this process started (reaped by stop_service)
 log = logging.getLogger("upcert.provisioning")
 
@@ -49,6 +53,37 @@ class Rejection(Exception):
         self.status_code, self.error_code = status_code, error_code
 
 
+class Throttle:
+    """Token buckets, one per key (a thing): rate requests per second, at most burst in a row,
+    as AWS throttles its APIs; allow(key) takes a token or says no. clock: seconds (monotonic)."""
+
+    def __init__(self, rate, burst, clock=time.monotonic):
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0 or \
+                isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+            raise ProvisioningError(f"CreateCertificateFromCsr quota {rate!r}/s, burst {burst!r}"
+                                    " is not valid: give a rate > 0 (requests per second per "
+                                    "thing) and a whole burst >= 1")
+        self.rate, self.burst, self.clock = float(rate), burst, clock
+        self._buckets = {}  # key -> (tokens, at)
+
+    def allow(self, key):
+        now = self.clock()
+        tokens, at = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) * self.rate)
+        if len(self._buckets) > 10000:  # a full bucket is a new one: forget those
+            full = self.burst / self.rate
+            self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < full}
+        ok = tokens >= 1
+        self._buckets[key] = (tokens - 1 if ok else tokens, now)
+        return ok
+
+    def retry_after(self, key):
+        """Seconds until key has a token again (0 when it has one)."""
+        tokens, at = self._buckets.get(key, (self.burst, self.clock()))
+        tokens = min(self.burst, tokens + (self.clock() - at) * self.rate)
+        return max(0.0, (1 - tokens) / self.rate)
+
+
 def parse_validity(text):
     """The timedelta of "90s", "10m", "12h" or "365d" (validity of the certificates issued)."""
     m = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", str(text))
@@ -60,23 +95,35 @@ def parse_validity(text):
 
 class Provisioner:
     """Requests to replies, without MQTT: see handle(). ca signs, registry records; fault: a
-    name of upcert.faults.FAULTS to bend CreateCertificateFromCsr answers (tests), or None."""
+    name of upcert.faults.FAULTS to bend CreateCertificateFromCsr answers (tests), or None.
+    csr_rate/csr_burst: the CreateCertificateFromCsr quota per thing (requests per second, in a
+    row; clock for it); token_ttl: how long an ownership token, and a certificate left
+    PENDING_ACTIVATION, lives (expire() deletes those)."""
 
     def __init__(self, ca, registry, validity=datetime.timedelta(days=365),
-                 templates=(DEFAULT_TEMPLATE,), fault=None):
+                 templates=(DEFAULT_TEMPLATE,), fault=None, csr_rate=1.0, csr_burst=5,
+                 token_ttl=datetime.timedelta(seconds=TOKEN_TTL_S), clock=time.monotonic):
         self.ca, self.registry = ca, registry
         self.validity, self.templates = validity, tuple(templates)
         self.fault = Fault(fault)
+        self.throttle = Throttle(csr_rate, csr_burst, clock)
+        self.token_ttl = token_ttl
 
     def handle(self, topic, payload, now=None):
-        """(replies [(topic, bytes)], changed) for a message on upcert/from/<thing>/<topic>;
-        changed means a certificate status changed (the CRL must be rewritten)."""
+        """(replies [(topic, bytes)], changed) for a message on upcert/from/<thing>/<topic> or
+        things/<thing>/rotation; changed means a certificate status changed (the CRL must be
+        rewritten)."""
+        parts = topic.split("/")
+        if len(parts) == 3 and parts[0] == "things" and parts[2] == "rotation":
+            return [], self._abandoned_event(parts[1], payload)
+        if not topic.startswith(FROM):
+            return [], False
         thing, _, aws = topic[len(FROM):].partition("/")
         parts = aws.split("/")
         if aws.startswith(jobs.prefix(thing)):
             out = jobs.handle(self.registry, thing, aws[len(jobs.prefix(thing)):], payload, now)
-            changed = any(t.endswith("/update/accepted") for t, _ in out) and \
-                self._retire(thing, payload)
+            changed = any(t.endswith("/update/accepted") for t, _ in out) and (
+                self._retire(thing, payload) | self._abandoned_job(thing, payload))
             return [(f"{TO}{thing}/{t}", json.dumps(b).encode()) for t, b in out], changed
         if parts[:3] == ["$aws", "certificates", "create-from-csr"] and len(parts) == 4:
             if self.fault.silent():
@@ -109,6 +156,62 @@ class Provisioner:
         log.info("%s rotated to %s: old certificate %s set INACTIVE", thing, new[:16], old[:16])
         return True
 
+    def _abandoned_job(self, thing, payload):
+        """A rotation job reported FAILED with statusDetails {"abandonedCertificateId": ID}: the
+        certificate the device made and then gave up is set INACTIVE (it must not stay a usable
+        identity), when it is registered to this thing."""
+        try:
+            request = json.loads(payload)
+            cert_id = (request.get("statusDetails") or {}).get("abandonedCertificateId")
+        except (ValueError, AttributeError, UnicodeDecodeError):
+            return False
+        if request.get("status") != "FAILED" or not cert_id:
+            return False
+        return self._deactivate_abandoned(thing, cert_id, "job update FAILED")
+
+    def _abandoned_event(self, thing, payload):
+        """{"event": "rotation-abandoned", "certificateId": ID, "step": STEP} on
+        things/<thing>/rotation (the broker's ACL lets only that thing, or the admin, publish
+        there): the same rule as _abandoned_job, for a rotation without a job."""
+        try:
+            event = json.loads(payload)
+        except (ValueError, UnicodeDecodeError):
+            log.info("things/%s/rotation: not JSON, ignored", thing)
+            return False
+        if not isinstance(event, dict) or event.get("event") != "rotation-abandoned":
+            return False
+        return self._deactivate_abandoned(thing, event.get("certificateId"),
+                                          f"rotation abandoned at step {event.get('step')!r}")
+
+    def _deactivate_abandoned(self, thing, cert_id, why):
+        """Set cert_id INACTIVE if it is registered to thing (ACTIVE or PENDING_ACTIVATION; an
+        INACTIVE or REVOKED one stays as it is); another thing's certificate, an unknown id or
+        a malformed one is logged and ignored. True when a status changed."""
+        if not isinstance(cert_id, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", cert_id):
+            log.warning("%s from %s: certificate id %r is not 64 hex digits: ignored", why, thing,
+                        cert_id)
+            return False
+        record = self.registry.get(cert_id)
+        if record is None or record["thing"] != thing:
+            log.warning("%s from %s names certificate %s, which is %s: ignored", why, thing,
+                        cert_id[:16], "not registered" if record is None else "another thing's")
+            return False
+        if record["status"] not in ("ACTIVE", "PENDING_ACTIVATION"):
+            return False
+        self.registry.set_status(record["cert_id"], "INACTIVE")
+        log.info("%s: %s abandoned certificate %s (%s): set INACTIVE", why, thing, cert_id[:16],
+                 record["status"])
+        return True
+
+    def expire(self, now=None):
+        """Delete the certificates left PENDING_ACTIVATION after their ownership token expired
+        (AWS deletes them); True when there were some (the CRL must be rewritten)."""
+        gone = self.registry.expire_pending(now=now)
+        for record in gone:
+            log.info("certificate %s of %s never provisioned within %s: deleted",
+                     record["cert_id"][:12], record["thing"], self.token_ttl)
+        return bool(gone)
+
     def _answer(self, thing, topic, fmt, fn, payload):
         try:
             if fmt != "json":
@@ -124,6 +227,11 @@ class Provisioner:
         return [(f"{TO}{thing}/{topic}{suffix}", data)], suffix == "/accepted"
 
     def _create_from_csr(self, thing, request):
+        if not self.throttle.allow(thing):
+            raise Rejection(429, "ThrottlingException", "Rate exceeded: CreateCertificateFromCsr"
+                            f" is limited to {self.throttle.rate:g} request(s) per second per "
+                            f"thing (burst {self.throttle.burst}); retry in "
+                            f"{max(0.1, self.throttle.retry_after(thing)):.1f} s")
         if self.fault.reject():
             raise Rejection(*self.fault.reject())
         pem = request.get("certificateSigningRequest")
@@ -154,7 +262,8 @@ class Provisioner:
             raise Rejection(400, "InvalidCsr", str(e)) from None
         # AWS: a certificate made over MQTT is PENDING_ACTIVATION until RegisterThing
         record = self.registry.register(cert, thing, "PENDING_ACTIVATION")
-        token = self.registry.issue_token(record["cert_id"])
+        token = self.registry.issue_token(record["cert_id"],
+                                          ttl_s=self.token_ttl.total_seconds())
         log.info("issued certificate %s for %s, valid until %s%s", record["cert_id"][:12], thing,
                  cert.not_valid_after_utc.isoformat(),
                  f" (fault {self.fault.name})" if self.fault.name else "")
@@ -224,24 +333,34 @@ def run_service(state_dir, stop):
     cloud = Cloud.from_state(state_dir)
     registry = Registry(cloud.registry_path)
     prov = Provisioner(cloud.ca, registry, parse_validity(cloud.cert_validity), cloud.templates,
-                       cloud.fault)
+                       cloud.fault, cloud.csr_rate, cloud.csr_burst,
+                       parse_validity(cloud.pending_ttl))
     inbox, subscribed = queue.Queue(), threading.Event()
+    topics = [(FROM + "#", 1), (ROTATION_TOPIC, 1)]
     # next to the broker: trusts the server certificate it was configured with, whatever signed it
     client = cloud.admin_client(SERVICE_CLIENT_ID, internal=True)
     client.on_message = lambda c, u, m: inbox.put((m.topic, m.payload))
     client.on_subscribe = lambda *a: subscribed.set()
     # paho reconnects by itself; subscribe again each time (clean session)
-    client.on_connect = lambda c, u, f, rc, p: None if rc.is_failure else c.subscribe(FROM + "#", 1)
-    client.subscribe(FROM + "#", 1)
+    client.on_connect = lambda c, u, f, rc, p: None if rc.is_failure else c.subscribe(topics)
+    client.subscribe(topics)
     if not subscribed.wait(10):
-        raise ProvisioningError(f"no SUBACK for {FROM}# from the broker within 10 s")
-    (Path(state_dir) / "provisioning.ready").write_text(f"{os.getpid()}\n")
+        raise ProvisioningError(f"no SUBACK for {FROM}# and {ROTATION_TOPIC} from the broker "
+                                "within 10 s")
     log.info("ready: templates %s, certificates valid %s%s", ", ".join(prov.templates),
              cloud.cert_validity, f"; FAULT {cloud.fault}" if cloud.fault else "")
-    notified = {}
+    # after the log line: whoever waits for this file may read the log at once
+    (Path(state_dir) / "provisioning.ready").write_text(f"{os.getpid()}\n")
+    notified, swept = {}, 0.0
     try:
         while not stop.is_set():
             replies, changed = [], False
+            if time.monotonic() - swept >= _SWEEP_S:
+                swept = time.monotonic()
+                try:
+                    changed = prov.expire()
+                except UpcertError as e:
+                    log.error("expired certificates not deleted: %s", e)
             for topic, payload in _drain(inbox):
                 try:
                     out, c = prov.handle(topic, payload)
@@ -292,14 +411,14 @@ def _notify_next(client, registry, notified):
             notified[thing] = job_id
 
 
-def _pid_ok(state_dir, pid):
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        st = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return (st != "Z" and b"upcert.provisioning" in cmdline
-            and str(Path(state_dir).resolve()).encode() in cmdline)
+def _pid_ok(state_dir, pid, args=None):
+    """True when pid is a live provisioning service of state_dir (`-m upcert.provisioning
+    --state <state_dir>`): not a dead one, nor a reused pid."""
+    from .cloud import process_args, process_path_arg
+
+    args = args or process_args(pid)
+    return bool(args) and "upcert.provisioning" in args and \
+        process_path_arg(pid, args, "--state") == Path(state_dir).resolve()
 
 
 def _service_pid(state_dir):
@@ -313,6 +432,15 @@ def service_running(state_dir):
     """True while the provisioning service of state_dir runs."""
     pid = _service_pid(state_dir)
     return pid is not None and _pid_ok(Path(state_dir), pid)
+
+
+def service_state(state_dir):
+    """("running" | "dead" | "stopped", pid or None): dead when provisioning.pid names a process
+    that is gone or no longer ours (the service crashed or was killed), stopped without it."""
+    pid = _service_pid(state_dir)
+    if pid is None:
+        return "stopped", None
+    return ("running" if _pid_ok(Path(state_dir), pid) else "dead"), pid
 
 
 def start_service(cloud, timeout_s=20):
@@ -348,18 +476,17 @@ def start_service(cloud, timeout_s=20):
 
 
 def stop_service(state_dir, timeout_s=10):
-    """Stop the service of state_dir (SIGTERM, then SIGKILL); nothing to do if stopped."""
+    """Stop the service of state_dir (SIGTERM, then SIGKILL), and any other service process of
+    state_dir whose pid file was lost or overwritten; nothing to do if stopped."""
+    from .cloud import find_processes, stop_process
+
     state = Path(state_dir)
     pid = _service_pid(state)
-    if pid is not None and _pid_ok(state, pid):
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while _pid_ok(state, pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if _pid_ok(state, pid):
-            os.kill(pid, signal.SIGKILL)
-    if pid in _procs:
-        _procs.pop(pid).wait()
+    strays = find_processes(lambda p, args: _pid_ok(state, p, args))
+    for p in ([pid] if pid is not None else []) + [p for p in strays if p != pid]:
+        stop_process(p, lambda q: _pid_ok(state, q), timeout_s)
+        if p in _procs:
+            _procs.pop(p).wait()
     for name in ("provisioning.pid", "provisioning.ready"):
         (state / name).unlink(missing_ok=True)
 

@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS certificates (
   attached INTEGER NOT NULL DEFAULT 0, pem TEXT NOT NULL,
   token_hash TEXT UNIQUE, token_expires INTEGER);
 CREATE INDEX IF NOT EXISTS certificates_thing ON certificates(thing);
+CREATE INDEX IF NOT EXISTS certificates_pending ON certificates(status, token_expires);
 CREATE TABLE IF NOT EXISTS things (
   name TEXT PRIMARY KEY, attributes TEXT NOT NULL, created INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (
@@ -44,6 +45,8 @@ CREATE TABLE IF NOT EXISTS jobs (
   status_details TEXT NOT NULL, queued_at INTEGER NOT NULL, started_at INTEGER,
   updated_at INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS jobs_thing ON jobs(thing, status);
+CREATE TABLE IF NOT EXISTS deleted (
+  serial TEXT PRIMARY KEY, deleted INTEGER NOT NULL);
 """
 _CERT_COLS = "cert_id, thing, status, serial, not_after, created, updated, attached, pem"
 
@@ -223,12 +226,31 @@ class Registry:
                         "ELSE status END WHERE cert_id=?", (t, row["cert_id"]))
         return self.get(row["cert_id"])
 
+    def expire_pending(self, now=None):
+        """Delete every certificate still PENDING_ACTIVATION whose ownership token has expired
+        (AWS deletes a certificate from CreateCertificateFromCsr that was not provisioned before
+        its token expired): the deleted records, which leave the CRL with them."""
+        t = _now(now)
+        with self._tx(write=True) as con:
+            rows = con.execute(f"SELECT {_CERT_COLS} FROM certificates WHERE status="
+                               "'PENDING_ACTIVATION' AND token_expires < ?", (t,)).fetchall()
+            con.execute("DELETE FROM certificates WHERE status='PENDING_ACTIVATION' AND "
+                        "token_expires < ?", (t,))
+            # AWS accepts registered certificates only; this stand-in refuses by CRL (a
+            # deny-list), so a deleted certificate's serial stays in the CRL: deleted must not
+            # mean usable. Throttled issuing bounds how many there can be.
+            con.executemany("INSERT OR IGNORE INTO deleted (serial, deleted) VALUES (?, ?)",
+                            [(r["serial"], t) for r in rows])
+        return [_cert(r) for r in rows]
+
     def revocations(self):
-        """(serial as int, status, changed at) of every certificate that is not ACTIVE."""
+        """(serial as int, status, changed at) of every certificate that is not ACTIVE, and of
+        every one deleted (status DELETED: it must stay refused)."""
         with self._tx() as con:
             rows = con.execute("SELECT serial, status, updated FROM certificates "
-                               "WHERE status != 'ACTIVE' ORDER BY updated").fetchall()
-        return [(int(r["serial"], 16), r["status"], r["updated"]) for r in rows]
+                               "WHERE status != 'ACTIVE' UNION ALL SELECT serial, 'DELETED', "
+                               "deleted FROM deleted ORDER BY 3").fetchall()
+        return [(int(r[0], 16), r[1], r[2]) for r in rows]
 
     # things ---------------------------------------------------------------------------------
 

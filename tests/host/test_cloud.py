@@ -88,12 +88,12 @@ def test_device_publishes_under_its_prefix_and_admin_receives(cloud, ca, tmp_pat
         assert msg.payload == b"hello"
         assert [m.topic for m in sub.messages] == ["things/dev1/telemetry"]  # forged one dropped
         close(dev)
-    assert "u'dev1'" in cloud.log_text()  # CN became the username (use_identity_as_username)
+    assert "u'dev1'" in cloud.log_text()  # CN became the username (the identity plugin)
 
 
 def test_refusals_are_explicit_with_mqtt5(cloud, ca, tmp_path):
     cert, key = identity(ca, tmp_path, "dev1")
-    dev = cloud.client("dev1-v5", cert, key, protocol=mqtt.MQTTv5)
+    dev = cloud.client("dev1", cert, key, protocol=mqtt.MQTTv5)
     try:
         assert not publish_v5(dev, "things/dev1/x").is_failure  # "No matching subscribers"
         assert publish_v5(dev, "things/dev2/x").getName() == "Not authorized"
@@ -107,7 +107,7 @@ def test_device_does_not_receive_another_things_messages(cloud, ca, tmp_path):
     # mosquitto's acl_file grants every SUBACK and checks "read" on each delivery (AWS refuses
     # the subscription itself); either way nothing of dev2's reaches dev1.
     cert, key = identity(ca, tmp_path, "dev1")
-    dev = cloud.client("dev1-sub", cert, key)
+    dev = cloud.client("dev1", cert, key)
     subscribed, received = threading.Event(), []
     dev.on_subscribe = lambda *a: subscribed.set()
     dev.on_message = lambda c, u, m: received.append(m.topic)
@@ -154,7 +154,7 @@ def test_fleet_provisioning_topics(cloud, ca, tmp_path, request_topic):
 
 def test_jobs_topics_of_own_thing(cloud, ca, tmp_path):
     cert, key = identity(ca, tmp_path, "dev1")
-    dev = cloud.client("dev1-jobs", cert, key, protocol=mqtt.MQTTv5)
+    dev = cloud.client("dev1", cert, key, protocol=mqtt.MQTTv5)
     try:
         with Subscription(cloud, "$aws/things/+/jobs/#") as sub:
             assert publish_v5(dev, "$aws/things/dev1/jobs/start-next").value == 0

@@ -47,7 +47,7 @@ elif mode == "clean":
     c.disconnect()
     print("DISCONNECTED")
     # Positive control, after the clean DISCONNECT: another link with a will, dropped.
-    link(thing + "-control", status, b"control: link dropped").close()
+    link(thing, status, b"control: link dropped").close()
     print("CONTROL")
 elif mode == "foreign":
     try:
@@ -55,7 +55,7 @@ elif mode == "foreign":
         print("ACCEPTED")
     except MqttError as e:
         print("REFUSED", e.reason, e)
-    link(thing + "-control", status, b"control: link dropped").close()
+    link(thing, status, b"control: link dropped").close()
     print("CONTROL")
 """
 CONTROL = b"control: link dropped"

@@ -1,6 +1,8 @@
-/* upcert identity plugin for mosquitto 2.0 (plugin API version 5, mosquitto_plugin.h): tells the
- * provisioning service which thing asked, delivers each reply only to the thing that asked, and
- * disconnects clients whose certificate the CRL lists. Built by upcert.plugin.build_plugin(). */
+/* upcert identity plugin for mosquitto 2.0 (plugin API version 5, mosquitto_plugin.h): makes the
+ * certificate CN the client's username and lets a device connect only under its own client id,
+ * tells the provisioning service which thing asked, delivers each reply only to the thing that
+ * asked, and disconnects clients whose certificate the CRL lists. Built by
+ * upcert.plugin.build_plugin(). */
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -114,6 +116,71 @@ static void seen_forget(const char *id)
 	mosquitto_free(s->id);
 	ASN1_INTEGER_free(s->serial);
 	*s = g_seen[--g_nseen];
+}
+
+/* The certificate's first subject CN as a new string (mosquitto_free), or NULL when it has none,
+ * has an embedded NUL or is empty: what mosquitto's own use_identity_as_username takes (src/
+ * handle_connect.c). */
+static char *cert_cn(X509 *cert)
+{
+	X509_NAME *name = X509_get_subject_name(cert);
+	X509_NAME_ENTRY *entry;
+	ASN1_STRING *data;
+	char *cn;
+	int i;
+
+	if(!name) return NULL;
+	i = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
+	if(i < 0) return NULL;
+	entry = X509_NAME_get_entry(name, i);
+	data = entry ? X509_NAME_ENTRY_get_data(entry) : NULL;
+	if(!data || ASN1_STRING_length(data) <= 0) return NULL;
+	cn = mosquitto_strdup((const char *)ASN1_STRING_get0_data(data));
+	if(cn && strlen(cn) != (size_t)ASN1_STRING_length(data)){
+		mosquitto_free(cn);
+		return NULL;
+	}
+	return cn;
+}
+
+/* CONNECT, before mosquitto looks for a connected client with the same id: with
+ * use_identity_as_username mosquitto 2.0 calls no plugin at CONNECT at all, and a second CONNECT
+ * under a connected client's id closes that client ("already connected, closing old connection",
+ * src/handle_connect.c connect__on_authorised). So mosquitto.conf leaves that option out and this
+ * does its work: username := certificate CN (whatever username the client sent), and a device
+ * (any CN but the admin's) may connect only as client id = CN, like AWS's policy allowing
+ * iot:Connect on client/${iot:Connection.Thing.ThingName}. MOSQ_ERR_AUTH makes mosquitto answer
+ * CONNACK 5 (MQTT 5: 0x87 Not authorized) and drop only the new connection. */
+static int on_basic_auth(int event, void *event_data, void *userdata)
+{
+	struct mosquitto_evt_basic_auth *ed = event_data;
+	const char *id = mosquitto_client_id(ed->client);
+	X509 *cert;
+	char *cn;
+	int rc;
+
+	(void)event; (void)userdata;
+	cert = mosquitto_client_certificate(ed->client); /* a new reference */
+	if(!cert){
+		mosquitto_log_printf(MOSQ_LOG_NOTICE, "upcert: client %s refused: no client certificate", id ? id : "?");
+		return MOSQ_ERR_AUTH;
+	}
+	cn = cert_cn(cert);
+	X509_free(cert);
+	if(!cn){
+		mosquitto_log_printf(MOSQ_LOG_NOTICE, "upcert: client %s refused: its certificate has no usable subject CN", id ? id : "?");
+		return MOSQ_ERR_AUTH;
+	}
+	if(strcmp(cn, g_admin) && (!id || strcmp(id, cn))){
+		mosquitto_log_printf(MOSQ_LOG_NOTICE, "upcert: client id '%s' refused for certificate CN '%s': "
+				"a thing connects only under its own name as client id (AWS policy: iot:Connect on "
+				"client/${iot:Connection.Thing.ThingName})", id ? id : "", cn);
+		mosquitto_free(cn);
+		return MOSQ_ERR_AUTH;
+	}
+	rc = mosquitto_set_username(ed->client, cn); /* copies it; replaces what the client sent */
+	mosquitto_free(cn);
+	return rc == MOSQ_ERR_SUCCESS ? MOSQ_ERR_SUCCESS : MOSQ_ERR_AUTH;
 }
 
 static bool name_ok(const char *user)
@@ -284,6 +351,7 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata, st
 	mosquitto_log_printf(MOSQ_LOG_INFO, "upcert: identity plugin for service '%s', CRL %s", g_admin,
 			g_crlfile ? g_crlfile : "(none)");
 	if(mosquitto_callback_register(g_pid, MOSQ_EVT_MESSAGE, on_message, NULL, NULL)
+			|| mosquitto_callback_register(g_pid, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL, NULL)
 			|| mosquitto_callback_register(g_pid, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL, NULL)
 			|| mosquitto_callback_register(g_pid, MOSQ_EVT_RELOAD, on_reload, NULL, NULL)
 			|| mosquitto_callback_register(g_pid, MOSQ_EVT_TICK, on_tick, NULL, NULL)
@@ -297,6 +365,7 @@ int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *opts, int opt
 {
 	(void)userdata; (void)opts; (void)opt_count;
 	mosquitto_callback_unregister(g_pid, MOSQ_EVT_MESSAGE, on_message, NULL);
+	mosquitto_callback_unregister(g_pid, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL);
 	mosquitto_callback_unregister(g_pid, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL);
 	mosquitto_callback_unregister(g_pid, MOSQ_EVT_RELOAD, on_reload, NULL);
 	mosquitto_callback_unregister(g_pid, MOSQ_EVT_TICK, on_tick, NULL);
