@@ -17,6 +17,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.oid import SignatureAlgorithmOID as _Sig
 
 from .errors import UpcertError
+from .validate import private_dir, write_private
 
 UTC = datetime.timezone.utc
 _DER = serialization.Encoding.DER
@@ -150,17 +151,13 @@ def _encrypted(label):
 def write_private_key(path, key):
     """Write the key as PEM PKCS#8; the file is 0600 from creation, also when it existed."""
     pem = key.private_bytes(_PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # an existing file keeps its old mode through O_CREAT
-        os.write(fd, pem)
-    finally:
-        os.close(fd)
+    write_private(path, pem)  # an existing file gets 0600 too (O_CREAT keeps its old mode)
 
 
 def write_certificate(path, cert):
-    """Write the certificate as PEM."""
-    Path(path).write_bytes(cert.public_bytes(_PEM))
+    """Write the certificate as PEM, 0600 like everything under $UPCERT_HOME (public, but the
+    state folders are the owner's alone)."""
+    write_private(path, cert.public_bytes(_PEM))
 
 
 def generate_key(kind="ec"):
@@ -321,7 +318,7 @@ class LocalCa:
             raise CertError("server_names must be a non-empty list of host names, e.g. ['localhost']")
         if key_type not in ("rsa", "ec"):
             raise CertError(f"unknown CA key type {key_type!r}: use 'rsa' or 'ec'")
-        directory.mkdir(parents=True, exist_ok=True)
+        private_dir(directory)  # 0700 where made here, parents ($UPCERT_HOME) too
         key = generate_key(key_type)
         name = x509.Name([
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "upcert"),

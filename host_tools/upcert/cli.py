@@ -81,17 +81,19 @@ def do_cloud_status(args):
     except UpcertError:
         print("cloud: not running")
         return 1
-    state = "running" if cloud.is_running() else "stopped"
-    print(f"cloud: {state} on {cloud.endpoint}:{cloud.port}"
-          + (f" (fault {cloud.fault})" if cloud.fault else ""))
-    return 0 if state == "running" else 1
+    print(f"cloud: {cloud.status_text()}" + (f" (fault {cloud.fault})" if cloud.fault else ""))
+    return 0 if cloud.is_running() else 1
 
 
 # ---- board -------------------------------------------------------------------------------
-def _state_dir(args):
+def _state_dir(args, create=False):
+    # --flash and --state name a folder of the user's choice; --name one under
+    # $UPCERT_HOME/boards, checked (a folder name) and kept inside it
+    from .validate import board_state_dir
+
     if getattr(args, "flash", None):
         return Path(args.flash).parent
-    return Path(args.state) if args.state else home() / "boards" / args.name
+    return Path(args.state) if args.state else board_state_dir(home(), args.name, create)
 
 
 def _use_table(args):
@@ -99,14 +101,14 @@ def _use_table(args):
     if getattr(args, "partitions", None):
         from .emulator_config import use_table
 
-        use_table(_state_dir(args), args.partitions)
+        use_table(_state_dir(args, create=True), args.partitions)
 
 
 def do_board_run(args):
     from . import emulator
 
     _use_table(args)
-    argv = ["run", "--state", str(_state_dir(args))]
+    argv = ["run", "--state", str(_state_dir(args, create=True))]
     for opt in ("heapsize", "clock", "ntp", "atecc608"):
         if getattr(args, opt):
             argv += [f"--{opt}", getattr(args, opt)]
@@ -117,8 +119,8 @@ def do_board_start(args):
     from .emulator import EmulatedBoard
 
     _use_table(args)
-    board = EmulatedBoard(_state_dir(args), heapsize=args.heapsize, clock=args.clock,
-                          ntp=args.ntp, atecc608=args.atecc608)
+    board = EmulatedBoard(_state_dir(args, create=True), heapsize=args.heapsize,
+                          clock=args.clock, ntp=args.ntp, atecc608=args.atecc608)
     port = board.start()
     print(port)
 
@@ -175,42 +177,56 @@ def do_rotate(args):
 
 
 # ---- provision ---------------------------------------------------------------------------
+def _checked(args, local_ca):
+    """Every option of `provision` checked before anything is written: (wifi, extra, days)."""
+    from . import validate as v
+
+    v.thing_name(args.thing, local_ca=local_ca)
+    v.endpoint(args.endpoint)
+    interval = v.telemetry_interval(args.telemetry_interval)
+    days = v.days(args.days)
+    wifi = None
+    if args.wifi_ssid is not None:
+        wifi = v.wifi(args.wifi_ssid, os.environ.get("UPCERT_WIFI_PASSWORD", ""))
+    return wifi, {} if interval is None else {"telemetry_interval_s": interval}, days
+
+
 def do_provision(args):
     from . import provision as p
+    from .validate import registry_state
 
     if args.store == "atecc608":
         return do_provision_chip(args)
     if args.lock:
         raise UpcertError("--lock locks an ATECC608's zones: it goes with --store atecc608")
-    wifi = None
-    if args.wifi_ssid:
-        wifi = (args.wifi_ssid, os.environ.get("UPCERT_WIFI_PASSWORD", ""))
-    extra = {"telemetry_interval_s": args.telemetry_interval} if args.telemetry_interval else {}
+    files = bool(args.cert or args.key or args.root_ca)
+    wifi, extra, days = _checked(args, local_ca=not files)
     cfg = p.make_config(args.thing, args.endpoint, args.store, extra, wifi)
-    if args.cert or args.key or args.root_ca:
+    if files:
         cert, key, roots = p.file_credentials(args.cert, args.key, args.root_ca)
     else:
-        cert, key, roots = p.local_credentials(args.ca_dir, args.thing, days=args.days)
+        cert, key, roots = p.local_credentials(args.ca_dir, args.thing, days=days)
+    # Like AWS, the local stand-in keeps a registry: a certificate it already holds for another
+    # thing, or not ACTIVE, is refused now, before the board is written.
+    known = registry_state(args.cloud_dir, cert, cfg["thing"])
     res = p.provision(args.port, cfg, cert, key, roots, board=args.board,
                       install=not args.no_firmware, reset=not args.no_reset,
                       log=lambda m: print(m, file=sys.stderr))
     for w in res.warnings:
         print(f"warning: {w}", file=sys.stderr)
-    if (Path(args.cloud_dir) / "cloud.json").exists():
-        # Like AWS, the local stand-in keeps a registry: record the new certificate there so
-        # `upcert certs list|deactivate|revoke` can act on it.
-        from .cloud import Cloud
-        from .registry import Registry
-
-        Registry(Cloud.from_state(args.cloud_dir).registry_path).register(cert, cfg["thing"])
-        print(f"registered in the local stand-in's registry ({args.cloud_dir}) as ACTIVE")
+    if known == "active":
+        print(f"already in the local stand-in's registry ({args.cloud_dir}) as ACTIVE for "
+              f"{cfg['thing']}")
+    else:
+        _register(args, cert, cfg["thing"])
     print(f"provisioned {res.thing} ({res.store} store) in {res.seconds:.1f} s")
     print(f"certificate id {res.cert_id}")
     print(f"expires {res.not_after.isoformat()}; issuer: {res.issuer_check}")
 
 
 def _register(args, cert, thing):
-    # Like AWS, the local stand-in keeps a registry: record the certificate if it runs.
+    # Like AWS, the local stand-in keeps a registry: record the certificate there (if it runs)
+    # so `upcert certs list|deactivate|revoke` can act on it.
     if (Path(args.cloud_dir) / "cloud.json").exists():
         from .cloud import Cloud
         from .registry import Registry
@@ -230,13 +246,12 @@ def do_provision_chip(args):
     if args.cert or args.key or args.root_ca:
         raise UpcertError("--store atecc608 makes the key inside the chip: --cert, --key and "
                           "--root-ca do not apply (the local CA in --ca-dir signs the CSR)")
-    wifi = (args.wifi_ssid, os.environ.get("UPCERT_WIFI_PASSWORD", "")) if args.wifi_ssid else None
-    extra = {"telemetry_interval_s": args.telemetry_interval} if args.telemetry_interval else {}
+    wifi, extra, days = _checked(args, local_ca=True)  # the local CA signs the chip's CSR
     cfg = pc.make_chip_config(args.thing, args.endpoint, address=args.chip_address,
                               slot=args.slot, cert=args.chip_cert, extra=extra, wifi=wifi)
     res = pc.provision_chip(args.port, cfg, args.ca_dir, lock=args.lock, board=args.board,
                             install=not args.no_firmware, reset=not args.no_reset,
-                            days=args.days, log=lambda m: print(m, file=sys.stderr))
+                            days=days, log=lambda m: print(m, file=sys.stderr))
     for w in res.warnings:
         print(f"warning: {w}", file=sys.stderr)
     _register(args, res.certificate, res.thing)
@@ -248,8 +263,9 @@ def do_provision_chip(args):
 
 def do_chip_rotate(args):
     from .provision_chip import rotate_chip
+    from .validate import days
 
-    res = rotate_chip(args.port, args.ca_dir, days=args.days,
+    res = rotate_chip(args.port, args.ca_dir, days=days(args.days),
                       log=lambda m: print(m, file=sys.stderr))
     _register(args, res.certificate, res.thing)
     print(f"rotated {res.thing}: key slot {res.old_slot} -> {res.new_slot}, certificate id "
@@ -355,12 +371,15 @@ def build_parser():
         "kept in an ATECC608 secure element (see --lock, --chip-address, --slot, --chip-cert)"))
     p.add_argument("--wifi-ssid", help="Wi-Fi network for the board (password from the "
                    "environment variable UPCERT_WIFI_PASSWORD, so it stays out of shell history)")
-    p.add_argument("--telemetry-interval", type=int, default=None, help="seconds (default 60)")
+    # numbers stay text here: validate.py reads ASCII digits only (int() takes any Unicode
+    # digit) and refuses a bad value in one line
+    p.add_argument("--telemetry-interval", default=None, help="seconds, 1..86400 (default 60)")
     p.add_argument("--cert", help="device certificate (PEM or DER)")
     p.add_argument("--key", help="private key (PEM or DER: PKCS#1, SEC1 or PKCS#8)")
     p.add_argument("--root-ca", help="root CA(s) for the server, e.g. AmazonRootCA1.pem")
     p.add_argument("--ca-dir", default=str(home() / "ca"), help="local CA (when no --cert)")
-    p.add_argument("--days", type=int, default=365, help="validity of a local-CA certificate")
+    p.add_argument("--days", default="365", help="validity of a local-CA certificate, "
+                   "1..3650 days")
     p.add_argument("--cloud-dir", default=str(home() / "cloud"),
                    help="local stand-in whose registry records the certificate, if it exists")
     p.add_argument("--board", default="esp32_generic", help="board definition under boards/")
@@ -380,7 +399,7 @@ def build_parser():
                       "CA, staged and committed (no AWS needed)")
     p.add_argument("--port", required=True, help="serial device of the board")
     p.add_argument("--ca-dir", default=str(home() / "ca"), help="local CA that signs the CSR")
-    p.add_argument("--days", type=int, default=365, help="validity of the new certificate")
+    p.add_argument("--days", default="365", help="validity of the new certificate, 1..3650 days")
     p.add_argument("--cloud-dir", default=str(home() / "cloud"),
                    help="local stand-in whose registry records the certificate, if it exists")
     p.set_defaults(fn=do_chip_rotate)

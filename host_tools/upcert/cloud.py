@@ -20,6 +20,7 @@ import paho.mqtt.client as mqtt
 
 from .certs import ADMIN_CN, LocalCa
 from .errors import UpcertError
+from .validate import write_private
 
 ENDPOINT = "localhost"  # the server certificate names localhost and 127.0.0.1
 # AWS IoT security policy IoTSecurityPolicy_TLS12_1_2_2022_10, OpenSSL names (DESIGN.md §3;
@@ -328,6 +329,7 @@ class Cloud:
 
     def _write_config(self):
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.state_dir, 0o700)  # the registry, logs and config are nobody else's
         ca = self.ca
         for path in (ca.ca_pem, self.server_cert, self.server_key, ca.admin_pem, ca.admin_key):
             if not Path(path).exists():
@@ -338,9 +340,9 @@ class Cloud:
 
             self.plugin_path = build_plugin()
             write_crl(ca, Registry(self.registry_path).revocations(), self.crl_path)
-        self.conf_path.write_text(self.config_text())
-        self.acl_path.write_text(_ACL.format(admin=ADMIN_CN))
-        self._openssl_path.write_text(_OPENSSL_CNF)
+        write_private(self.conf_path, self.config_text())
+        write_private(self.acl_path, _ACL.format(admin=ADMIN_CN))
+        write_private(self._openssl_path, _OPENSSL_CNF)
 
     def enforce(self, registry=None):
         """Rewrite the CRL from the registry and make mosquitto reload it (SIGHUP): new
@@ -419,7 +421,7 @@ class Cloud:
         fresh = self._state_json(saved.get("pid"))
         saved.update({k: fresh[k] for k in ("cert_validity", "templates", "fault", "csr_rate",
                                             "csr_burst", "pending_ttl")})
-        self.json_path.write_text(json.dumps(saved, indent=1))
+        write_private(self.json_path, json.dumps(saved, indent=1))
 
     def _stop_strays(self, timeout_s):
         """Stop what a crash may have left of this cloud: the provisioning service (by pid file
@@ -454,12 +456,14 @@ class Cloud:
         self._write_config()
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         env = dict(os.environ, OPENSSL_CONF=str(self._openssl_path))
-        with open(self._out_path, "wb") as out:
+        fd = os.open(self._out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "wb") as out:
             self._proc = subprocess.Popen(
                 [exe, "-c", str(self.conf_path.resolve())], stdin=subprocess.DEVNULL,
-                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        self.pid_path.write_text(f"{self._proc.pid}\n")
-        self.json_path.write_text(json.dumps(self._state_json(self._proc.pid), indent=1))
+                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                umask=0o077)
+        write_private(self.pid_path, f"{self._proc.pid}\n")
+        write_private(self.json_path, json.dumps(self._state_json(self._proc.pid), indent=1))
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -693,3 +697,4 @@ class Subscription:
 
     def __exit__(self, *exc):
         self.close()
+

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from upcert import emulator_config
 from upcert.errors import UpcertError
+from upcert.validate import open_private, private_dir, private_file, write_private
 
 REPO = Path(__file__).resolve().parents[2]
 START_PY = REPO / "boards" / "unix" / "emu" / "start.py"
@@ -26,6 +27,14 @@ START_PY = REPO / "boards" / "unix" / "emu" / "start.py"
 EMU_HEAP_RESERVE = 46 * 1024
 # ... and what the I2C bridge client (emu_i2c.py) adds on a board with an emulated ATECC608.
 I2C_HEAP_RESERVE = 3 * 1024
+# A board's state holds its private key and Wi-Fi password (flash.img, nvs.bin, part-*.bin,
+# atecc608.json), so everything in it is the owner's only: files 0600, the folder 0700. The
+# interpreter creates its images itself (boards/unix/emu/emu_flash.py, which cannot chmod), so
+# the host process runs the board under umask 077; files made by an earlier version are
+# tightened at each start.
+STATE_UMASK = 0o077
+STATE_FILES = ("board.json", "board.json.tmp", "flash.img", "nvs.bin", "rtc.bin",
+               emulator_config.POWERCUT, "atecc608.json", "serial.log", "host.log", "board.pid")
 
 
 def find_micropython():
@@ -40,9 +49,24 @@ def find_micropython():
     return path
 
 
+def secure_state(state_dir):
+    """Tighten the board's own files in state_dir to 0600 (files of an earlier version)."""
+    state = Path(state_dir)
+    private_file(state, *STATE_FILES, *(p.name for p in state.glob("part-*.bin")))
+
+
 def run(state_dir, *, heapsize=None, clock=None, ntp=None, atecc608=None):
     """Run a board in the foreground until SIGTERM or SIGINT (SIGUSR1 cuts its power).
-    `atecc608` ("blank", "tng", "none") changes the board.json setting first."""
+    `atecc608` ("blank", "tng", "none") changes the board.json setting first. Everything the
+    board and this process create in state_dir is 0600 (umask 077 while it runs)."""
+    old_umask = os.umask(STATE_UMASK)
+    try:
+        return _run(state_dir, heapsize=heapsize, clock=clock, ntp=ntp, atecc608=atecc608)
+    finally:
+        os.umask(old_umask)
+
+
+def _run(state_dir, *, heapsize, clock, ntp, atecc608):
     from upcert.emulator_relay import Relay
 
     state = Path(state_dir).resolve()
@@ -59,6 +83,7 @@ def run(state_dir, *, heapsize=None, clock=None, ntp=None, atecc608=None):
     if other:
         raise UpcertError(f"a board already runs in {state} (pid {other}); stop it first "
                           "with `upcert board stop`")
+    secure_state(state)
     chip, bridge = _fit_chip(state, cfg["atecc608"])
     heap = emulator_config.heap_bytes(cfg["heapsize"]) + EMU_HEAP_RESERVE + (
         I2C_HEAP_RESERVE if chip else 0)
@@ -80,9 +105,9 @@ def run(state_dir, *, heapsize=None, clock=None, ntp=None, atecc608=None):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
     emulator_config.write_powercut(state, 0, cfg["power_cut_after_writes"], 0)
-    pid_file.write_text(f"{os.getpid()}\n")
+    write_private(pid_file, f"{os.getpid()}\n")
     try:
-        with open(state / "serial.log", "ab") as log:
+        with open_private(state / "serial.log", "ab") as log:
             relay = Relay(state, cfg, command, env, log, announce)
             if chip:  # the chip shares the board's supply: a power cut resets it too
                 relay._power_on = _also_power(chip, relay._power_on)
@@ -170,11 +195,11 @@ class EmulatedBoard:
         """Start the board; returns its serial port once the board is booted."""
         if self._proc is not None:
             return self.port
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        err = open(self.state_dir / "host.log", "ab")
+        private_dir(self.state_dir)
+        err = open_private(self.state_dir / "host.log", "ab")
         cmd = [sys.executable, "-m", "upcert.emulator", "run", "--state", str(self.state_dir)]
         self._proc = subprocess.Popen(cmd + self._args, stdout=subprocess.PIPE, stderr=err,
-                                      start_new_session=True, cwd=str(REPO))
+                                      start_new_session=True, cwd=str(REPO), umask=STATE_UMASK)
         err.close()
         deadline = time.monotonic() + timeout_s
         line = b""

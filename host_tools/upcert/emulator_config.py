@@ -13,6 +13,7 @@ from pathlib import Path
 
 from upcert.atecc_zones import DEFAULT_ADDRESS, LAYOUTS
 from upcert.errors import UpcertError
+from upcert.validate import open_private, private_dir, write_private
 
 SECTOR = 4096
 FLASH_SIZE = 0x200000  # the vfs partition of MicroPython's partitions-4MiB.csv
@@ -57,12 +58,10 @@ FIRST_OFFSET = 0x9000  # after the bootloader and the partition table at 0x8000
 def load(state_dir, *, heapsize=None, clock=None, ntp=None, atecc608=None):
     """Read <state>/board.json (creating the folder and defaults on first use), apply the
     explicit arguments, check everything and write it back. Returns the settings dict.
-    `atecc608` is "blank", "tng" (fit that chip at its default address) or "none"."""
+    `atecc608` is "blank", "tng" (fit that chip at its default address) or "none".
+    A folder made here is 0700, board.json 0600 (the state holds the board's key)."""
     state = Path(state_dir)
-    try:
-        state.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UpcertError(f"cannot create board state folder {state}: {e.strerror}") from e
+    private_dir(state)
     path = state / "board.json"
     cfg = json.loads(json.dumps(DEFAULTS))
     if path.exists():
@@ -83,10 +82,15 @@ def load(state_dir, *, heapsize=None, clock=None, ntp=None, atecc608=None):
     if atecc608 is not None:
         cfg["atecc608"] = chip_setting(atecc608, cfg["atecc608"])
     check(cfg, path)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(cfg, indent=2) + "\n")
-    os.replace(tmp, path)
+    _save(path, cfg)
     return cfg
+
+
+def _save(path, cfg):
+    """board.json, replaced at once, 0600."""
+    tmp = path.with_suffix(".json.tmp")
+    write_private(tmp, json.dumps(cfg, indent=2) + "\n")
+    os.replace(tmp, path)
 
 
 def check(cfg, where="board.json"):
@@ -200,7 +204,7 @@ def reset_rtc(state_dir, clock):
     """Power-on value of the board's RTC (<state>/rtc.bin, an int64 offset in microseconds
     from the host clock): the host's time for clock "set", 2000-01-01 UTC for "unset"."""
     offset = 0 if clock == "set" else 946684800 * 1000000 - time.time_ns() // 1000
-    with open(Path(state_dir) / "rtc.bin", "wb") as f:
+    with open_private(Path(state_dir) / "rtc.bin", "wb") as f:
         f.write(struct.pack("<q", offset))
 
 
@@ -211,7 +215,7 @@ def write_powercut(state_dir, count, limit, fired):
     """Set the board's write counter, the write after which the power is cut, and the number
     of cuts fired. The board reads it at every flash write, so this works while it runs."""
     path = Path(state_dir) / POWERCUT
-    with open(path, "r+b" if path.exists() else "wb") as f:
+    with open_private(path, "r+b") as f:
         f.write(struct.pack("<III", count, limit, fired))
 
 
@@ -289,7 +293,5 @@ def use_table(state_dir, csv_path):
     cfg = dict(load(state), **table)
     path = state / "board.json"
     check(cfg, path)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(cfg, indent=2) + "\n")
-    os.replace(tmp, path)
+    _save(path, cfg)
     return cfg

@@ -104,6 +104,7 @@ class Relay:
         if pid == 0:  # the child: becomes the interpreter, with this pty as its console
             try:
                 board_tty(0)
+                os.umask(0o077)  # the images it makes hold the key: 0600 (emulator.STATE_UMASK)
                 os.chdir(self.state)
                 os.execve(self.command[0], self.command, env)
             except BaseException as e:  # nothing may escape a forked child

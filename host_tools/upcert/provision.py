@@ -1,17 +1,21 @@
 """Provisioning one board: check the credentials, install the firmware, write config and
 credentials through the board's own store code, read back, test-load into tls, report.
 
-Nothing is written to the board before every host-side check has passed.
+Nothing is written to the board before every host-side check has passed and the board has said
+that its firmware can run the device code, with room for it (firmware.check_board, check_room).
+The session with the board has an overall deadline and ends at once if the board reboots
+(transport.Board); a certificate is registered before the board is told to use it.
 """
 
 import hashlib
 import json
 import time
 from dataclasses import dataclass
+from textwrap import dedent
 
 from . import certs, firmware
 from .errors import UpcertError
-from .transport import Board
+from .transport import Board, BoardReset
 
 STORES = ("fs", "nvs", "partition")
 CONFIG_PATH = "/upcert.d/config.json"
@@ -19,6 +23,16 @@ ROOTS_PATH = "/upcert.d/roots.der"
 PARTITION_LABEL = "upcert"  # boards/esp32_generic/partitions.csv
 _RECORD_HEADER = 64  # bytes before cert + key in a partition record (store_part.py _DATA)
 _TABLE = "boards/esp32_generic/partitions.csv"
+DEADLINE_S = 120  # a provisioning session, plus the time its files take to send
+# Each step on the board starts without the device modules an earlier step (or the agent that
+# our Ctrl-C interrupted) loaded: a package shipped as .py source is compiled on the board,
+# and a heap holding every module at once runs out.
+FRESH = """
+import sys, gc
+for _m in [m for m in sys.modules if m.startswith('upcert') or m == 'board']:
+    del sys.modules[_m]
+gc.collect()
+"""
 
 
 @dataclass
@@ -88,9 +102,101 @@ def _sha(data):
     return hashlib.sha256(data).hexdigest()
 
 
+def _write_checked(b, path, data):
+    b.write_file(path, data)
+    if b.sha256_file(path) != _sha(data):
+        raise UpcertError(f"{path} on the board does not read back as written")
+
+
+def _store_room(kind, cert_der, key_der):
+    """Files a store writes on the board's filesystem, for the room check (fs: *.tmp, then
+    renamed; the other stores keep credentials outside the filesystem)."""
+    if kind != "fs":
+        return []
+    return [("/upcert.d/cert.der.tmp", cert_der), ("/upcert.d/key.der.tmp", key_der)]
+
+
+class Registration:
+    """A new certificate in the local stand-in's registry (or None: no registry), registered
+    ACTIVE before the board is told to use it. failed() settles it when provisioning fails
+    afterwards: the board is asked which certificate it holds; one it does not hold is set
+    INACTIVE again (the registry keeps no certificate that was never in use as ACTIVE), one it
+    holds stays ACTIVE. The failure's message gets a note saying which."""
+
+    def __init__(self, registry, cert, thing):
+        self.registry, self.thing = registry, thing
+        self.done = False  # registered by us
+        self.use(cert)
+
+    def use(self, cert, thing=None):
+        """The certificate (made on the way, e.g. from a chip's CSR) and its thing."""
+        self.cert = cert
+        self.cert_id = certs.cert_id(cert) if cert is not None else None
+        self.thing = thing or self.thing
+
+    def register(self):
+        if self.registry is None or self.cert is None:
+            return
+        rec = self.registry.get(self.cert_id)
+        if rec is None:
+            self.registry.register(self.cert, self.thing)
+            self.done = True
+        elif rec["thing"] != self.thing:
+            raise UpcertError(f"certificate {self.cert_id[:16]} is in the registry for thing "
+                              f"{rec['thing']!r}, not {self.thing!r}: use a certificate of "
+                              "this thing's own")
+        elif rec["status"] != "ACTIVE":
+            raise UpcertError(f"certificate {self.cert_id[:16]} is {rec['status']} in the "
+                              "registry, so the broker would refuse it: use a new certificate")
+
+    def failed(self, exc, port, timeout_s=10):
+        """Settle after `exc`; an UpcertError's message gets the outcome (exc.args)."""
+        if not self.done:
+            return
+        short = self.cert_id[:16]
+        # After a reboot, let the board come up before asking it (Board.open boot_wait_s).
+        held = held_certificate(port, timeout_s, boot_wait_s=5 if isinstance(exc, BoardReset)
+                                else 0)
+        if held == self.cert_id:
+            note = f"the board holds the new certificate {short}, registered ACTIVE"
+        elif held is not None:
+            self.registry.set_status(self.cert_id, "INACTIVE")
+            self.done = False
+            note = (f"the board kept its old identity; certificate {short} was set INACTIVE "
+                    "again in the registry")
+        else:
+            note = (f"could not tell which certificate the board holds, so certificate {short} "
+                    f"stays ACTIVE in the registry: see `upcert board status --port {port}`")
+        if isinstance(exc, UpcertError) and exc.args:
+            exc.args = (f"{exc.args[0]}; {note}",) + exc.args[1:]
+
+
+def held_certificate(port, timeout_s=10, deadline_s=30, boot_wait_s=0):
+    """Id of the certificate the board's store holds; "" when it holds none; None when that
+    cannot be told (the board does not answer, its store cannot be read)."""
+    try:
+        st = status(port, timeout_s=timeout_s, deadline_s=deadline_s, boot_wait_s=boot_wait_s)
+    except UpcertError:
+        return None
+    if "cert_id" in st:
+        return st["cert_id"]
+    if str(st.get("error", "")).startswith("StoreError"):
+        return ""  # no credentials (or only a half-written pair the store discards)
+    return None
+
+
 def provision(port, cfg, cert, key, roots, *, board="esp32_generic", install=True,
-              reset=True, log=print, timeout_s=10):
-    """Check, write, verify. Returns Result; raises UpcertError before any write on bad input."""
+              reset=True, log=print, timeout_s=10, deadline_s=DEADLINE_S, registry=None):
+    """Check, write, verify. Returns Result; raises UpcertError before any write on bad input.
+
+    Nothing is written before the board has said what it runs and it can run the device code
+    (firmware.check_board, check_room). deadline_s bounds the whole session with the board
+    (plus the time the files to send take, firmware.SEND_BYTES_PER_S); past it, or when the
+    board reboots meanwhile, one BoardTimeout/BoardReset line. registry (the local stand-in's
+    Registry, or anything with get/register/set_status): the certificate is registered ACTIVE
+    before the board is told to use it; if provisioning fails after that, the board is asked
+    which certificate it holds, and one it does not hold is set INACTIVE again."""
+    from .validate import check_config; check_config(cfg)  # noqa: E702, I001 (validate.py)
     started = time.monotonic()
     report = certs.check_device_credentials(cert, key, roots[0] if len(roots) == 1 else None)
     if len(roots) > 1:
@@ -111,52 +217,69 @@ def provision(port, cfg, cert, key, roots, *, board="esp32_generic", install=Tru
     roots_der = b"".join(certs.cert_to_der(r) for r in roots)
     config_bytes = json.dumps(cfg, separators=(",", ":")).encode()
 
-    with Board(port, timeout_s=timeout_s) as b:
-        if cfg["store"]["kind"] == "partition":
-            _check_partition(b, cfg["store"].get("label", PARTITION_LABEL),
-                             len(cert_der) + len(key_der))
-        if install:
-            firmware.install(b, board=board, log=log)
-        b.sync_file(CONFIG_PATH, config_bytes)
-        b.sync_file(ROOTS_PATH, roots_der)
-        # Credentials go through the device's own store code, so host and device agree on layout.
-        b.exec(
-            f"""
-            import board, json
-            from upcert import config
-            cfg = config.load({CONFIG_PATH!r})
-            board.store(cfg).write({cert_der!r}, {key_der!r})
-            """
-        )
-        back = b.exec(
-            f"""
-            import board, hashlib, binascii
-            from upcert import config
-            s = board.store(config.load({CONFIG_PATH!r}))
-            h = lambda d: binascii.hexlify(hashlib.sha256(d).digest()).decode()
-            print(h(s.certificate()), h(s.private_key()))
-            """
-        ).split()
-        if back != [_sha(cert_der), _sha(key_der)]:
-            raise UpcertError(
-                f"credentials in the {cfg['store']['kind']} store do not read back as written"
+    kind = cfg["store"]["kind"]
+    reg = Registration(registry, cert, cfg["thing"])
+    try:
+        with Board(port, timeout_s=timeout_s, deadline_s=deadline_s, operation="provision") as b:
+            info = b.probe(firmware.probe_modules(kind))
+            firmware.check_board(info, kind)
+            if kind == "partition":
+                _check_partition(b, cfg["store"].get("label", PARTITION_LABEL),
+                                 len(cert_der) + len(key_der))
+            mine = [(CONFIG_PATH, config_bytes), (ROOTS_PATH, roots_der)]
+            p = firmware.plan(b, info, board, extra=mine + _store_room(kind, cert_der, key_der),
+                              files_wanted=install)
+            if install:
+                firmware.install(b, board=board, log=log, info=info, planned=p)
+            else:
+                firmware.check_room(info, p.extra, p.have)
+            for path, data in mine:
+                if (path, data) in p.extra:
+                    _write_checked(b, path, data)
+            reg.register()  # before the board is told to use the certificate
+            # Credentials go through the device's own store code, so host and device agree on
+            # layout.
+            b.exec(
+                FRESH + dedent(f"""
+                import board, json
+                from upcert import config
+                cfg = config.load({CONFIG_PATH!r})
+                board.store(cfg).write({cert_der!r}, {key_der!r})
+                """),
+                what="writing the credentials",
             )
-        loaded = b.exec(
-            f"""
-            import board, tls
-            from upcert import config, store
-            s = board.store(config.load({CONFIG_PATH!r}))
-            ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
-            ctx.load_cert_chain(s.certificate(), s.private_key())
-            for r in store.load_roots({ROOTS_PATH!r}):
-                ctx.load_verify_locations(r)
-            print('loaded')
-            """
-        ).strip()
-        if loaded != "loaded":
-            raise UpcertError(f"the board could not load the credentials into tls: {loaded}")
-        if reset:
-            b.hard_reset()
+            back = b.exec(
+                FRESH + dedent(f"""
+                import board, hashlib, binascii
+                from upcert import config
+                s = board.store(config.load({CONFIG_PATH!r}))
+                h = lambda d: binascii.hexlify(hashlib.sha256(d).digest()).decode()
+                print(h(s.certificate()), h(s.private_key()))
+                """),
+                what="reading the credentials back",
+            ).split()
+            if back != [_sha(cert_der), _sha(key_der)]:
+                raise UpcertError(f"credentials in the {kind} store do not read back as written")
+            loaded = b.exec(
+                FRESH + dedent(f"""
+                import board, tls
+                from upcert import config, store
+                s = board.store(config.load({CONFIG_PATH!r}))
+                ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
+                ctx.load_cert_chain(s.certificate(), s.private_key())
+                for r in store.load_roots({ROOTS_PATH!r}):
+                    ctx.load_verify_locations(r)
+                print('loaded')
+                """),
+                what="loading the credentials into tls",
+            ).strip()
+            if loaded != "loaded":
+                raise UpcertError(f"the board could not load the credentials into tls: {loaded}")
+            if reset:
+                b.hard_reset()
+    except Exception as exc:
+        reg.failed(exc, port, timeout_s)
+        raise
     return Result(cfg["thing"], cfg["store"]["kind"], report.cert_id, report.not_after,
                   report.issuer_check, list(report.warnings), time.monotonic() - started)
 
@@ -214,13 +337,18 @@ print(json.dumps(out))
 """
 
 
-def status(port, timeout_s=10, resume=True):
+def status(port, timeout_s=10, resume=True, deadline_s=60, boot_wait_s=0):
     """What the board holds: thing, store, certificate id and expiry (read by the device).
-    Reading interrupts main.py (Ctrl-C); resume=True soft-reboots the board afterwards."""
-    with Board(port, timeout_s=timeout_s) as b:
-        out = b.exec(STATUS_CODE)
+    Reading interrupts main.py (Ctrl-C); resume=True soft-reboots the board afterwards.
+    boot_wait_s: the board has just rebooted (Board.open)."""
+    b = Board(port, timeout_s=timeout_s, deadline_s=deadline_s, operation="board status")
+    b.open(boot_wait_s)
+    try:
+        out = b.exec(STATUS_CODE, what="reading what it holds")
         if resume:
             b.soft_reboot()
+    finally:
+        b.close()
     try:
         return json.loads(out.strip().splitlines()[-1])
     except (ValueError, IndexError):

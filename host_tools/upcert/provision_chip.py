@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_ds
 
 from . import certs, firmware
 from .errors import UpcertError
-from .provision import CONFIG_PATH, ROOTS_PATH, make_config
-from .transport import Board, BoardError
+from .provision import CONFIG_PATH, DEADLINE_S, ROOTS_PATH, Registration, make_config
+from .transport import Board, BoardError, BoardReset, BoardTimeout
 
 # upcert's own configuration of a blank chip (contract "upcert configuration"; ATECC608
 # datasheet Table 2-5, §2.2.5): slot 0 device key and slots 2-4 spare keys for rotation, each
@@ -127,9 +127,12 @@ def run(b, step, **args):
 
 def run_code(b, code, what, **args):
     """Run MicroPython `code` on the board (Board b) with A = args, chip(), store(), h(), u();
-    it sets `out`, returned as JSON. ChipError naming `what` when it fails on the board."""
+    it sets `out`, returned as JSON. ChipError naming `what` when it fails on the board (a
+    deadline passed or a reboot stays a BoardTimeout/BoardReset, which names it)."""
     try:
-        text = b.exec(_PRELUDE % json.dumps(args) + code + _EPILOGUE, timeout_s=60)
+        text = b.exec(_PRELUDE % json.dumps(args) + code + _EPILOGUE, timeout_s=60, what=what)
+    except (BoardTimeout, BoardReset):
+        raise
     except BoardError as e:
         raise ChipError(f"{what}: {e}") from None
     try:
@@ -278,10 +281,13 @@ def _check_store_readback(b, cert_der, point65):
 
 
 def provision_chip(port, cfg, ca_dir, *, lock=False, board="esp32_generic", install=True,
-                   reset=True, days=365, log=print, timeout_s=10):
+                   reset=True, days=365, log=print, timeout_s=10, deadline_s=DEADLINE_S,
+                   registry=None):
     """Provision the chip named by cfg['store'] (kind atecc608: address, slot, cert) and write
     cfg as the board's config. A blank chip needs lock=True (ChipError explaining locking
-    otherwise, before anything is written to the chip or the store)."""
+    otherwise, before anything is written to the chip or the store). The board is asked what
+    it runs before anything is written (firmware.check_board); deadline_s and registry as in
+    provision.provision (the certificate is registered before it is stored on the board)."""
     started = time.monotonic()
     st = cfg["store"]
     slot, where = st.get("slot", 0), st.get("cert", "fs")
@@ -291,56 +297,78 @@ def provision_chip(port, cfg, ca_dir, *, lock=False, board="esp32_generic", inst
     dry = ca.issue_device(cfg["thing"], ec.generate_private_key(ec.SECP256R1()).public_key(), days)
     _fits(where, certs.cert_to_der(dry))
     roots_der = certs.cert_to_der(ca.certificate)
-    with Board(port, timeout_s=timeout_s) as b:
-        if install:
-            firmware.install(b, board=board, log=log)
-        probe = run(b, "probe", store=st)
-        info = decode_config(bytes.fromhex(probe["config"]))
-        if probe["serial"] != info["serial"]:
-            raise ChipError(f"serial {probe['serial']} from the chip differs from its config "
-                            f"zone ({info['serial']}): the bus is unreliable, check the wiring")
-        addr = st.get("address", 0x60)
-        configured = False
-        if not info["config_locked"]:
-            if not lock:
-                raise ChipError(explain_lock(addr, info["serial"]))
-            log(f"chip {info['serial']}: writing upcert's slot layout, locking the config zone")
-            back = run(b, "configure", store=st, slot_config=layout_bytes(SLOT_CONFIG).hex(),
-                       key_config=layout_bytes(KEY_CONFIG).hex())
-            info = decode_config(bytes.fromhex(back["config"]))
-            for n in range(16):
-                got = info["slots"][n]
-                if (got["slot_config"], got["key_config"]) != (SLOT_CONFIG[n], KEY_CONFIG[n]):
-                    raise ChipError(f"slot {n} configuration does not read back as written")
-            run(b, "lock_config", store=st)
-            info["config_locked"] = configured = True
-        gen = not info["data_locked"]
-        problem = _key_slot_problem(info, slot, gen)
-        if problem:
-            raise ChipError(f"chip {info['serial']}: {problem}: choose another --slot")
-        log(f"chip {info['serial']}: {'new key in' if gen else 'reading the key of'} slot {slot}")
-        k = run(b, "key", store=st, slot=slot, gen=gen, subject=[["CN", cfg["thing"]]])
-        pub = bytes.fromhex(k["pub"])
-        if bytes.fromhex(k["pub_again"]) != pub:
-            raise ChipError(f"slot {slot}'s public key (GenKey mode 0) differs from the new key")
-        req = check_csr(bytes.fromhex(k["csr"]), pub)
-        cert, issuer_check = _issue(ca, cfg["thing"], req, days)
-        cert_der = certs.cert_to_der(cert)
-        _fits(where, cert_der)
-        b.sync_file(CONFIG_PATH, json.dumps(cfg, separators=(",", ":")).encode())
-        b.sync_file(ROOTS_PATH, roots_der)
-        run(b, "store_write", config_path=CONFIG_PATH, cert=cert_der.hex(), slot=slot)
-        warnings = []
-        if lock and not info["data_locked"]:
-            log(f"chip {info['serial']}: locking the data zone")
-            run(b, "lock_data", store=st)
-            info["data_locked"] = True
-        elif not info["data_locked"]:
-            warnings.append("the chip's data zone stays unlocked (run again with --lock to lock "
-                            "it): until then its slots can be rewritten")
-        back = _check_store_readback(b, cert_der, b"\x04" + pub)
-        if reset:
-            b.hard_reset()
+    config_bytes = json.dumps(cfg, separators=(",", ":")).encode()
+    reg = Registration(registry, None, cfg["thing"])
+    try:
+        with Board(port, timeout_s=timeout_s, deadline_s=deadline_s,
+                   operation="provision (atecc608)") as b:
+            return _provision_chip(b, cfg, ca, st, slot, where, roots_der, config_bytes, reg,
+                                   lock=lock, board=board, install=install, reset=reset,
+                                   days=days, log=log, started=started)
+    except Exception as exc:
+        reg.failed(exc, port, timeout_s)
+        raise
+
+
+def _provision_chip(b, cfg, ca, st, slot, where, roots_der, config_bytes, reg, *, lock, board,
+                    install, reset, days, log, started):
+    fw = b.probe(firmware.probe_modules("atecc608"))
+    firmware.check_board(fw, "atecc608")
+    mine = [(CONFIG_PATH, config_bytes), (ROOTS_PATH, roots_der)]
+    p = firmware.plan(b, fw, board, extra=mine, files_wanted=install)
+    if install:
+        firmware.install(b, board=board, log=log, info=fw, planned=p)
+    else:
+        firmware.check_room(fw, p.extra, p.have)
+    probe = run(b, "probe", store=st)
+    info = decode_config(bytes.fromhex(probe["config"]))
+    if probe["serial"] != info["serial"]:
+        raise ChipError(f"serial {probe['serial']} from the chip differs from its config "
+                        f"zone ({info['serial']}): the bus is unreliable, check the wiring")
+    addr = st.get("address", 0x60)
+    configured = False
+    if not info["config_locked"]:
+        if not lock:
+            raise ChipError(explain_lock(addr, info["serial"]))
+        log(f"chip {info['serial']}: writing upcert's slot layout, locking the config zone")
+        back = run(b, "configure", store=st, slot_config=layout_bytes(SLOT_CONFIG).hex(),
+                   key_config=layout_bytes(KEY_CONFIG).hex())
+        info = decode_config(bytes.fromhex(back["config"]))
+        for n in range(16):
+            got = info["slots"][n]
+            if (got["slot_config"], got["key_config"]) != (SLOT_CONFIG[n], KEY_CONFIG[n]):
+                raise ChipError(f"slot {n} configuration does not read back as written")
+        run(b, "lock_config", store=st)
+        info["config_locked"] = configured = True
+    gen = not info["data_locked"]
+    problem = _key_slot_problem(info, slot, gen)
+    if problem:
+        raise ChipError(f"chip {info['serial']}: {problem}: choose another --slot")
+    log(f"chip {info['serial']}: {'new key in' if gen else 'reading the key of'} slot {slot}")
+    k = run(b, "key", store=st, slot=slot, gen=gen, subject=[["CN", cfg["thing"]]])
+    pub = bytes.fromhex(k["pub"])
+    if bytes.fromhex(k["pub_again"]) != pub:
+        raise ChipError(f"slot {slot}'s public key (GenKey mode 0) differs from the new key")
+    req = check_csr(bytes.fromhex(k["csr"]), pub)
+    cert, issuer_check = _issue(ca, cfg["thing"], req, days)
+    cert_der = certs.cert_to_der(cert)
+    _fits(where, cert_der)
+    b.sync_file(CONFIG_PATH, config_bytes)
+    b.sync_file(ROOTS_PATH, roots_der)
+    reg.use(cert)
+    reg.register()  # before the board is told to use the certificate
+    run(b, "store_write", config_path=CONFIG_PATH, cert=cert_der.hex(), slot=slot)
+    warnings = []
+    if lock and not info["data_locked"]:
+        log(f"chip {info['serial']}: locking the data zone")
+        run(b, "lock_data", store=st)
+        info["data_locked"] = True
+    elif not info["data_locked"]:
+        warnings.append("the chip's data zone stays unlocked (run again with --lock to lock "
+                        "it): until then its slots can be rewritten")
+    back = _check_store_readback(b, cert_der, b"\x04" + pub)
+    if reset:
+        b.hard_reset()
     return ChipResult(cfg["thing"], certs.cert_id(cert), cert.not_valid_after_utc, issuer_check,
                       info["serial"], back["describe"].get("revision", "?"), slot, configured,
                       info["config_locked"], info["data_locked"], time.monotonic() - started,
@@ -357,28 +385,42 @@ class RotateResult:
     certificate: object
 
 
-def rotate_chip(port, ca_dir, *, days=365, commit=True, reset=True, log=print, timeout_s=10):
+def rotate_chip(port, ca_dir, *, days=365, commit=True, reset=True, log=print, timeout_s=10,
+                deadline_s=DEADLINE_S, registry=None):
     """Rotation without AWS: a new key in a spare key slot, CSR signed by the chip, certificate
-    from the local CA, stage, and (commit=True) commit. The old key slot is untouched."""
+    from the local CA, stage, and (commit=True) commit. The old key slot is untouched.
+    deadline_s and registry as in provision.provision (registered before it is staged)."""
     ca = certs.LocalCa.load(ca_dir)
-    with Board(port, timeout_s=timeout_s) as b:
-        k = run(b, "new_key", config_path=CONFIG_PATH)
-        log(f"new key in slot {k['slot']} (active: slot {k['old']})")
-        req = check_csr(bytes.fromhex(k["csr"]), bytes.fromhex(k["pub"]))
-        cert, _ = _issue(ca, k["thing"], req, days)
-        cert_der = certs.cert_to_der(cert)
-        s = run(b, "stage", config_path=CONFIG_PATH, cert=cert_der.hex(), ref=k["ref"],
-                old=k["old"], commit=commit)
-        if not s["staged"]:
-            raise ChipError("the new identity does not read back from the idle slot A/B")
-        if s["old_pub"] != k["old_pub"]:
-            raise ChipError(f"the public key of the old slot {k['old']} changed during rotation")
-        if commit:
-            if s["slot"] != k["slot"]:
-                raise ChipError(f"after commit the store uses slot {s['slot']}, not {k['slot']}")
-            _check_store_readback(b, cert_der, b"\x04" + bytes.fromhex(k["pub"]))
-        if reset:
-            b.hard_reset()
+    reg = Registration(registry, None, None)
+    try:
+        with Board(port, timeout_s=timeout_s, deadline_s=deadline_s,
+                   operation="chip rotate") as b:
+            return _rotate_chip(b, ca, reg, days=days, commit=commit, reset=reset, log=log)
+    except Exception as exc:
+        reg.failed(exc, port, timeout_s)
+        raise
+
+
+def _rotate_chip(b, ca, reg, *, days, commit, reset, log):
+    k = run(b, "new_key", config_path=CONFIG_PATH)
+    log(f"new key in slot {k['slot']} (active: slot {k['old']})")
+    req = check_csr(bytes.fromhex(k["csr"]), bytes.fromhex(k["pub"]))
+    cert, _ = _issue(ca, k["thing"], req, days)
+    cert_der = certs.cert_to_der(cert)
+    reg.use(cert, k["thing"])
+    reg.register()  # before the board is told to use the certificate
+    s = run(b, "stage", config_path=CONFIG_PATH, cert=cert_der.hex(), ref=k["ref"],
+            old=k["old"], commit=commit)
+    if not s["staged"]:
+        raise ChipError("the new identity does not read back from the idle slot A/B")
+    if s["old_pub"] != k["old_pub"]:
+        raise ChipError(f"the public key of the old slot {k['old']} changed during rotation")
+    if commit:
+        if s["slot"] != k["slot"]:
+            raise ChipError(f"after commit the store uses slot {s['slot']}, not {k['slot']}")
+        _check_store_readback(b, cert_der, b"\x04" + bytes.fromhex(k["pub"]))
+    if reset:
+        b.hard_reset()
     return RotateResult(k["thing"], k["old"], k["slot"], certs.cert_id(cert), commit, cert)
 
 

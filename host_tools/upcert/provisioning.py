@@ -25,6 +25,7 @@ from .certs import CertError, common_name
 from .errors import UpcertError
 from .faults import Fault
 from .registry import TOKEN_TTL_S, Registry, TokenError
+from .validate import write_private
 
 FROM, TO = "upcert/from/", "upcert/to/"  # topics of the identity plugin (plugin/*.c)
 # A device's report of a certificate it abandoned mid-rotation, outside a job, in its own topic
@@ -350,7 +351,7 @@ def run_service(state_dir, stop):
     log.info("ready: templates %s, certificates valid %s%s", ", ".join(prov.templates),
              cloud.cert_validity, f"; FAULT {cloud.fault}" if cloud.fault else "")
     # after the log line: whoever waits for this file may read the log at once
-    (Path(state_dir) / "provisioning.ready").write_text(f"{os.getpid()}\n")
+    write_private(Path(state_dir) / "provisioning.ready", f"{os.getpid()}\n")
     notified, swept = {}, 0.0
     try:
         while not stop.is_set():
@@ -452,13 +453,13 @@ def start_service(cloud, timeout_s=20):
     here = str(Path(__file__).resolve().parents[1])  # so that `-m upcert...` finds this copy
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         p for p in (here, os.environ.get("PYTHONPATH")) if p))
-    with open(log_path, "ab") as out:
+    with open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "upcert.provisioning", "--state", str(state)],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
-            start_new_session=True)
+            start_new_session=True, umask=0o077)
     _procs[proc.pid] = proc
-    (state / "provisioning.pid").write_text(f"{proc.pid}\n")
+    write_private(state / "provisioning.pid", f"{proc.pid}\n")
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if ready.exists():

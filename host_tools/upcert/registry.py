@@ -102,7 +102,10 @@ class Registry:
             return con
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            new = not self.path.exists()
             con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            if new:
+                os.chmod(self.path, 0o600)  # the registry holds every thing's certificates
             con.row_factory = sqlite3.Row
             con.execute("PRAGMA journal_mode=WAL")  # readers never wait for the writer
             # a commit does not wait for the disk; the file stays consistent (a power cut may

@@ -87,5 +87,6 @@ def write_crl(ca, revocations, path, now=None):
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    os.chmod(tmp, 0o600)
     os.replace(tmp, path)
     return path
