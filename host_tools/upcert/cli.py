@@ -209,19 +209,31 @@ def do_provision(args):
     # Like AWS, the local stand-in keeps a registry: a certificate it already holds for another
     # thing, or not ACTIVE, is refused now, before the board is written.
     known = registry_state(args.cloud_dir, cert, cfg["thing"])
+    # Registered before the board is told to use it; retired again if the board never took it.
+    reg = _registry(args)
     res = p.provision(args.port, cfg, cert, key, roots, board=args.board,
                       install=not args.no_firmware, reset=not args.no_reset,
-                      log=lambda m: print(m, file=sys.stderr))
+                      log=lambda m: print(m, file=sys.stderr), registry=reg)
     for w in res.warnings:
         print(f"warning: {w}", file=sys.stderr)
     if known == "active":
         print(f"already in the local stand-in's registry ({args.cloud_dir}) as ACTIVE for "
               f"{cfg['thing']}")
-    else:
-        _register(args, cert, cfg["thing"])
+    elif reg is not None:
+        print(f"registered in the local stand-in's registry ({args.cloud_dir}) as ACTIVE")
     print(f"provisioned {res.thing} ({res.store} store) in {res.seconds:.1f} s")
     print(f"certificate id {res.cert_id}")
     print(f"expires {res.not_after.isoformat()}; issuer: {res.issuer_check}")
+
+
+def _registry(args):
+    # The local stand-in's registry when a local cloud lives in --cloud-dir, else None.
+    if not (Path(args.cloud_dir) / "cloud.json").exists():
+        return None
+    from .cloud import Cloud
+    from .registry import Registry
+
+    return Registry(Cloud.from_state(args.cloud_dir).registry_path)
 
 
 def _register(args, cert, thing):
