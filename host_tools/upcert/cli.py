@@ -219,8 +219,8 @@ def do_provision(args):
     if known == "active":
         print(f"already in the local stand-in's registry ({args.cloud_dir}) as ACTIVE for "
               f"{cfg['thing']}")
-    elif reg is not None:
-        print(f"registered in the local stand-in's registry ({args.cloud_dir}) as ACTIVE")
+    else:
+        _registered(args, reg)
     print(f"provisioned {res.thing} ({res.store} store) in {res.seconds:.1f} s")
     print(f"certificate id {res.cert_id}")
     print(f"expires {res.not_after.isoformat()}; issuer: {res.issuer_check}")
@@ -236,14 +236,9 @@ def _registry(args):
     return Registry(Cloud.from_state(args.cloud_dir).registry_path)
 
 
-def _register(args, cert, thing):
-    # Like AWS, the local stand-in keeps a registry: record the certificate there (if it runs)
-    # so `upcert certs list|deactivate|revoke` can act on it.
-    if (Path(args.cloud_dir) / "cloud.json").exists():
-        from .cloud import Cloud
-        from .registry import Registry
-
-        Registry(Cloud.from_state(args.cloud_dir).registry_path).register(cert, thing)
+def _registered(args, reg):
+    # Like AWS, the local stand-in keeps a registry (`upcert certs list|deactivate|revoke`).
+    if reg is not None:
         print(f"registered in the local stand-in's registry ({args.cloud_dir}) as ACTIVE")
 
 
@@ -261,12 +256,13 @@ def do_provision_chip(args):
     wifi, extra, days = _checked(args, local_ca=True)  # the local CA signs the chip's CSR
     cfg = pc.make_chip_config(args.thing, args.endpoint, address=args.chip_address,
                               slot=args.slot, cert=args.chip_cert, extra=extra, wifi=wifi)
+    reg = _registry(args)  # registered before the board is told to use it (provision_chip)
     res = pc.provision_chip(args.port, cfg, args.ca_dir, lock=args.lock, board=args.board,
                             install=not args.no_firmware, reset=not args.no_reset,
-                            days=days, log=lambda m: print(m, file=sys.stderr))
+                            days=days, log=lambda m: print(m, file=sys.stderr), registry=reg)
     for w in res.warnings:
         print(f"warning: {w}", file=sys.stderr)
-    _register(args, res.certificate, res.thing)
+    _registered(args, reg)
     print(f"provisioned {res.thing} (atecc608 store, chip {res.serial}, key slot {res.slot}) "
           f"in {res.seconds:.1f} s")
     print(f"certificate id {res.cert_id}")
@@ -277,9 +273,10 @@ def do_chip_rotate(args):
     from .provision_chip import rotate_chip
     from .validate import days
 
+    reg = _registry(args)  # registered before it is staged (rotate_chip)
     res = rotate_chip(args.port, args.ca_dir, days=days(args.days),
-                      log=lambda m: print(m, file=sys.stderr))
-    _register(args, res.certificate, res.thing)
+                      log=lambda m: print(m, file=sys.stderr), registry=reg)
+    _registered(args, reg)
     print(f"rotated {res.thing}: key slot {res.old_slot} -> {res.new_slot}, certificate id "
           f"{res.cert_id} committed")
 
