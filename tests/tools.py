@@ -68,3 +68,25 @@ def micropython_cmd(heapsize=None):
     if heapsize:
         cmd += ["-X", f"heapsize={heapsize}"]
     return cmd
+
+
+def bounded(fn, limit_s, what="still running"):
+    """fn() in a thread: (returned value or None, exception or None, seconds). Fails the test
+    when it has not finished within limit_s: a hang, which an overall deadline must prevent."""
+    import threading
+    import time
+
+    box = {}
+
+    def run():
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            box["exc"] = exc
+
+    started = time.monotonic()
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(limit_s)
+    assert not t.is_alive(), f"{what} after {limit_s} s"
+    return box.get("value"), box.get("exc"), time.monotonic() - started

@@ -57,10 +57,10 @@ def heap_room():
     the largest free IDF block it could grow into (py/modgc.c: free + max_new_split). mbedTLS
     allocates from that same IDF heap, so the part of the largest block that a second TLS
     connection needs (_TLS_IDF) is not counted. On a port whose heap does not grow,
-    idf_heap_info reports nothing to subtract."""
+    idf_heap_info reports nothing to subtract. Callers collect first when they want the
+    figure after a collection (the agent's loop does after every cycle)."""
     import gc
 
-    gc.collect()
     free = gc.mem_free()
     try:
         import esp32

@@ -9,29 +9,15 @@ then registered ACTIVE (registration comes before the board is told to use the c
 the board kept its old one, the new one is set INACTIVE again).
 """
 
-import threading
-import time
 
 from tests.e2e.conftest import telemetry_config
+from tests.tools import bounded
 
 BOUND_S = 60  # provision must end within this, whatever the board prints
 
 
 def _bounded(fn, limit_s):
-    box = {}
-
-    def run():
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            box["exc"] = exc
-
-    started = time.monotonic()
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(limit_s)
-    assert not t.is_alive(), f"provision still running after {limit_s} s: it hangs"
-    return box.get("value"), box.get("exc"), time.monotonic() - started
+    return bounded(fn, limit_s, 'provision still running: it hangs')
 
 
 class Bench:

@@ -17,7 +17,6 @@ import ast
 import os
 import select
 import threading
-import time
 
 import pytest
 from upcert import firmware
@@ -27,27 +26,11 @@ from upcert.emulator import EmulatedBoard
 from upcert.errors import UpcertError
 from upcert.transport import Board, BoardInfo, BoardTimeout
 
-from tests.tools import require
+from tests.tools import bounded, require
 
 
 def _bounded(fn, limit_s):
-    """fn() in a thread: (returned value or None, exception or None, seconds). Fails the test
-    when it has not finished within limit_s (a hang, which the deadline must prevent)."""
-    box = {}
-
-    def run():
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            box["exc"] = exc
-
-    started = time.monotonic()
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(limit_s)
-    took = time.monotonic() - started
-    assert not t.is_alive(), f"still running after {limit_s} s: no overall deadline"
-    return box.get("value"), box.get("exc"), took
+    return bounded(fn, limit_s, 'still running: no overall deadline')
 
 
 def _one_line(exc):
