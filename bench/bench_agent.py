@@ -38,12 +38,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "host_tools")]
 
 import paho.mqtt.client as paho  # noqa: E402
-from upcert import certs, firmware  # noqa: E402
-from upcert import provision as prov  # noqa: E402
-from upcert.certs import LocalCa  # noqa: E402
-from upcert.cloud import Cloud, Subscription  # noqa: E402
-from upcert.emulator import EmulatedBoard  # noqa: E402
-from upcert.wiretap import WireTap  # noqa: E402
+from upcert.board import firmware  # noqa: E402
+from upcert.board import provision as prov  # noqa: E402
+from upcert.cloud.standin import Cloud, Subscription  # noqa: E402
+from upcert.cloud.wiretap import WireTap  # noqa: E402
+from upcert.emu.board import EmulatedBoard  # noqa: E402
+from upcert.pki import certs  # noqa: E402
+from upcert.pki.ca import LocalCa  # noqa: E402
 
 from bench import interp  # noqa: E402
 from tests.tools import micropython_cmd  # noqa: E402
@@ -313,7 +314,7 @@ def bench_tls_heap(folder, cloud):
 
 
 def path_shim(exe, folder):
-    """The emulated board runs the `micropython` it finds on PATH (upcert.emulator): put exe
+    """The emulated board runs the `micropython` it finds on PATH (upcert.emu.board): put exe
     there first, for this process and its children."""
     shim = Path(folder) / "bin"
     shim.mkdir(exist_ok=True)

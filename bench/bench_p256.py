@@ -16,8 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "host_tools")]
 
+from upcert.board.firmware import compile_mpy  # noqa: E402
 from upcert.errors import UpcertError  # noqa: E402
-from upcert.firmware import compile_mpy  # noqa: E402
 
 from bench import interp  # noqa: E402
 

@@ -23,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "host_tools")]
 
-from upcert.certs import LocalCa  # noqa: E402
-from upcert.cloud import Cloud  # noqa: E402
+from upcert.cloud.standin import Cloud  # noqa: E402
+from upcert.pki.ca import LocalCa  # noqa: E402
 
 from bench import interp  # noqa: E402
 from bench.bench_rotation_heap import BOARD  # noqa: E402  (the unix board: clock, fs store)

@@ -25,8 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "host_tools")]
 
-from upcert.certs import LocalCa  # noqa: E402
-from upcert.cloud import Cloud  # noqa: E402
+from upcert.cloud.standin import Cloud  # noqa: E402
+from upcert.pki.ca import LocalCa  # noqa: E402
 
 from bench import interp  # noqa: E402
 from tests.host.test_rotation_device import make_device, mpy_lib  # noqa: E402

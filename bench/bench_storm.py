@@ -17,9 +17,10 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
-from upcert.certs import LocalCa, generate_key, write_certificate, write_private_key
-from upcert.cloud import Cloud
-from upcert.registry import Registry
+from upcert.cloud.registry import Registry
+from upcert.cloud.standin import Cloud
+from upcert.pki.ca import LocalCa
+from upcert.pki.certs import generate_key, write_certificate, write_private_key
 
 CSR = "$aws/certificates/create-from-csr/json"
 PROVISION = "$aws/provisioning-templates/upcert-rotation/provision/json"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "host_tools"))
 
+from upcert.board.firmware import BOARDS, FIRMWARE, compile_mpy  # noqa: E402
 from upcert.errors import UpcertError  # noqa: E402
-from upcert.firmware import BOARDS, FIRMWARE, compile_mpy  # noqa: E402
 
 # Budgets from the issues: the foundation (emulated board, agent) <= 24 KiB; what the
 # certificate lifecycle adds (keys, CSR, rotation) <= 16 KiB; the ATECC608 driver <= 6 KB.

@@ -12,12 +12,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "host_tools"))
 
-from upcert import provision as prov  # noqa: E402
-from upcert.certs import LocalCa  # noqa: E402
-from upcert.cloud import Cloud, Subscription  # noqa: E402
-from upcert.emulator import EmulatedBoard  # noqa: E402
+from upcert.board import provision as prov  # noqa: E402
+from upcert.cloud.standin import Cloud, Subscription  # noqa: E402
+from upcert.cloud.wiretap import WireTap  # noqa: E402
+from upcert.emu.board import EmulatedBoard  # noqa: E402
 from upcert.errors import UpcertError  # noqa: E402
-from upcert.wiretap import WireTap  # noqa: E402
+from upcert.pki.ca import LocalCa  # noqa: E402
 
 THING = "demo-thing-1"
 
@@ -34,9 +34,9 @@ def rotate_live(home, ca, ca_dir, cloud, tap):
     """A second board with a 10-minute certificate renews it live over Fleet Provisioning."""
     import datetime as dt
 
-    from upcert import certs
-    from upcert.provisioning import set_certificate_status
-    from upcert.registry import Registry
+    from upcert.cloud.admin import set_certificate_status
+    from upcert.cloud.registry import Registry
+    from upcert.pki import certs
 
     thing = "demo-thing-2"
     step(f"{thing}: a certificate valid for 10 minutes, renewal due under a day left")
@@ -78,7 +78,7 @@ def rotate_live(home, ca, ca_dir, cloud, tap):
 
 def chip_demo(home, ca_dir, cloud):
     """A third board with a blank emulated ATECC608: key made in the chip, CSR signed by it."""
-    from upcert import provision_chip as chip
+    from upcert.board import chip
 
     thing = "demo-thing-3"
     step(f"{thing}: a blank ATECC608 (emulated, I2C 0x60): the key is made inside the chip")

@@ -37,4 +37,4 @@ if [ ! -f "$stamp" ] || [ host_tools/requirements.txt -nt "$stamp" ] || [ pyproj
     .venv/bin/micropython -c "import tls, vfs" 
     touch "$stamp"
 fi
-.venv/bin/python -m upcert.deps .build/deps
+.venv/bin/python -m upcert.board.deps .build/deps

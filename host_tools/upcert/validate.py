@@ -11,7 +11,8 @@ import os
 import re
 from pathlib import Path
 
-from .errors import UpcertError
+from upcert.errors import UpcertError
+from upcert.paths import FIRMWARE
 
 # AWS IoT CreateThing thingName pattern (AWS IoT API Reference): also the MQTT client id, the
 # topic prefix and, with the local CA, the certificate's CN.
@@ -24,7 +25,7 @@ _DIGITS_RE = re.compile(r"-?[0-9]+")  # ASCII only: int() also takes '٣' (Arabi
 # The device's own limits (firmware/upcert/config.py _INTS, read from there when the repository
 # is at hand): a value outside them would be refused by the board only after config.json had
 # been written.
-DEVICE_CONFIG = Path(__file__).resolve().parents[2] / "firmware" / "upcert" / "config.py"
+DEVICE_CONFIG = FIRMWARE / "upcert" / "config.py"
 TELEMETRY_S = (1, 86400)
 KEEPALIVE_S = (30, 1200)
 PORT = (1, 65535)
@@ -269,37 +270,6 @@ def device_ints():
     except (OSError, SyntaxError, StopIteration, ValueError, TypeError):
         return dict(_INTS)
     return dict(_INTS, **table)
-
-
-# ---- the stand-in's registry --------------------------------------------------------------
-def registry_state(cloud_dir, cert, thing):
-    """Before a board is written: what the local stand-in's registry in cloud_dir knows of
-    `cert`. None: no stand-in there; "new": register it afterwards; "active": already
-    registered ACTIVE for this thing (nothing to add). A certificate registered for another
-    thing, or not ACTIVE, is refused."""
-    if not (Path(cloud_dir) / "cloud.json").exists():
-        return None
-    from .certs import cert_id
-    from .cloud import Cloud
-    from .registry import Registry
-
-    cid = cert_id(cert)
-    rec = Registry(Cloud.from_state(cloud_dir).registry_path).get(cid)
-    if rec is None:
-        return "new"
-    where = f"the local stand-in's registry ({cloud_dir})"
-    if rec["thing"] != thing:
-        raise InputError(f"certificate {cid[:16]} is already in {where} for thing "
-                         f"{rec['thing']!r}, not {thing!r}: use --thing {rec['thing']}, or a "
-                         "certificate of this thing's own")
-    if rec["status"] == "REVOKED":
-        raise InputError(f"certificate {cid[:16]} is REVOKED in {where}, for good: issue a new "
-                         "certificate (or provision without --cert/--key for the local CA)")
-    if rec["status"] != "ACTIVE":
-        raise InputError(f"certificate {cid[:16]} is {rec['status']} in {where}, so the broker "
-                         f"refuses it: `upcert certs activate {cid[:16]}` first, or use a new "
-                         "certificate")
-    return "active"
 
 
 # ---- owner-only state ---------------------------------------------------------------------

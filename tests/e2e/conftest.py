@@ -11,14 +11,14 @@ _names = itertools.count(1)
 
 @pytest.fixture(scope="session")
 def ca(tmp_path_factory):
-    from upcert.certs import LocalCa
+    from upcert.pki.ca import LocalCa
 
     return LocalCa.init(tmp_path_factory.mktemp("ca"))
 
 
 @pytest.fixture(scope="session")
 def other_ca(tmp_path_factory):
-    from upcert.certs import LocalCa
+    from upcert.pki.ca import LocalCa
 
     return LocalCa.init(tmp_path_factory.mktemp("other-ca"))
 
@@ -26,7 +26,7 @@ def other_ca(tmp_path_factory):
 @pytest.fixture(scope="session")
 def cloud(ca, tmp_path_factory):
     require("mosquitto")
-    from upcert.cloud import Cloud
+    from upcert.cloud.standin import Cloud
 
     c = Cloud(tmp_path_factory.mktemp("cloud"), ca)
     c.up()
@@ -39,7 +39,7 @@ def board_factory(tmp_path):
     """make(**settings) -> a started EmulatedBoard; all are stopped after the test."""
     require("micropython")
     require("mpremote")
-    from upcert.emulator import EmulatedBoard
+    from upcert.emu.board import EmulatedBoard
 
     boards = []
 
@@ -61,7 +61,7 @@ def thing(request):
 
 
 def telemetry_config(thing, cloud, store="fs", interval_s=2, port=None):
-    from upcert import provision as prov
+    from upcert.board import provision as prov
 
     return prov.make_config(thing, f"localhost:{port or cloud.port}", store,
                             {"telemetry_interval_s": interval_s, "keepalive_s": 30},

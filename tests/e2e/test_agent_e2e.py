@@ -12,7 +12,7 @@ from tests.tools import require
 
 
 def _provision(board, cloud, ca, thing, store="fs", **kw):
-    from upcert import provision as prov
+    from upcert.board import provision as prov
 
     cfg = telemetry_config(thing, cloud, store, **kw)
     cert, key, roots = prov.local_credentials(ca.directory, thing)
@@ -21,8 +21,8 @@ def _provision(board, cloud, ca, thing, store="fs", **kw):
 
 @pytest.mark.parametrize("store", ["fs", "nvs"])
 def test_provision_connect_publish_and_ping(board_factory, cloud, ca, thing, store):
-    from upcert.cloud import Subscription
-    from upcert.provision import status
+    from upcert.board.provision import status
+    from upcert.cloud.standin import Subscription
 
     board = board_factory()
     sub = Subscription(cloud, f"things/{thing}/#")
@@ -83,7 +83,7 @@ def test_unmodified_mpremote_sees_the_provisioned_files(board_factory, cloud, ca
 
 
 def test_broker_restart_agent_reconnects(board_factory, cloud, ca, thing):
-    from upcert.cloud import Subscription
+    from upcert.cloud.standin import Subscription
 
     board = board_factory()
     _provision(board, cloud, ca, thing)

@@ -25,15 +25,15 @@ def chip_board(board_factory):
 
 
 def _cfg(thing, address=0x60, cert="fs"):
-    from upcert.provision_chip import make_chip_config
+    from upcert.board.chip import make_chip_config
 
     return make_chip_config(thing, ENDPOINT, address=address, cert=cert,
                             wifi=("upcert-lab", "test-password"))
 
 
 def _on_board(board, step, **args):
-    from upcert.provision_chip import run
-    from upcert.transport import Board
+    from upcert.board.chip import run
+    from upcert.board.transport import Board
 
     with Board(board.port) as b:
         return run(b, step, **args)
@@ -41,8 +41,8 @@ def _on_board(board, step, **args):
 
 def _chip(board, address, code):
     """Run `code` on the board with `c` = the driver; returns what it sets as `out`."""
-    from upcert.provision_chip import run_code
-    from upcert.transport import Board
+    from upcert.board.chip import run_code
+    from upcert.board.transport import Board
 
     with Board(board.port) as b:
         return run_code(b, f"c = chip()\n{code}", "test code", store={"address": address})
@@ -76,8 +76,8 @@ def _cli(*args, timeout=180):
 
 
 def test_blank_chip_without_lock_is_refused_and_nothing_written(chip_board, ca, thing):
-    from upcert import firmware
-    from upcert.transport import Board
+    from upcert.board import firmware
+    from upcert.board.transport import Board
 
     board = chip_board("blank")
     st = _cfg(thing)["store"]
@@ -92,7 +92,7 @@ def test_blank_chip_without_lock_is_refused_and_nothing_written(chip_board, ca, 
                  "atecc608.json"):
         assert text in r.stderr, r.stderr
     assert _on_board(board, "probe", store=st) == before  # config zone untouched, unlocked
-    from upcert.provision_chip import decode_config
+    from upcert.board.chip import decode_config
 
     assert not decode_config(bytes.fromhex(before["config"]))["config_locked"]
     with Board(board.port) as b:
@@ -101,7 +101,7 @@ def test_blank_chip_without_lock_is_refused_and_nothing_written(chip_board, ca, 
 
 
 def test_blank_chip_lock_provision_status_agent_and_rotation(chip_board, ca, thing):
-    from upcert.provision_chip import KEY_CONFIG, SLOT_CONFIG, decode_config, provision_chip
+    from upcert.board.chip import KEY_CONFIG, SLOT_CONFIG, decode_config, provision_chip
 
     board = chip_board("blank")
     res = provision_chip(board.port, _cfg(thing), ca.directory, lock=True, log=lambda m: None)
@@ -143,7 +143,7 @@ def test_blank_chip_lock_provision_status_agent_and_rotation(chip_board, ca, thi
     assert json.loads(st.stdout)["cert_id"] == res.cert_id
 
     # Rotation to a spare slot: staged first (slot 0 intact and still active), then committed.
-    from upcert.provision_chip import rotate_chip
+    from upcert.board.chip import rotate_chip
 
     rot = rotate_chip(board.port, ca.directory, commit=False, reset=False, log=lambda m: None)
     assert (rot.old_slot, rot.new_slot, rot.committed) == (0, 2, False)
@@ -167,7 +167,7 @@ def test_blank_chip_lock_provision_status_agent_and_rotation(chip_board, ca, thi
 
 
 def test_trust_and_go_chip_skips_configuration(chip_board, ca, thing):
-    from upcert.transport import Board
+    from upcert.board.transport import Board
 
     board = chip_board("tng")
     r = _cli("provision", "--store", "atecc608", "--chip-address", "0x35", "--port", board.port,
@@ -189,9 +189,9 @@ def test_trust_and_go_chip_skips_configuration(chip_board, ca, thing):
 def test_config_locked_chip_is_provisioned_without_lock(chip_board, ca, thing):
     # A chip whose config zone is locked but not its data zone (a run stopped half-way): the key
     # is made without --lock, and the data zone stays unlocked with a warning.
-    from upcert import firmware
-    from upcert.provision_chip import KEY_CONFIG, SLOT_CONFIG, layout_bytes, provision_chip
-    from upcert.transport import Board
+    from upcert.board import firmware
+    from upcert.board.chip import KEY_CONFIG, SLOT_CONFIG, layout_bytes, provision_chip
+    from upcert.board.transport import Board
 
     board = chip_board("blank")
     st = _cfg(thing)["store"]
@@ -209,8 +209,8 @@ def test_config_locked_chip_is_provisioned_without_lock(chip_board, ca, thing):
 def test_certificate_in_data_slot_8(chip_board, ca, thing):
     import datetime
 
-    from upcert.provision_chip import ChipError, provision_chip, run_code
-    from upcert.transport import Board
+    from upcert.board.chip import ChipError, provision_chip, run_code
+    from upcert.board.transport import Board
 
     board = chip_board("tng")
     # The local CA's certificates (RSA signature, five extensions) never fit 416 bytes: refused

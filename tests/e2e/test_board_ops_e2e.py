@@ -24,8 +24,8 @@ class Bench:
     """One board, the stand-in's registry, and the identity the board holds."""
 
     def __init__(self, board, cloud, ca, thing):
-        from upcert import provision as prov
-        from upcert.registry import Registry
+        from upcert.board import provision as prov
+        from upcert.cloud.registry import Registry
 
         self.board, self.ca, self.thing, self.prov = board, ca, thing, prov
         self.cfg = telemetry_config(thing, cloud, interval_s=1)
@@ -35,7 +35,7 @@ class Bench:
     def provision(self, cut_at=None, **kw):
         """Provision a new identity; cut_at: power cut after that many flash writes. Returns
         (error or None, new cert id, seconds)."""
-        from upcert import certs
+        from upcert.pki import certs
 
         cert, key, roots = self.prov.local_credentials(self.ca.directory, self.thing)
         if cut_at is not None:
@@ -67,7 +67,7 @@ def _one_line(exc, port):
 
 
 def test_power_cut_during_provision(board_factory, cloud, ca, thing):
-    from upcert.transport import Board
+    from upcert.board.transport import Board
 
     board = board_factory()
     bench = Bench(board, cloud, ca, thing)

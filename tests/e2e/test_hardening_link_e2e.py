@@ -11,8 +11,8 @@ from tests.e2e.conftest import telemetry_config
 
 def _provision(board, cloud, ca, thing):
     # A local-CA identity, registered ACTIVE in the stand-in's registry (a rotation retires it).
-    from upcert import provision as prov
-    from upcert.registry import Registry
+    from upcert.board import provision as prov
+    from upcert.cloud.registry import Registry
 
     cfg = telemetry_config(thing, cloud)
     cert, key, roots = prov.local_credentials(ca.directory, thing)
@@ -25,7 +25,7 @@ def _log(board, since):
 
 
 def test_big_command_and_burst_answered_telemetry_goes_on(board_factory, cloud, ca, thing):
-    from upcert.cloud import Subscription
+    from upcert.cloud.standin import Subscription
 
     board = board_factory()
     sub = Subscription(cloud, f"things/{thing}/#")
@@ -68,7 +68,7 @@ def test_big_command_and_burst_answered_telemetry_goes_on(board_factory, cloud, 
 
 
 def test_job_too_large_rejected_once_then_rotation_job_runs(board_factory, cloud, ca, thing):
-    from upcert.registry import Registry
+    from upcert.cloud.registry import Registry
 
     board = board_factory()
     reg = Registry(cloud.registry_path)

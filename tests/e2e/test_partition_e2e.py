@@ -34,7 +34,7 @@ def state(tmp_path):
     """The state folder of a board started by the CLI; stopped after the test."""
     require("micropython")
     require("mpremote")
-    from upcert.emulator import stop_board
+    from upcert.emu.board import stop_board
 
     path = tmp_path / "pboard"
     yield path
@@ -54,7 +54,7 @@ def _records(state):
 
 
 def _telemetry(cloud, thing, want=None, timeout_s=30):
-    from upcert.cloud import Subscription
+    from upcert.cloud.standin import Subscription
 
     with Subscription(cloud, f"things/{thing}/telemetry") as sub:
         msg = sub.wait_for(lambda m: want is None or json.loads(m.payload)["cert_id"] == want,
@@ -63,10 +63,10 @@ def _telemetry(cloud, thing, want=None, timeout_s=30):
 
 
 def test_partition_store_provision_connect_rotate(state, cloud, ca, thing):
-    from upcert.certs import cert_id, load_certificate
-    from upcert.cloud import Subscription
-    from upcert.emulator import EmulatedBoard
-    from upcert.registry import Registry
+    from upcert.cloud.registry import Registry
+    from upcert.cloud.standin import Subscription
+    from upcert.emu.board import EmulatedBoard
+    from upcert.pki.certs import cert_id, load_certificate
 
     port = _cli("board", "start", "--state", state, "--partitions", TABLE).stdout.split()[-1]
     board = EmulatedBoard(state)  # for its log: the CLI started the process
@@ -102,7 +102,7 @@ def test_partition_store_provision_connect_rotate(state, cloud, ca, thing):
 
 
 def test_partition_store_needs_the_table(board_factory, cloud, ca, thing):
-    from upcert.transport import Board
+    from upcert.board.transport import Board
 
     board = board_factory()  # MicroPython's stock table: no 'upcert' partition
     out = _cli("provision", "--port", board.port, "--thing", thing, "--endpoint",
@@ -115,7 +115,7 @@ def test_partition_store_needs_the_table(board_factory, cloud, ca, thing):
 
 
 def test_table_change_refused_while_state_does_not_fit(tmp_path):
-    from upcert import emulator_config
+    from upcert.emu import config as emulator_config
     from upcert.errors import UpcertError
 
     with pytest.raises(UpcertError, match="partition table .*none.csv not found: give an"):
@@ -138,7 +138,7 @@ def test_table_change_refused_while_state_does_not_fit(tmp_path):
     ("no-esp32", 10, "needs an ESP32"),
 ])
 def test_partition_check_before_writing(answer, size, error):
-    from upcert import provision
+    from upcert.board import provision
     from upcert.errors import UpcertError
 
     class Probe:  # what the board printed for the probe provision runs on it

@@ -8,14 +8,14 @@ from tests.e2e.conftest import telemetry_config
 
 
 def _creds(ca, thing, **kw):
-    from upcert import certs
+    from upcert.pki import certs
 
     key = certs.generate_key("ec")
     return ca.issue_device(thing, key.public_key(), **kw), key
 
 
 def _board_has_no_identity(board):
-    from upcert.transport import Board
+    from upcert.board.transport import Board
 
     with Board(board.port) as b:
         return b.sha256_file("/upcert.d/config.json") is None and \
@@ -23,7 +23,7 @@ def _board_has_no_identity(board):
 
 
 def _provision(board, cloud, ca, thing, cert, key, roots, port=None):
-    from upcert import provision as prov
+    from upcert.board import provision as prov
 
     cfg = telemetry_config(thing, cloud, port=port)
     return prov.provision(board.port, cfg, cert, key, roots, log=lambda m: None)
@@ -32,7 +32,7 @@ def _provision(board, cloud, ca, thing, cert, key, roots, port=None):
 @pytest.fixture
 def second_cloud(tmp_path):
     """Start a broker with a given server certificate (another CA / another name)."""
-    from upcert.cloud import Cloud
+    from upcert.cloud.standin import Cloud
 
     started = []
 
@@ -58,7 +58,7 @@ def test_server_certificate_from_another_ca(board_factory, ca, other_ca, second_
 
 
 def test_server_hostname_mismatch(board_factory, ca, second_cloud, thing, tmp_path):
-    from upcert import certs
+    from upcert.pki import certs
 
     scert, skey = ca.issue_server(["wrong.example"])
     cert_path, key_path = tmp_path / "wrong.pem", tmp_path / "wrong.key"
@@ -82,8 +82,8 @@ def test_device_certificate_from_another_ca(board_factory, cloud, ca, other_ca, 
 
 
 def test_key_certificate_mismatch_caught_before_any_write(board_factory, cloud, ca, thing):
-    from upcert import certs
     from upcert.errors import UpcertError
+    from upcert.pki import certs
 
     board = board_factory()
     cert, _ = _creds(ca, thing)
@@ -95,9 +95,9 @@ def test_key_certificate_mismatch_caught_before_any_write(board_factory, cloud, 
 
 def test_expired_certificate_refused_by_provision_and_by_the_agent(board_factory, cloud, ca,
                                                                     thing):
-    from upcert import certs
+    from upcert.board.transport import Board
     from upcert.errors import UpcertError
-    from upcert.transport import Board
+    from upcert.pki import certs
 
     board = board_factory()
     now = dt.datetime.now(dt.timezone.utc)

@@ -18,9 +18,9 @@ SMALL_HEAP = "110K"
 
 def _provision(board, cloud, ca, thing, store="fs", minutes=None, renew=None, fleet=None):
     """Provision a local-CA identity, registered ACTIVE in the stand-in's registry."""
-    from upcert import certs
-    from upcert import provision as prov
-    from upcert.registry import Registry
+    from upcert.board import provision as prov
+    from upcert.cloud.registry import Registry
+    from upcert.pki import certs
 
     extra = dict(FAST)
     extra["renew"] = renew or {"days": 30, "fraction": 0.2, "jitter_s": 0}
@@ -41,13 +41,13 @@ def _provision(board, cloud, ca, thing, store="fs", minutes=None, renew=None, fl
 
 
 def _thing_certs(cloud, thing):
-    from upcert.registry import Registry
+    from upcert.cloud.registry import Registry
 
     return {r["cert_id"]: r["status"] for r in Registry(cloud.registry_path).list(thing)}
 
 
 def _telemetry_cert(cloud, thing, not_id, timeout_s=60):
-    from upcert.cloud import Subscription
+    from upcert.cloud.standin import Subscription
 
     with Subscription(cloud, f"things/{thing}/telemetry") as sub:
         msg = sub.wait_for(lambda m: json.loads(m.payload)["cert_id"] != not_id,
@@ -97,7 +97,7 @@ def test_rotation_by_job_retires_the_old_certificate(board_factory, cloud, ca, t
 
 
 def test_rotation_by_command(board_factory, cloud, ca, thing):
-    from upcert.cloud import Subscription
+    from upcert.cloud.standin import Subscription
 
     board = board_factory()
     old = _provision(board, cloud, ca, thing)
@@ -127,8 +127,8 @@ def test_board_too_small_fails_cleanly_then_rotates_with_room(board_factory, clo
     # (failed:memory in the log, the telemetry and the job), the old identity and its telemetry
     # go on, nothing stays staged. The same board (its flash kept) with the default heap then
     # rotates.
-    from upcert.emulator import EmulatedBoard
-    from upcert.registry import Registry
+    from upcert.cloud.registry import Registry
+    from upcert.emu.board import EmulatedBoard
 
     board = board_factory(heapsize=SMALL_HEAP)
     old = _provision(board, cloud, ca, thing)

@@ -1,4 +1,4 @@
-"""A rotation that goes wrong, end to end: the stand-in's fault modes (upcert.faults) answer an
+"""A rotation that goes wrong, end to end: the stand-in's fault modes (upcert.cloud.faults) answer an
 emulated board's CreateCertificateFromCsr badly; the board logs why, keeps its identity and its
 telemetry, and backs off. (A revoked certificate refused by the broker at connect is in
 test_registry_e2e.py; here the broker refuses a new certificate that is not ACTIVE at the trial.)
@@ -19,8 +19,8 @@ FLEET = {"timeout_s": 5}
 @pytest.fixture(scope="module")
 def fault_cloud(tmp_path_factory):
     """make(fault, key_type="rsa") -> a running Cloud (own local CA) with that fault mode."""
-    from upcert.certs import LocalCa
-    from upcert.cloud import Cloud
+    from upcert.cloud.standin import Cloud
+    from upcert.pki.ca import LocalCa
 
     from tests.tools import require_plugin_build
 
@@ -50,7 +50,7 @@ def _start(board_factory, cloud, thing, fleet=None):
 def _kept(board, cloud, thing, old, step, timeout_s=30):
     """The rotation failed at step: the board logged it, committed nothing, and its telemetry
     still carries the old certificate with rotation state failed:<step>; that telemetry."""
-    from upcert.cloud import Subscription
+    from upcert.cloud.standin import Subscription
 
     with Subscription(cloud, f"things/{thing}/telemetry") as sub:
         msg = sub.wait_for(lambda m: json.loads(m.payload).get("rotation", "").startswith(
@@ -64,7 +64,7 @@ def _kept(board, cloud, thing, old, step, timeout_s=30):
 
 def _statuses(cloud, thing):
     """{certificate id: status} of the thing's certificates in the stand-in's registry."""
-    from upcert.registry import Registry
+    from upcert.cloud.registry import Registry
 
     return {r["cert_id"]: r["status"] for r in Registry(cloud.registry_path).list(thing)}
 

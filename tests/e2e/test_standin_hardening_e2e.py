@@ -16,7 +16,7 @@ from tests.tools import require_plugin_build
 
 
 def _provision(board, cloud, ca, thing):
-    from upcert import provision as prov
+    from upcert.board import provision as prov
 
     cert, key, roots = prov.local_credentials(ca.directory, thing)
     return prov.provision(board.port, telemetry_config(thing, cloud), cert, key, roots,
@@ -25,8 +25,8 @@ def _provision(board, cloud, ca, thing):
 
 def test_another_things_certificate_cannot_knock_the_board_offline(board_factory, cloud, ca,
                                                                    thing, tmp_path):
-    from upcert import certs
-    from upcert.cloud import CloudError, Subscription
+    from upcert.cloud.standin import CloudError, Subscription
+    from upcert.pki import certs
 
     board = board_factory()
     _provision(board, cloud, ca, thing)
@@ -67,7 +67,7 @@ def _alive(pid):
 
 
 def test_board_is_back_after_a_crash_and_cloud_up(board_factory, ca, thing, tmp_path):
-    from upcert.cloud import Cloud, Subscription
+    from upcert.cloud.standin import Cloud, Subscription
 
     require_plugin_build()  # `cloud up` builds the identity plugin
     state = tmp_path / "cloud"

@@ -1,6 +1,6 @@
 """The ATECC608 driver (upcert.atecc, run by the MicroPython unix port through the emulated
-board's machine.I2C and emu_i2c) against the independently written emulator (upcert.atecc_emu
-behind upcert.i2c_bridge). Every signature and ECDH result is checked with pyca/cryptography,
+board's machine.I2C and emu_i2c) against the independently written emulator (upcert.emu.atecc
+behind upcert.emu.i2c_bridge). Every signature and ECDH result is checked with pyca/cryptography,
 a chip-signed CSR also with `openssl req -verify`; lock and permission rules; bus faults."""
 
 import hashlib
@@ -16,8 +16,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
-from upcert.atecc_emu import Atecc608
-from upcert.i2c_bridge import serve
+from upcert.emu.atecc import Atecc608
+from upcert.emu.i2c_bridge import serve
 
 from tests.tools import ROOT, micropython_cmd, require
 

@@ -1,4 +1,4 @@
-"""The ATECC608 emulator (upcert.atecc_emu) in-process, driven like a host drives a chip:
+"""The ATECC608 emulator (upcert.emu.atecc) in-process, driven like a host drives a chip:
 hand-built command frames on its bus interface, a controllable clock, every signature and
 ECDH result checked with `cryptography`."""
 
@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from upcert.atecc_emu import Atecc608
-from upcert.atecc_zones import SLOT_SIZES, crc16, new_zones
+from upcert.emu.atecc import Atecc608
+from upcert.emu.atecc_zones import SLOT_SIZES, crc16, new_zones
 from upcert.errors import UpcertError
 
 F100K = 100000

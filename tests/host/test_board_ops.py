@@ -19,12 +19,12 @@ import select
 import threading
 
 import pytest
-from upcert import firmware
-from upcert import provision as prov
-from upcert.certs import LocalCa
-from upcert.emulator import EmulatedBoard
+from upcert.board import firmware
+from upcert.board import provision as prov
+from upcert.board.transport import Board, BoardInfo, BoardTimeout
+from upcert.emu.board import EmulatedBoard
 from upcert.errors import UpcertError
-from upcert.transport import Board, BoardInfo, BoardTimeout
+from upcert.pki.ca import LocalCa
 
 from tests.tools import bounded, require
 

@@ -1,4 +1,4 @@
-"""Tests for upcert.certs with real keys: loading, writing 0600, the device credential checks,
+"""Tests for upcert.pki.certs with real keys: loading, writing 0600, the device credential checks,
 and the local CA, cross-checked with the `openssl` command line (an independent implementation).
 """
 
@@ -13,10 +13,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, padding
 from cryptography.x509.oid import NameOID
-from upcert.certs import (
+from upcert.pki.ca import LocalCa
+from upcert.pki.certs import (
     AWS_SIGNATURE_ALGORITHMS,
     CertError,
-    LocalCa,
     cert_id,
     cert_to_der,
     check_device_credentials,

@@ -1,4 +1,4 @@
-"""Tests for upcert.cloud against a real mosquitto with real TLS: AWS's TLS 1.2 policy, client
+"""Tests for upcert.cloud.standin against a real mosquitto with real TLS: AWS's TLS 1.2 policy, client
 certificates from the local CA, per-thing topics, and the broker's life cycle.
 """
 
@@ -15,9 +15,10 @@ import warnings
 
 import paho.mqtt.client as mqtt
 import pytest
-from upcert import cloud as cloud_mod
-from upcert.certs import LocalCa, generate_key, write_certificate, write_private_key
-from upcert.cloud import AWS_TLS12_CIPHERS, Cloud, CloudError, Subscription
+from upcert.cloud import standin as cloud_mod
+from upcert.cloud.standin import AWS_TLS12_CIPHERS, Cloud, CloudError, Subscription
+from upcert.pki.ca import LocalCa
+from upcert.pki.certs import generate_key, write_certificate, write_private_key
 
 from tests.tools import ROOT, require
 
@@ -286,7 +287,7 @@ def test_restart_keeps_the_port_and_down_stops(ca, tmp_path):
 
 def test_another_process_starts_and_this_one_stops(ca, tmp_path):
     script = (f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
-              "from upcert.certs import LocalCa\nfrom upcert.cloud import Cloud\n"
+              "from upcert.pki.ca import LocalCa\nfrom upcert.cloud.standin import Cloud\n"
               f"Cloud({str(tmp_path / 'cloud')!r}, LocalCa.load({str(ca.directory)!r})).up()\n")
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
     cloud = Cloud.load(tmp_path / "cloud", ca)

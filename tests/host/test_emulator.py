@@ -1,4 +1,4 @@
-"""The emulated ESP32 (upcert.emulator) driven by the real mpremote CLI over its pty."""
+"""The emulated ESP32 (upcert.emu.board) driven by the real mpremote CLI over its pty."""
 
 import os
 import re
@@ -6,7 +6,7 @@ import subprocess
 import time
 
 import pytest
-from upcert.emulator import EmulatedBoard, main, stop_board
+from upcert.emu.board import EmulatedBoard, main, stop_board
 from upcert.errors import UpcertError
 
 from tests.tools import require

@@ -7,9 +7,11 @@ import os
 import subprocess
 
 from cryptography.hazmat.primitives import serialization
-from upcert import certs, firmware
-from upcert.emulator import EmulatedBoard
-from upcert.transport import Board
+from upcert.board import firmware
+from upcert.board.transport import Board
+from upcert.emu.board import EmulatedBoard
+from upcert.pki import certs
+from upcert.pki.ca import LocalCa
 
 from tests.tools import require
 
@@ -32,7 +34,7 @@ def _make_image(tool, folder, key_kind, encoding):
     """Run the tool on a fresh key and certificate written in `encoding` (PEM or DER);
     returns (image bytes, certificate DER, key DER in the tool's TraditionalOpenSSL form)."""
     folder.mkdir()
-    ca = certs.LocalCa.init(folder / "ca", key_type="ec")
+    ca = LocalCa.init(folder / "ca", key_type="ec")
     key = certs.generate_key(key_kind)
     cert = ca.issue_device("dev1", key.public_key())
     fmt = serialization.PrivateFormat.PKCS8

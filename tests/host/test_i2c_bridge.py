@@ -1,4 +1,4 @@
-"""The I2C bridge (upcert.i2c_bridge) between MicroPython's machine.I2C stand-in
+"""The I2C bridge (upcert.emu.i2c_bridge) between MicroPython's machine.I2C stand-in
 (boards/unix/emu/emu_i2c.py) and the ATECC608 emulator: raw frames built by hand in a
 MicroPython script (not upcert's driver), then an emulated board with a chip fitted."""
 
@@ -11,10 +11,10 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
-from upcert.atecc_emu import Atecc608
-from upcert.atecc_zones import new_zones
-from upcert.emulator import EmulatedBoard
-from upcert.i2c_bridge import serve
+from upcert.emu.atecc import Atecc608
+from upcert.emu.atecc_zones import new_zones
+from upcert.emu.board import EmulatedBoard
+from upcert.emu.i2c_bridge import serve
 
 from tests.tools import ROOT, micropython_cmd, require
 
@@ -229,7 +229,7 @@ i2c.writeto(0x60, b"\x02")
 
 
 def test_board_json_chip_setting_is_checked(tmp_path):
-    from upcert.emulator_config import load
+    from upcert.emu.config import load
     from upcert.errors import UpcertError
 
     assert load(tmp_path / "c", atecc608="tng")["atecc608"] == {"layout": "tng",

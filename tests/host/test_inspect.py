@@ -11,9 +11,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
 from hypothesis import HealthCheck, given, settings
-from upcert import certs, cli
+from upcert import cli
 from upcert.errors import UpcertError
-from upcert.inspect import inspect_device, inspect_file, inspect_host
+from upcert.pki import certs
+from upcert.pki.inspect import inspect_device, inspect_file, inspect_host
 
 from tests.fuzz import gencert
 from tests.fuzz.make_corpus import cert

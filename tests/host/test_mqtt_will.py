@@ -10,8 +10,8 @@ import os
 import subprocess
 
 import pytest
-from upcert.certs import LocalCa
-from upcert.cloud import Cloud, CloudError, Subscription
+from upcert.cloud.standin import Cloud, CloudError, Subscription
+from upcert.pki.ca import LocalCa
 
 from tests.host.test_device_tls import HEAP_LINK
 from tests.host.test_rotation_device import make_device, mpy_lib

@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, decode_dss_signature
 from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
-from upcert.certs import LocalCa
-from upcert.firmware import compile_mpy
+from upcert.board.firmware import compile_mpy
+from upcert.pki.ca import LocalCa
 
 from tests.tools import ROOT, micropython_cmd, require
 

@@ -19,10 +19,13 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from upcert import certs, emulator_config, firmware
-from upcert.emulator import EmulatedBoard
+from upcert.board import firmware
+from upcert.board.transport import Board
+from upcert.emu import config as emulator_config
+from upcert.emu.board import EmulatedBoard
 from upcert.errors import UpcertError
-from upcert.transport import Board
+from upcert.pki import certs
+from upcert.pki.ca import LocalCa
 
 from tests.tools import require
 
@@ -206,7 +209,7 @@ def setup(tmp_path_factory):
     require("micropython")
     require("mpremote")
     tmp = tmp_path_factory.mktemp("powercut")
-    ca = certs.LocalCa.init(tmp / "ca", key_type="ec")
+    ca = LocalCa.init(tmp / "ca", key_type="ec")
     ids = {name: _der_pair(ca, f"dev-{name}") for name in "ABC"}
     snapshot = tmp / "snapshot"
     snapshot.mkdir()

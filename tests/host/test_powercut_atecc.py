@@ -23,10 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from upcert import certs
-from upcert.emulator import EmulatedBoard
-from upcert.provision import CONFIG_PATH
-from upcert.provision_chip import (
+from upcert.board.chip import (
     CODE,
     check_csr,
     make_chip_config,
@@ -34,7 +31,11 @@ from upcert.provision_chip import (
     rotate_chip,
     verify_digest,
 )
-from upcert.transport import Board
+from upcert.board.provision import CONFIG_PATH
+from upcert.board.transport import Board
+from upcert.emu.board import EmulatedBoard
+from upcert.pki import certs
+from upcert.pki.ca import LocalCa
 
 from tests.host.test_powercut import reopen, run_step
 from tests.tools import require
@@ -207,7 +208,7 @@ def setup(tmp_path_factory):
     require("micropython")
     require("mpremote")
     tmp = tmp_path_factory.mktemp("powercut_atecc")
-    ca = certs.LocalCa.init(tmp / "ca", key_type="ec")
+    ca = LocalCa.init(tmp / "ca", key_type="ec")
     snapshot = tmp / "snapshot"
     cfg = make_chip_config(THING, "localhost:8883")
     with EmulatedBoard(snapshot, atecc608="blank") as board:

@@ -1,7 +1,7 @@
 """Tests for the rotation side of the local AWS IoT stand-in against a real mosquitto with the
 identity plugin, real TLS and the provisioning service process: Fleet Provisioning over MQTT,
 replies that reach only the requester, certificate status enforced by the broker, Jobs, and
-the fault modes that answer badly on purpose (upcert.faults, `upcert cloud up --fault`).
+the fault modes that answer badly on purpose (upcert.cloud.faults, `upcert cloud up --fault`).
 """
 
 import datetime
@@ -22,11 +22,13 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
-from upcert import jobs, plugin, provisioning
-from upcert.certs import LocalCa, cert_id, generate_key, write_certificate, write_private_key
-from upcert.cloud import Cloud
+from upcert.cloud import admin, daemon, jobs, limits, plugin
+from upcert.cloud import service as provisioning
+from upcert.cloud.registry import Registry, RegistryError
+from upcert.cloud.standin import Cloud
 from upcert.errors import UpcertError
-from upcert.registry import Registry, RegistryError
+from upcert.pki.ca import LocalCa
+from upcert.pki.certs import cert_id, generate_key, write_certificate, write_private_key
 
 from tests.tools import require_plugin_build
 
@@ -289,7 +291,7 @@ def test_status_change_refuses_and_kicks(cloud, ca, registry, tmp_path, status):
         dev.subscribe(f"$aws/things/{thing}/jobs/notify-next")  # any first packet
         bystander.subscribe(f"$aws/things/{thing}-by/jobs/notify-next")
         handshake(cloud, certfile, keyfile)
-        record = provisioning.set_certificate_status(cloud.state_dir, cid[:12], status)
+        record = admin.set_certificate_status(cloud.state_dir, cid[:12], status)
         assert record["status"] == status
         assert dev.dropped.wait(5), "the open connection was not closed"
         with pytest.raises(ssl.SSLError, match="CERTIFICATE_REVOKED"):
@@ -297,11 +299,11 @@ def test_status_change_refuses_and_kicks(cloud, ca, registry, tmp_path, status):
         assert not bystander.dropped.is_set()  # only connections of that certificate go
         assert "uses a certificate listed in the CRL" in cloud.log_text()
         if status == "INACTIVE":  # INACTIVE can come back, REVOKED cannot (AWS)
-            provisioning.set_certificate_status(cloud.state_dir, cid, "ACTIVE")
+            admin.set_certificate_status(cloud.state_dir, cid, "ACTIVE")
             handshake(cloud, certfile, keyfile)
         else:
             with pytest.raises(RegistryError, match="final"):
-                provisioning.set_certificate_status(cloud.state_dir, cid, "ACTIVE")
+                admin.set_certificate_status(cloud.state_dir, cid, "ACTIVE")
     finally:
         dev.close()
         bystander.close()
@@ -323,7 +325,7 @@ def test_rotation_job_round_trip(cloud, device):
     outcome, r = dev.json_request(base + "start-next", {"clientToken": "t0"})
     assert outcome == "accepted" and "execution" not in r and r["clientToken"] == "t0"
 
-    job_id = provisioning.create_rotation_job(cloud.state_dir, "job1")
+    job_id = admin.create_rotation_job(cloud.state_dir, "job1")
     event = json.loads(dev.wait(lambda m: m.topic == base + "notify-next", 5).payload)
     assert event["execution"]["jobId"] == job_id
     assert event["execution"]["jobDocument"] == {"operation": "rotate-certificate"}
@@ -350,7 +352,7 @@ def test_rotation_job_round_trip(cloud, device):
 def test_job_update_version_mismatch(cloud, device):
     dev = device("job2")
     base = jobs.prefix("job2")
-    job_id = provisioning.create_rotation_job(cloud.state_dir, "job2")
+    job_id = admin.create_rotation_job(cloud.state_dir, "job2")
     dev.json_request(base + "start-next", {})
     outcome, r = dev.json_request(f"{base}{job_id}/update", {"status": "FAILED",
                                                              "expectedVersion": 1})
@@ -384,11 +386,11 @@ def test_jobs_describe_and_list(registry):
 def test_up_starts_the_service_and_down_stops_it(ca, tmp_path):
     c = Cloud(tmp_path / "c", ca).up()
     try:
-        assert provisioning.service_running(c.state_dir)
+        assert daemon.service_running(c.state_dir)
         pid = int((c.state_dir / "provisioning.pid").read_text())
         assert "ready" in (c.state_dir / "provisioning.log").read_text()
         Cloud.from_state(c.state_dir).down()  # as `upcert cloud down` in another process
-        assert not provisioning.service_running(c.state_dir) and not c.is_running()
+        assert not daemon.service_running(c.state_dir) and not c.is_running()
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     finally:
@@ -400,26 +402,26 @@ def test_service_trusts_a_server_certificate_from_another_ca(ca, tmp_path):
     other = LocalCa.init(tmp_path / "other", key_type="ec")
     with Cloud(tmp_path / "c", ca, server_cert=other.server_pem,
                server_key=other.server_key) as c:
-        assert provisioning.service_running(c.state_dir)
+        assert daemon.service_running(c.state_dir)
 
 
 def test_bare_broker_has_no_services(ca, tmp_path):
     with Cloud(tmp_path / "c", ca, services=False) as c:
-        assert not provisioning.service_running(c.state_dir)
+        assert not daemon.service_running(c.state_dir)
         conf = c.conf_path.read_text()
         assert "plugin" not in conf
         assert "use_identity_as_username true" in conf  # without the plugin, mosquitto's CN
-        with pytest.raises(provisioning.ProvisioningError, match="runs without services"):
-            provisioning.set_certificate_status(c.state_dir, "0" * 64, "INACTIVE")
+        with pytest.raises(admin.AdminError, match="runs without services"):
+            admin.set_certificate_status(c.state_dir, "0" * 64, "INACTIVE")
 
 
 def test_bad_settings_are_explained(ca, tmp_path):
-    with pytest.raises(provisioning.ProvisioningError, match="'10x' is not valid.*10m"):
+    with pytest.raises(limits.SettingError, match="'10x' is not valid.*10m"):
         Cloud(tmp_path, ca, cert_validity="10x")
-    assert provisioning.parse_validity("90s") == datetime.timedelta(seconds=90)
-    assert provisioning.parse_validity("365d") == datetime.timedelta(days=365)
-    with pytest.raises(provisioning.ProvisioningError, match="no local cloud in"):
-        provisioning.list_certificates(tmp_path / "none")
+    assert limits.parse_validity("90s") == datetime.timedelta(seconds=90)
+    assert limits.parse_validity("365d") == datetime.timedelta(days=365)
+    with pytest.raises(admin.AdminError, match="no local cloud in"):
+        admin.list_certificates(tmp_path / "none")
     with pytest.raises(plugin.PluginError, match="cannot run the C compiler"):
         plugin.build_plugin(tmp_path / "p", cc=str(tmp_path / "no-gcc"))
 
@@ -444,7 +446,7 @@ def test_job_succeeded_with_new_certificate_retires_the_old_one(cloud, ca, regis
     old = registry.register(identity(ca, tmp_path, "job3")[0], "job3")
     new = registry.register(identity(ca, tmp_path, "job3")[0], "job3")
     other = registry.register(identity(ca, tmp_path, "job4")[0], "job4")
-    job_id = provisioning.create_rotation_job(cloud.state_dir, "job3")
+    job_id = admin.create_rotation_job(cloud.state_dir, "job3")
     dev.json_request(base + "start-next", {})
     # A report naming another thing's certificate changes nothing.
     outcome, _ = dev.json_request(f"{base}{job_id}/update", {
@@ -460,7 +462,7 @@ def test_job_succeeded_with_new_certificate_retires_the_old_one(cloud, ca, regis
     assert registry.get(other["cert_id"])["status"] == "ACTIVE"
 
 
-# --- fault modes (upcert.faults): the service answers badly on purpose ---------------------
+# --- fault modes (upcert.cloud.faults): the service answers badly on purpose ---------------------
 
 
 def _ask(ca, tmp_path, fault, thing="flt1", key=None):

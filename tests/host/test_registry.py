@@ -1,4 +1,4 @@
-"""Tests for upcert.registry: certificates, ownership tokens, things and job executions in one
+"""Tests for upcert.cloud.registry: certificates, ownership tokens, things and job executions in one
 SQLite file, and its use by several processes at once (WAL, short transactions).
 """
 
@@ -6,9 +6,10 @@ import multiprocessing
 import time
 
 import pytest
-from upcert import registry as registry_mod
-from upcert.certs import LocalCa, cert_id, generate_key
-from upcert.registry import JobError, Registry, RegistryError, TokenError
+from upcert.cloud import registry as registry_mod
+from upcert.cloud.registry import JobError, Registry, RegistryError, TokenError
+from upcert.pki.ca import LocalCa
+from upcert.pki.certs import cert_id, generate_key
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,12 @@ import re
 import subprocess
 
 import pytest
-from upcert import provisioning
-from upcert.certs import LocalCa, cert_to_der, generate_key, key_to_der
-from upcert.cloud import Cloud, Subscription
-from upcert.firmware import compile_mpy
-from upcert.registry import Registry
+from upcert.board.firmware import compile_mpy
+from upcert.cloud import admin
+from upcert.cloud.registry import Registry
+from upcert.cloud.standin import Cloud, Subscription
+from upcert.pki.ca import LocalCa
+from upcert.pki.certs import cert_to_der, generate_key, key_to_der
 
 from tests.tools import ROOT, micropython_cmd, require_plugin_build
 
@@ -262,7 +263,7 @@ def test_due_rotation_ec_ca_verifies_issuer(ec_cloud, tmp_path):
 def test_rotation_job_rsa_ca(rsa_cloud, tmp_path):
     thing = "rot-job"
     old = make_device(tmp_path / "dev", rsa_cloud, thing, left_days=300)  # not due
-    job_id = provisioning.create_rotation_job(rsa_cloud.state_dir, thing)
+    job_id = admin.create_rotation_job(rsa_cloud.state_dir, thing)
     out = _run(tmp_path / "dev")
     old_id = _id(old)
     new_id, steps = _check_rotated(out, rsa_cloud, thing, old_id)
@@ -294,7 +295,7 @@ def test_too_little_heap_fails_cleanly_then_rotates_with_room(ec_cloud, tmp_path
     dev = tmp_path / "dev"
     old_id = _id(make_device(dev, ec_cloud, thing, left_days=20))
     (dev / "fail.py").write_text(SCRIPT_FAIL)
-    job_id = provisioning.create_rotation_job(ec_cloud.state_dir, thing)
+    job_id = admin.create_rotation_job(ec_cloud.state_dir, thing)
     lib = mpy_lib(tmp_path)
     with Subscription(ec_cloud, f"things/{thing}/telemetry") as sub:
         out = _run(dev, heap=SMALL_HEAP, lib=lib, script="fail.py")
@@ -329,7 +330,7 @@ def test_new_identity_refused_after_commit_rolls_back(rsa_cloud, tmp_path):
     thing = "rot-back"
     dev = tmp_path / "dev"
     old_id = _id(make_device(dev, rsa_cloud, thing, left_days=300))
-    job_id = provisioning.create_rotation_job(rsa_cloud.state_dir, thing)
+    job_id = admin.create_rotation_job(rsa_cloud.state_dir, thing)
     env = dict(os.environ, MICROPYPATH=os.pathsep.join(
         [str(dev), str(ROOT / "firmware"), str(ROOT / ".build" / "deps")]))
     proc = subprocess.Popen(
@@ -344,7 +345,7 @@ def test_new_identity_refused_after_commit_rolls_back(rsa_cloud, tmp_path):
         new_id = [r["cert_id"] for r in Registry(rsa_cloud.registry_path).list(thing)
                   if r["cert_id"] != old_id][0]
         assert f"committed certificate {new_id[:16]}" in "".join(lines), lines
-        provisioning.set_certificate_status(rsa_cloud.state_dir, new_id, "INACTIVE")
+        admin.set_certificate_status(rsa_cloud.state_dir, new_id, "INACTIVE")
         out, _ = proc.communicate("go\n", timeout=120)
     finally:
         if proc.poll() is None:
@@ -376,7 +377,7 @@ def test_power_cut_before_the_new_identity_is_proven_still_rolls_back(rsa_cloud,
     thing = "rot-cut"
     dev = tmp_path / "dev"
     old_id = _id(make_device(dev, rsa_cloud, thing, left_days=300))
-    provisioning.create_rotation_job(rsa_cloud.state_dir, thing)
+    admin.create_rotation_job(rsa_cloud.state_dir, thing)
     env = dict(os.environ, MICROPYPATH=os.pathsep.join(
         [str(dev), str(ROOT / "firmware"), str(ROOT / ".build" / "deps")]))
     proc = subprocess.Popen(
@@ -393,7 +394,7 @@ def test_power_cut_before_the_new_identity_is_proven_still_rolls_back(rsa_cloud,
             proc.kill()
     new_id = [r["cert_id"] for r in Registry(rsa_cloud.registry_path).list(thing)
               if r["cert_id"] != old_id][0]
-    provisioning.set_certificate_status(rsa_cloud.state_dir, new_id, "INACTIVE")
+    admin.set_certificate_status(rsa_cloud.state_dir, new_id, "INACTIVE")
     (dev / "fail.py").write_text(SCRIPT_FAIL)
     out = _run(dev, script="fail.py")  # the reboot, until two telemetry reports after the failure
     i = out.index("upcert: rotation: new identity refused by the broker")

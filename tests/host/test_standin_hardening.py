@@ -31,10 +31,11 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from cryptography import x509
-from upcert import jobs, provisioning
-from upcert.certs import ADMIN_CN, LocalCa
-from upcert.cloud import Cloud, CloudError, Subscription
-from upcert.registry import Registry
+from upcert.cloud import admin, jobs, limits
+from upcert.cloud import service as provisioning
+from upcert.cloud.registry import Registry
+from upcert.cloud.standin import Cloud, CloudError, Subscription
+from upcert.pki.ca import ADMIN_CN, LocalCa
 
 from tests.host.test_provisioning import (
     CSR_TOPIC,
@@ -349,9 +350,9 @@ def test_csr_quota_is_a_token_bucket_per_thing(ca, tmp_path):
     assert [_csr_reply(prov, "q1")[0] for _ in range(4)] == ["accepted"] * 3 + ["rejected"]
     assert len(reg.list("q1")) == 7
     for rate, burst in ((0, 5), (-1, 5), (1, 0), (1, 1.5), ("1", 5)):
-        with pytest.raises(provisioning.ProvisioningError, match="quota .* is not valid"):
+        with pytest.raises(limits.SettingError, match="quota .* is not valid"):
             Cloud(tmp_path / "c", ca, csr_rate=rate, csr_burst=burst)
-    with pytest.raises(provisioning.ProvisioningError, match="'0s' is not valid"):
+    with pytest.raises(limits.SettingError, match="'0s' is not valid"):
         Cloud(tmp_path / "c", ca, pending_ttl="0s")
 
 
@@ -400,7 +401,7 @@ def test_pending_life_is_configurable(ca, tmp_path):
 def _new_active(dev, thing, tmp_path):
     """A certificate the thing got through CreateCertificateFromCsr + RegisterThing (ACTIVE),
     as (id, certfile, keyfile): what a rotation's trial connection would use."""
-    from upcert.certs import write_private_key
+    from upcert.pki.certs import write_private_key
 
     pem, key = make_csr(thing)
     outcome, reply = dev.json_request(CSR_TOPIC, {"certificateSigningRequest": pem})
@@ -425,13 +426,13 @@ def test_job_failed_with_an_abandoned_certificate_deactivates_it(cloud, registry
         new_id, certfile, keyfile = _new_active(dev, thing, tmp_path)
         handshake(cloud, certfile, keyfile)  # usable
         # another thing's certificate in the report: ignored
-        job = provisioning.create_rotation_job(cloud.state_dir, thing)
+        job = admin.create_rotation_job(cloud.state_dir, thing)
         dev.json_request(base + "start-next", {})
         outcome, _ = dev.json_request(f"{base}{job}/update", {"status": "FAILED", "statusDetails": {
             "step": "trial", "abandonedCertificateId": other["cert_id"]}})
         assert outcome == "accepted" and registry.get(other["cert_id"])["status"] == "ACTIVE"
         # its own: INACTIVE before the accepted reply leaves, the broker refuses it at once
-        job = provisioning.create_rotation_job(cloud.state_dir, thing)
+        job = admin.create_rotation_job(cloud.state_dir, thing)
         dev.json_request(base + "start-next", {})
         outcome, _ = dev.json_request(f"{base}{job}/update", {"status": "FAILED", "statusDetails": {
             "step": "trial", "reason": "refused", "abandonedCertificateId": new_id}})

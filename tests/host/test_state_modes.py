@@ -89,7 +89,7 @@ def test_cloud_state_is_private(session):
 
 # ---- without a board: the same rule for each writer ----------------------------------------
 def test_board_state_files_made_by_the_host_are_private(tmp_path, umask022):
-    from upcert import emulator_config
+    from upcert.emu import config as emulator_config
 
     state = tmp_path / "new" / "b"
     emulator_config.load(state)
@@ -99,7 +99,7 @@ def test_board_state_files_made_by_the_host_are_private(tmp_path, umask022):
 
 
 def test_board_files_of_an_earlier_version_are_tightened(tmp_path, umask022):
-    from upcert.emulator import secure_state
+    from upcert.emu.board import secure_state
 
     state = tmp_path / "old"
     state.mkdir(mode=0o700)
@@ -124,7 +124,7 @@ def test_board_start_makes_and_tightens_its_folders(tmp_path, monkeypatch, umask
         def start(self):
             return "/dev/pts/fake"
 
-    monkeypatch.setattr("upcert.emulator.EmulatedBoard", FakeBoard)
+    monkeypatch.setattr("upcert.emu.board.EmulatedBoard", FakeBoard)
     home = tmp_path / "home"
     monkeypatch.setenv("UPCERT_HOME", str(home))
     assert cli.main(["board", "start", "--name", "fresh"]) == 0
@@ -139,7 +139,7 @@ def test_emulated_board_process_runs_under_umask_077(tmp_path, umask022):
     # what the MicroPython board creates itself (flash.img, nvs.bin, part-*.bin: emu_flash.py
     # cannot chmod) gets its mode from the umask of the process that spawns it
     require("micropython")
-    from upcert.emulator import EmulatedBoard
+    from upcert.emu.board import EmulatedBoard
 
     with EmulatedBoard(tmp_path / "deep" / "b") as board:
         assert board.port
@@ -149,7 +149,7 @@ def test_emulated_board_process_runs_under_umask_077(tmp_path, umask022):
 
 
 def test_local_ca_files_are_private(tmp_path, umask022):
-    from upcert.certs import LocalCa
+    from upcert.pki.ca import LocalCa
 
     LocalCa.init(tmp_path / "home" / "ca")
     assert sorted(p.name for p in (tmp_path / "home" / "ca").iterdir()) == [

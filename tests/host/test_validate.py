@@ -24,14 +24,14 @@ def opened(monkeypatch):
             ports.append(port)
             raise BoardOpened(port)
 
-    monkeypatch.setattr("upcert.provision.Board", FakeBoard)
-    monkeypatch.setattr("upcert.provision_chip.Board", FakeBoard)
+    monkeypatch.setattr("upcert.board.provision.Board", FakeBoard)
+    monkeypatch.setattr("upcert.board.chip.Board", FakeBoard)
     return ports
 
 
 @pytest.fixture(scope="module")
 def ca(tmp_path_factory):
-    from upcert.certs import LocalCa
+    from upcert.pki.ca import LocalCa
 
     return LocalCa.init(tmp_path_factory.mktemp("ca"))
 
@@ -40,7 +40,7 @@ def ca(tmp_path_factory):
 def files(ca, tmp_path_factory):
     """--cert/--key/--root-ca files of a certificate for thing dev-1: the thing name given on
     the command line is then not checked by the local CA."""
-    from upcert import certs
+    from upcert.pki import certs
 
     d = tmp_path_factory.mktemp("files")
     key = certs.generate_key("ec")
@@ -225,8 +225,8 @@ def test_bad_wifi_refused_and_the_password_never_shown(upcert, ca, opened, monke
 ])
 def test_library_provision_refuses_a_bad_config_before_the_board(ca, opened, thing, endpoint,
                                                                  extra, why):
-    from upcert import certs
-    from upcert import provision as prov
+    from upcert.board import provision as prov
+    from upcert.pki import certs
 
     cfg = prov.make_config(thing, endpoint, "fs", extra)  # make_config lets these through
     key = certs.generate_key("ec")
@@ -242,7 +242,7 @@ def test_library_provision_refuses_a_bad_config_before_the_board(ca, opened, thi
 def stand_in(ca, tmp_path):
     """A local stand-in's state folder (cloud.json as `cloud up` writes it; mosquitto is not
     needed to read the registry) and its Registry."""
-    from upcert.registry import Registry
+    from upcert.cloud.registry import Registry
 
     d = tmp_path / "cloud"
     d.mkdir()
@@ -297,9 +297,9 @@ def boards(monkeypatch):
         def start(self):
             return "/dev/pts/fake"
 
-    monkeypatch.setattr("upcert.emulator.EmulatedBoard", FakeBoard)
-    monkeypatch.setattr("upcert.emulator.stop_board", lambda d: seen.append(d))
-    monkeypatch.setattr("upcert.emulator.main", lambda argv: seen.append(argv[2]))
+    monkeypatch.setattr("upcert.emu.board.EmulatedBoard", FakeBoard)
+    monkeypatch.setattr("upcert.emu.board.stop_board", lambda d: seen.append(d))
+    monkeypatch.setattr("upcert.emu.board.main", lambda argv: seen.append(argv[2]))
     return seen
 
 

@@ -8,7 +8,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from upcert.wiretap import WireTap
+from upcert.cloud.wiretap import WireTap
 
 
 def _self_signed(tmp_path):

@@ -150,7 +150,7 @@ def boot(g):
     sys.path.pop(0)  # start.py put the stand-ins' directory there
     state, cfg = os.getenv("UPCERT_BOARD_STATE"), os.getenv("UPCERT_BOARD")
     if not state or not cfg:
-        print("start.py must be run by the emulator host: python -m upcert.emulator run --state DIR")
+        print("start.py must be run by the emulator host: python -m upcert.emu.board run --state DIR")
         return
     raw_repl = os.getenv("UPCERT_BOOT_MODE") == "raw"
     emu_host.attach(sys.stdout.buffer)

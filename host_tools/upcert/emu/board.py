@@ -1,6 +1,6 @@
 """The emulated ESP32 board: run one in the foreground, or drive one from tests.
 
-`python -m upcert.emulator run --state DIR` keeps a board running until SIGTERM/SIGINT and
+`python -m upcert.emu.board run --state DIR` keeps a board running until SIGTERM/SIGINT and
 prints `serial: <pty>`; unmodified mpremote drives that port like a real board's UART.
 See boards/unix/README.md for how it works and how it differs from an ESP32.
 """
@@ -9,19 +9,19 @@ import argparse
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from upcert import emulator_config
+from upcert.emu import config as emulator_config
 from upcert.errors import UpcertError
+from upcert.paths import ROOT, find_micropython
+from upcert.procs import alive, running_pid
 from upcert.validate import open_private, private_dir, private_file, write_private
 
-REPO = Path(__file__).resolve().parents[2]
-START_PY = REPO / "boards" / "unix" / "emu" / "start.py"
+START_PY = ROOT / "boards" / "unix" / "emu" / "start.py"
 # GC heap the stand-ins (emu_*.py, compiled at boot) occupy on the unix port; added to the
 # configured heapsize so user code finds about as much free heap as on an ESP32.
 EMU_HEAP_RESERVE = 46 * 1024
@@ -35,18 +35,6 @@ I2C_HEAP_RESERVE = 3 * 1024
 STATE_UMASK = 0o077
 STATE_FILES = ("board.json", "board.json.tmp", "flash.img", "nvs.bin", "rtc.bin",
                emulator_config.POWERCUT, "atecc608.json", "serial.log", "host.log", "board.pid")
-
-
-def find_micropython():
-    """Path of the unix port: on PATH first, then beside this Python (the venv)."""
-    path = shutil.which("micropython")
-    if not path:
-        cand = Path(sys.executable).parent / "micropython"
-        path = str(cand) if cand.exists() else None
-    if not path:
-        raise UpcertError("micropython (the unix port) not found on PATH or in the venv: "
-                          "run `make setup`")
-    return path
 
 
 def secure_state(state_dir):
@@ -67,7 +55,7 @@ def run(state_dir, *, heapsize=None, clock=None, ntp=None, atecc608=None):
 
 
 def _run(state_dir, *, heapsize, clock, ntp, atecc608):
-    from upcert.emulator_relay import Relay
+    from upcert.emu.relay import Relay
 
     state = Path(state_dir).resolve()
     cfg = emulator_config.load(state, heapsize=heapsize, clock=clock, ntp=ntp,
@@ -79,7 +67,7 @@ def _run(state_dir, *, heapsize, clock, ntp, atecc608):
         raise UpcertError(f"{flash} has {flash.stat().st_size} bytes but board.json says "
                           f"flash_size {cfg['flash_size']}: fix flash_size or delete the image")
     pid_file, link = state / "board.pid", state / "serial"
-    other = _running_pid(pid_file)
+    other = running_pid(pid_file)
     if other:
         raise UpcertError(f"a board already runs in {state} (pid {other}); stop it first "
                           "with `upcert board stop`")
@@ -125,8 +113,8 @@ def _fit_chip(state, setting):
     <state>/atecc608.json and the I2C bridge at <state>/i2c.sock; (None, None) without one."""
     if not setting:
         return None, None
-    from upcert.atecc_emu import Atecc608
-    from upcert.i2c_bridge import serve
+    from upcert.emu.atecc import Atecc608
+    from upcert.emu.i2c_bridge import serve
 
     chip = Atecc608.open(state / "atecc608.json", setting["layout"], seed=str(state),
                          address=setting.get("address"))
@@ -141,40 +129,21 @@ def _also_power(chip, power_on):
     return power_on_with_chip
 
 
-def _alive(pid):
-    """True if process `pid` exists and is not a zombie waiting for its parent."""
-    try:
-        os.kill(pid, 0)
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def _running_pid(pid_file):
-    """The pid in `pid_file` if that process is alive, else None."""
-    try:
-        pid = int(pid_file.read_text().strip())
-    except (OSError, ValueError):
-        return None
-    return pid if pid != os.getpid() and _alive(pid) else None
-
-
 def stop_board(state_dir):
     """SIGTERM the board running in `state_dir` and wait until it is gone. True if one ran."""
-    pid = _running_pid(Path(state_dir) / "board.pid")
+    pid = running_pid(Path(state_dir) / "board.pid")
     if not pid:
         return False
     os.kill(pid, signal.SIGTERM)
     for _ in range(200):
         time.sleep(0.05)
-        if not _alive(pid):
+        if not alive(pid):
             return True
     raise UpcertError(f"board process {pid} did not stop within 10 s; kill it with `kill -9 {pid}`")
 
 
 class EmulatedBoard:
-    """A board run by a background `python -m upcert.emulator run` process.
+    """A board run by a background `python -m upcert.emu.board run` process.
 
     with EmulatedBoard(tmp_path / "b1") as board:
         subprocess.run(["mpremote", "connect", board.port, "exec", "print(1)"])
@@ -197,9 +166,9 @@ class EmulatedBoard:
             return self.port
         private_dir(self.state_dir)
         err = open_private(self.state_dir / "host.log", "ab")
-        cmd = [sys.executable, "-m", "upcert.emulator", "run", "--state", str(self.state_dir)]
+        cmd = [sys.executable, "-m", "upcert.emu.board", "run", "--state", str(self.state_dir)]
         self._proc = subprocess.Popen(cmd + self._args, stdout=subprocess.PIPE, stderr=err,
-                                      start_new_session=True, cwd=str(REPO), umask=STATE_UMASK)
+                                      start_new_session=True, cwd=str(ROOT), umask=STATE_UMASK)
         err.close()
         deadline = time.monotonic() + timeout_s
         line = b""
@@ -310,9 +279,9 @@ class EmulatedBoard:
 
 
 def main(argv=None):
-    """CLI: python -m upcert.emulator run --state DIR [--heapsize 156K] [--clock set|unset]
+    """CLI: python -m upcert.emu.board run --state DIR [--heapsize 156K] [--clock set|unset]
     [--ntp ok|unreachable] [--atecc608 blank|tng|none]."""
-    parser = argparse.ArgumentParser(prog="python -m upcert.emulator",
+    parser = argparse.ArgumentParser(prog="python -m upcert.emu.board",
                                      description="Run an emulated ESP32 board.")
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("run", help="run a board in the foreground until SIGTERM/SIGINT")

@@ -172,7 +172,7 @@ def new_zones(layout="blank", *, seed="", address=None, revision=None):
     revision = revision or ("608A" if layout == "blank" else "608B")
     zones = Zones(layout, factory_config(layout, serial_for(seed), address, revision))
     if layout == "tng":
-        from upcert import atecc_crypto
+        from upcert.emu import atecc_crypto
 
         for slot in _TNG_KEY_SLOTS:
             zones.keys[slot] = atecc_crypto.new_private()

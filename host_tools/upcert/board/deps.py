@@ -12,7 +12,7 @@ import tarfile
 import urllib.request
 from pathlib import Path
 
-from .errors import UpcertError
+from upcert.errors import UpcertError
 
 UMQTT_PROJECT = "micropython-umqtt-simple"
 UMQTT_VERSION = "1.3.4"

@@ -12,9 +12,9 @@ import time
 from collections import deque
 from pathlib import Path
 
-from upcert import atecc_zones
-from upcert.atecc_cmds import COMM, COMMANDS, PARSE, WAKE, WATCHDOG, CmdError
-from upcert.atecc_zones import crc16
+from upcert.emu import atecc_zones
+from upcert.emu.atecc_commands import COMM, COMMANDS, PARSE, WAKE, WATCHDOG, CmdError
+from upcert.emu.atecc_zones import crc16
 from upcert.errors import UpcertError
 
 WAKE_LOW_US = 60  # tWLO: SDA low at least 60 us wakes the chip (DESIGN.md §4)

@@ -25,8 +25,7 @@ from dataclasses import dataclass, field
 from mpremote.transport import TransportError, TransportExecError
 from mpremote.transport_serial import SerialTransport
 from serial import SerialException
-
-from .errors import UpcertError
+from upcert.errors import UpcertError
 
 DEFAULT_DEADLINE_S = 120  # a whole Board session, unless the caller gives another
 # What an ESP32's ROM prints first after every reset, also on the emulated board

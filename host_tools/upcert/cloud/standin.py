@@ -17,10 +17,18 @@ import uuid
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-
-from .certs import ADMIN_CN, LocalCa
-from .errors import UpcertError
-from .validate import write_private
+from upcert.cloud import daemon
+from upcert.cloud.limits import Throttle, parse_validity
+from upcert.errors import UpcertError
+from upcert.pki.ca import ADMIN_CN, LocalCa
+from upcert.procs import (  # noqa: F401 (free_port: tests)
+    find_processes,
+    free_port,
+    process_args,
+    process_path_arg,
+    stop_process,
+)
+from upcert.validate import write_private
 
 ENDPOINT = "localhost"  # the server certificate names localhost and 127.0.0.1
 # AWS IoT security policy IoTSecurityPolicy_TLS12_1_2_2022_10, OpenSSL names (DESIGN.md §3;
@@ -100,76 +108,13 @@ def find_mosquitto():
     return path
 
 
-def free_port(host="127.0.0.1"):
-    """A TCP port that is free right now (the kernel's choice)."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-# processes, through Linux's /proc: a pid file may outlive its process, and the pid may have been
-# given to another program since, so a pid counts only while its command line is ours.
-
-def process_args(pid):
-    """The command line (list of str) of a live process, or None: gone, a zombie, unreadable."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, IndexError, ValueError):
-        return None
-    if state in ("Z", "X") or not raw:
-        return None
-    return [a.decode(errors="replace") for a in raw.rstrip(b"\0").split(b"\0")]
-
-
-def process_path_arg(pid, args, option):
-    """The resolved path given after option (e.g. "-c") in args, read relative to the process's
-    working folder; None without that option."""
-    for opt, value in zip(args, args[1:], strict=False):
-        if opt == option:
-            path = Path(value)
-            if not path.is_absolute():
-                try:
-                    path = Path(os.readlink(f"/proc/{pid}/cwd")) / path
-                except OSError:
-                    return None
-            return path.resolve()
-    return None
-
-
-def find_processes(match):
-    """pids of the live processes (but this one) whose match(pid, args) is true."""
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit() and int(name) != os.getpid():
-            args = process_args(int(name))
-            if args and match(int(name), args):
-                found.append(int(name))
-    return found
-
-
-def stop_process(pid, is_ours, timeout_s=10):
-    """SIGTERM pid while is_ours(pid), SIGKILL after timeout_s; returns once it is gone (or after
-    2 s more, e.g. a zombie that its parent has not reaped yet, which is_ours does not count)."""
-    for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 2)):
-        if not is_ours(pid):
-            return
-        try:
-            os.kill(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            return
-        deadline = time.monotonic() + wait_s
-        while is_ours(pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
-
-
 class Cloud:
     """mosquitto in state_dir, configured like AWS IoT Core; see up(). No I/O until up().
 
     services: also load the identity plugin, enforce certificate status through a CRL and run
-    the provisioning service (upcert.provisioning); cert_validity ("10m", "12h", "365d") and
+    the provisioning service (upcert.cloud.service); cert_validity ("10m", "12h", "365d") and
     templates (provisioning template names) configure that service; fault (a name of
-    upcert.faults.FAULTS, for tests) makes it answer CreateCertificateFromCsr badly on purpose;
+    upcert.cloud.faults.FAULTS, for tests) makes it answer CreateCertificateFromCsr badly on purpose;
     csr_rate (requests per second) and csr_burst set that API's quota per thing; pending_ttl
     ("1h" as on AWS; "2s" in tests) how long an ownership token and a certificate left
     PENDING_ACTIVATION live. port None: the one recorded by an earlier up() in state_dir, else a
@@ -180,8 +125,7 @@ class Cloud:
                  server_key=None, extra_conf="", services=True, cert_validity="365d",
                  templates=("upcert-rotation",), registry_path=None, fault=None,
                  csr_rate=CSR_RATE, csr_burst=CSR_BURST, pending_ttl=PENDING_TTL):
-        from .faults import check
-        from .provisioning import Throttle, parse_validity
+        from upcert.cloud.faults import check
 
         parse_validity(cert_validity)  # bad values fail here, not in the service's log
         parse_validity(pending_ttl)
@@ -335,8 +279,8 @@ class Cloud:
             if not Path(path).exists():
                 raise CloudError(f"{path} is missing: run `upcert ca init`")
         if self.services:
-            from .plugin import build_plugin, write_crl
-            from .registry import Registry
+            from upcert.cloud.plugin import build_plugin, write_crl
+            from upcert.cloud.registry import Registry
 
             self.plugin_path = build_plugin()
             write_crl(ca, Registry(self.registry_path).revocations(), self.crl_path)
@@ -349,8 +293,8 @@ class Cloud:
         connections with a non-ACTIVE certificate fail the handshake and the identity plugin
         disconnects open ones. Certificates the local CA signed but nobody registered are
         accepted (a deny-list; AWS accepts registered certificates only)."""
-        from .plugin import write_crl
-        from .registry import Registry
+        from upcert.cloud.plugin import write_crl
+        from upcert.cloud.registry import Registry
 
         registry = registry or Registry(self.registry_path)
         write_crl(self.ca, registry.revocations(), self.crl_path)
@@ -386,8 +330,6 @@ class Cloud:
         before new ones start: a provisioning service that outlived its broker is replaced, so
         it is never left connected to nothing. A running broker is kept (its devices stay
         connected) and a dead service next to it is started again."""
-        from . import provisioning
-
         started = False
         if not self._broker_running():
             self._stop_strays(timeout_s)
@@ -395,12 +337,12 @@ class Cloud:
             started = True
         elif self._proc is None:
             self._adopt()
-        if self.services and (started or not provisioning.service_running(self.state_dir)):
-            provisioning.stop_service(self.state_dir, timeout_s)  # stale, or lost its pid file
+        if self.services and (started or not daemon.service_running(self.state_dir)):
+            daemon.stop_service(self.state_dir, timeout_s)  # stale, or lost its pid file
             if not started:
                 self._save_service_settings()
             try:
-                provisioning.start_service(self, timeout_s=max(timeout_s, 20))
+                daemon.start_service(self, timeout_s=max(timeout_s, 20))
             except UpcertError:
                 self.down()
                 raise
@@ -426,9 +368,7 @@ class Cloud:
     def _stop_strays(self, timeout_s):
         """Stop what a crash may have left of this cloud: the provisioning service (by pid file
         or command line) and any mosquitto started with this folder's mosquitto.conf."""
-        from . import provisioning
-
-        provisioning.stop_service(self.state_dir, timeout_s)
+        daemon.stop_service(self.state_dir, timeout_s)
         for pid in find_processes(self._is_our_broker):
             stop_process(pid, self._is_our_broker, timeout_s)
 
@@ -518,22 +458,18 @@ class Cloud:
     def is_running(self):
         """True while the stand-in runs: our mosquitto lives and, with services, the provisioning
         service too (each checked through /proc: the pid lives and is our process)."""
-        from . import provisioning
-
         if not self._broker_running():
             return False
-        return not self.services or provisioning.service_running(self.state_dir)
+        return not self.services or daemon.service_running(self.state_dir)
 
     def status(self):
         """{"running": bool (as is_running), "port", "broker", "broker_pid", "service",
         "service_pid"}: broker and service are "running", "dead" (a pid file names a process
         that is gone or is no longer ours: it crashed or was killed) or "stopped"; service is
         None without services."""
-        from . import provisioning
-
         pid = self._pid()
         broker = "running" if self._broker_running() else "dead" if pid else "stopped"
-        service, service_pid = (provisioning.service_state(self.state_dir) if self.services
+        service, service_pid = (daemon.service_state(self.state_dir) if self.services
                                 else (None, None))
         return {"running": broker == "running" and service in ("running", None),
                 "port": self.port, "broker": broker, "broker_pid": pid, "service": service,
@@ -559,9 +495,7 @@ class Cloud:
     def down(self, timeout_s=10):
         """Stop the provisioning service and mosquitto (SIGTERM, then SIGKILL after timeout_s),
         also ones whose pid file is lost; nothing to do if stopped."""
-        from . import provisioning
-
-        provisioning.stop_service(self.state_dir, timeout_s)
+        daemon.stop_service(self.state_dir, timeout_s)
         pid = self._pid()
         for p in ([pid] if pid else []) + find_processes(self._is_our_broker):
             stop_process(p, self._is_our_broker, timeout_s)

@@ -12,8 +12,8 @@ import signal
 import sys
 import time
 
-from upcert.emulator_config import read_powercut, reset_rtc, write_powercut
-from upcert.emulator_console import (
+from upcert.emu.config import read_powercut, reset_rtc, write_powercut
+from upcert.emu.console import (
     MarkerFilter,
     ModeTracker,
     SerialPort,

@@ -10,8 +10,8 @@ reason (see chip.last_error) and is listed in boards/unix/README.md.
 import hashlib
 import os
 
-from upcert import atecc_crypto as p256
-from upcert.atecc_zones import LOCKED, SLOT_SIZES, crc16
+from upcert.emu import atecc_crypto as p256
+from upcert.emu.atecc_zones import LOCKED, SLOT_SIZES, crc16
 
 OK, MISCOMPARE, PARSE, ECC_FAULT, EXEC, WAKE, WATCHDOG, COMM = (
     0x00, 0x01, 0x03, 0x05, 0x0F, 0x11, 0xEE, 0xFF)

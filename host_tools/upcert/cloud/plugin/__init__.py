@@ -12,12 +12,11 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-
-from ..certs import load_private_key
-from ..errors import UpcertError
+from upcert.errors import UpcertError
+from upcert.paths import ROOT
+from upcert.pki.certs import load_private_key
 
 SOURCE = Path(__file__).with_name("upcert_identity.c")
-ROOT = Path(__file__).resolve().parents[3]
 BUILD_DIR = ROOT / ".build" / "plugin"
 CFLAGS = ("-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror")
 LIBS = ("-lcrypto",)

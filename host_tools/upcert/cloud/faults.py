@@ -6,7 +6,7 @@ a bad certificate or survive a silent service. Off unless asked for; never part 
 import datetime
 from pathlib import Path
 
-from .errors import UpcertError
+from upcert.errors import UpcertError
 
 # cryptography is imported where a certificate is made: the CLI reads FAULTS for every --help.
 
@@ -46,8 +46,8 @@ def impostor_ca(ca):
     what it signs looks like ca's work by name, and verifies against nothing anyone trusts."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
-
-    from .certs import LocalCa, generate_key
+    from upcert.pki.ca import LocalCa
+    from upcert.pki.certs import generate_key
 
     key = generate_key(ca.key_type)
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -80,7 +80,7 @@ class Fault:
     def issue(self, ca, thing, public_key, not_after, now):
         """The certificate to answer with: ca.issue_device(thing, public_key, ...) as asked, or
         as the fault bends it (another key, expired, another issuer)."""
-        from .certs import generate_key
+        from upcert.pki.certs import generate_key
 
         not_before = None
         if self.name == "wrong-key":

@@ -16,11 +16,12 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
-
-from . import certs, firmware
-from .errors import UpcertError
-from .provision import CONFIG_PATH, DEADLINE_S, ROOTS_PATH, Registration, make_config
-from .transport import Board, BoardError, BoardReset, BoardTimeout
+from upcert.board import firmware
+from upcert.board.provision import CONFIG_PATH, DEADLINE_S, ROOTS_PATH, Registration, make_config
+from upcert.board.transport import Board, BoardError, BoardReset, BoardTimeout
+from upcert.errors import UpcertError
+from upcert.pki import certs
+from upcert.pki.ca import LocalCa
 
 # upcert's own configuration of a blank chip (contract "upcert configuration"; ATECC608
 # datasheet Table 2-5, §2.2.5): slot 0 device key and slots 2-4 spare keys for rotation, each
@@ -291,7 +292,7 @@ def provision_chip(port, cfg, ca_dir, *, lock=False, board="esp32_generic", inst
     started = time.monotonic()
     st = cfg["store"]
     slot, where = st.get("slot", 0), st.get("cert", "fs")
-    ca = certs.LocalCa.load(ca_dir)
+    ca = LocalCa.load(ca_dir)
     # A dry run of the CA with the same thing name and validity, so bad input (or a certificate
     # too big for slot 8) stops us before anything is written to the chip.
     dry = ca.issue_device(cfg["thing"], ec.generate_private_key(ec.SECP256R1()).public_key(), days)
@@ -390,7 +391,7 @@ def rotate_chip(port, ca_dir, *, days=365, commit=True, reset=True, log=print, t
     """Rotation without AWS: a new key in a spare key slot, CSR signed by the chip, certificate
     from the local CA, stage, and (commit=True) commit. The old key slot is untouched.
     deadline_s and registry as in provision.provision (registered before it is staged)."""
-    ca = certs.LocalCa.load(ca_dir)
+    ca = LocalCa.load(ca_dir)
     reg = Registration(registry, None, None)
     try:
         with Board(port, timeout_s=timeout_s, deadline_s=deadline_s,

@@ -11,7 +11,7 @@ import struct
 import time
 from pathlib import Path
 
-from upcert.atecc_zones import DEFAULT_ADDRESS, LAYOUTS
+from upcert.emu.atecc_zones import DEFAULT_ADDRESS, LAYOUTS
 from upcert.errors import UpcertError
 from upcert.validate import open_private, private_dir, write_private
 
@@ -272,14 +272,14 @@ def use_table(state_dir, csv_path):
     partitions, flash_size, nvs_size), as flashing a custom table does on an ESP32. Refused
     while the board runs, or when its flash.img/nvs.bin were made for other sizes. Returns the
     settings."""
-    from upcert.emulator import _running_pid
+    from upcert.procs import running_pid
 
     state = Path(state_dir)
     if not Path(csv_path).is_file():
         raise UpcertError(f"partition table {csv_path} not found: give an ESP-IDF partition "
                           "CSV, e.g. boards/esp32_generic/partitions.csv")
     table = table_settings(csv_path)
-    pid = _running_pid(state / "board.pid")
+    pid = running_pid(state / "board.pid")
     if pid:
         raise UpcertError(f"the board in {state} runs (pid {pid}): stop it before changing its "
                           "partition table (`upcert board stop`)")

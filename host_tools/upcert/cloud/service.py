@@ -1,6 +1,6 @@
 """The provisioning service of the local AWS IoT stand-in: answers devices' Fleet Provisioning
 (create-from-csr, provision) and Jobs requests as the admin identity, and holds the functions the
-CLI calls. Cloud.up() runs it in the background: `python -m upcert.provisioning --state <dir>`.
+CLI calls. Cloud.up() runs it in the background: `python -m upcert.cloud.service --state <dir>`.
 """
 
 import argparse
@@ -11,7 +11,6 @@ import os
 import queue
 import re
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -19,13 +18,15 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-
-from . import jobs
-from .certs import CertError, common_name
-from .errors import UpcertError
-from .faults import Fault
-from .registry import TOKEN_TTL_S, Registry, TokenError
-from .validate import write_private
+from upcert.cloud import jobs
+from upcert.cloud.cbor import cbor
+from upcert.cloud.faults import Fault
+from upcert.cloud.limits import Throttle, parse_validity  # noqa: F401 (tests use them from here)
+from upcert.cloud.registry import TOKEN_TTL_S, Registry, TokenError
+from upcert.cloud.standin import Cloud
+from upcert.errors import UpcertError
+from upcert.pki.certs import CertError, common_name
+from upcert.validate import write_private
 
 FROM, TO = "upcert/from/", "upcert/to/"  # topics of the identity plugin (plugin/*.c)
 # A device's report of a certificate it abandoned mid-rotation, outside a job, in its own topic
@@ -33,13 +34,11 @@ FROM, TO = "upcert/from/", "upcert/to/"  # topics of the identity plugin (plugin
 ROTATION_TOPIC = "things/+/rotation"
 DEFAULT_TEMPLATE = "upcert-rotation"
 SERVICE_CLIENT_ID = "upcert-provisioning"
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _CURVES = ("secp256r1", "secp384r1")
 _POLL_S = 0.25  # how often new jobs are looked for (notify-next)
 _BATCH = 200  # requests answered per CRL rewrite, at most
 _SWEEP_S = 1.0  # how often certificates left PENDING_ACTIVATION past their token are looked for
-_procs = {}  # pid -> Popen of services this process started (reaped by stop_service)
-log = logging.getLogger("upcert.provisioning")
+log = logging.getLogger("upcert.cloud.service")
 
 
 class ProvisioningError(UpcertError):
@@ -54,49 +53,9 @@ class Rejection(Exception):
         self.status_code, self.error_code = status_code, error_code
 
 
-class Throttle:
-    """Token buckets, one per key (a thing): rate requests per second, at most burst in a row,
-    as AWS throttles its APIs; allow(key) takes a token or says no. clock: seconds (monotonic)."""
-
-    def __init__(self, rate, burst, clock=time.monotonic):
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0 or \
-                isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
-            raise ProvisioningError(f"CreateCertificateFromCsr quota {rate!r}/s, burst {burst!r}"
-                                    " is not valid: give a rate > 0 (requests per second per "
-                                    "thing) and a whole burst >= 1")
-        self.rate, self.burst, self.clock = float(rate), burst, clock
-        self._buckets = {}  # key -> (tokens, at)
-
-    def allow(self, key):
-        now = self.clock()
-        tokens, at = self._buckets.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - at) * self.rate)
-        if len(self._buckets) > 10000:  # a full bucket is a new one: forget those
-            full = self.burst / self.rate
-            self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < full}
-        ok = tokens >= 1
-        self._buckets[key] = (tokens - 1 if ok else tokens, now)
-        return ok
-
-    def retry_after(self, key):
-        """Seconds until key has a token again (0 when it has one)."""
-        tokens, at = self._buckets.get(key, (self.burst, self.clock()))
-        tokens = min(self.burst, tokens + (self.clock() - at) * self.rate)
-        return max(0.0, (1 - tokens) / self.rate)
-
-
-def parse_validity(text):
-    """The timedelta of "90s", "10m", "12h" or "365d" (validity of the certificates issued)."""
-    m = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", str(text))
-    if not m or int(m[1]) == 0:
-        raise ProvisioningError(f"certificate validity {text!r} is not valid: give a positive "
-                                "number and a unit, e.g. 90s, 10m, 12h or 365d")
-    return datetime.timedelta(seconds=int(m[1]) * _UNITS[m[2]])
-
-
 class Provisioner:
     """Requests to replies, without MQTT: see handle(). ca signs, registry records; fault: a
-    name of upcert.faults.FAULTS to bend CreateCertificateFromCsr answers (tests), or None.
+    name of upcert.cloud.faults.FAULTS to bend CreateCertificateFromCsr answers (tests), or None.
     csr_rate/csr_burst: the CreateCertificateFromCsr quota per thing (requests per second, in a
     row; clock for it); token_ttl: how long an ownership token, and a certificate left
     PENDING_ACTIVATION, lives (expire() deletes those)."""
@@ -224,7 +183,7 @@ class Provisioner:
                     "errorMessage": str(r)}
             suffix = "/rejected"
             log.info("%s from %s rejected: %s %s", topic, thing, r.error_code, r)
-        data = _cbor(body) if fmt == "cbor" else json.dumps(body).encode()
+        data = cbor(body) if fmt == "cbor" else json.dumps(body).encode()
         return [(f"{TO}{thing}/{topic}{suffix}", data)], suffix == "/accepted"
 
     def _create_from_csr(self, thing, request):
@@ -310,27 +269,10 @@ def _json(payload):
     return request
 
 
-def _cbor(obj):
-    """CBOR (RFC 8949 §3.1) of a dict of str to str/int: rejections on a .../cbor topic."""
-    def head(major, n):
-        if n < 24:
-            return bytes([major << 5 | n])
-        size = 1 if n < 0x100 else 2 if n < 0x10000 else 4
-        return bytes([major << 5 | {1: 24, 2: 25, 4: 26}[size]]) + n.to_bytes(size, "big")
-
-    if isinstance(obj, int):
-        return head(0, obj) if obj >= 0 else head(1, -1 - obj)
-    if isinstance(obj, str):
-        return head(3, len(obj.encode())) + obj.encode()
-    return head(5, len(obj)) + b"".join(_cbor(k) + _cbor(v) for k, v in obj.items())
-
-
 # the service process ------------------------------------------------------------------------
 
 def run_service(state_dir, stop):
     """Answer requests until stop (threading.Event) is set; writes provisioning.ready."""
-    from .cloud import Cloud
-
     cloud = Cloud.from_state(state_dir)
     registry = Registry(cloud.registry_path)
     prov = Provisioner(cloud.ca, registry, parse_validity(cloud.cert_validity), cloud.templates,
@@ -412,130 +354,9 @@ def _notify_next(client, registry, notified):
             notified[thing] = job_id
 
 
-def _pid_ok(state_dir, pid, args=None):
-    """True when pid is a live provisioning service of state_dir (`-m upcert.provisioning
-    --state <state_dir>`): not a dead one, nor a reused pid."""
-    from .cloud import process_args, process_path_arg
-
-    args = args or process_args(pid)
-    return bool(args) and "upcert.provisioning" in args and \
-        process_path_arg(pid, args, "--state") == Path(state_dir).resolve()
-
-
-def _service_pid(state_dir):
-    try:
-        return int((Path(state_dir) / "provisioning.pid").read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-
-
-def service_running(state_dir):
-    """True while the provisioning service of state_dir runs."""
-    pid = _service_pid(state_dir)
-    return pid is not None and _pid_ok(Path(state_dir), pid)
-
-
-def service_state(state_dir):
-    """("running" | "dead" | "stopped", pid or None): dead when provisioning.pid names a process
-    that is gone or no longer ours (the service crashed or was killed), stopped without it."""
-    pid = _service_pid(state_dir)
-    if pid is None:
-        return "stopped", None
-    return ("running" if _pid_ok(Path(state_dir), pid) else "dead"), pid
-
-
-def start_service(cloud, timeout_s=20):
-    """Start the service for a running cloud; wait until it is subscribed; its pid."""
-    state = cloud.state_dir.resolve()
-    ready, log_path = state / "provisioning.ready", state / "provisioning.log"
-    ready.unlink(missing_ok=True)
-    offset = log_path.stat().st_size if log_path.exists() else 0
-    here = str(Path(__file__).resolve().parents[1])  # so that `-m upcert...` finds this copy
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (here, os.environ.get("PYTHONPATH")) if p))
-    with open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "upcert.provisioning", "--state", str(state)],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
-            start_new_session=True, umask=0o077)
-    _procs[proc.pid] = proc
-    write_private(state / "provisioning.pid", f"{proc.pid}\n")
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if ready.exists():
-            return proc.pid
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    stop_service(state)
-    with open(log_path, "rb") as f:
-        f.seek(offset)
-        tail = "\n".join(f.read().decode(errors="replace").splitlines()[-15:])
-    why = f"exited with code {proc.returncode}" if proc.returncode is not None else \
-        f"did not get ready within {timeout_s} s"
-    raise ProvisioningError(f"the provisioning service {why} (log: {log_path}):\n{tail}")
-
-
-def stop_service(state_dir, timeout_s=10):
-    """Stop the service of state_dir (SIGTERM, then SIGKILL), and any other service process of
-    state_dir whose pid file was lost or overwritten; nothing to do if stopped."""
-    from .cloud import find_processes, stop_process
-
-    state = Path(state_dir)
-    pid = _service_pid(state)
-    strays = find_processes(lambda p, args: _pid_ok(state, p, args))
-    for p in ([pid] if pid is not None else []) + [p for p in strays if p != pid]:
-        stop_process(p, lambda q: _pid_ok(state, q), timeout_s)
-        if p in _procs:
-            _procs.pop(p).wait()
-    for name in ("provisioning.pid", "provisioning.ready"):
-        (state / name).unlink(missing_ok=True)
-
-
-# for the CLI ----------------------------------------------------------------------------------
-
-def _registry(state_dir):
-    path = Path(state_dir) / "cloud.json"
-    try:
-        return Registry(json.loads(path.read_text()).get("registry")
-                        or Path(state_dir) / "registry.sqlite3")
-    except FileNotFoundError:
-        raise ProvisioningError(f"no local cloud in {state_dir}: run `upcert cloud up`") from None
-    except (ValueError, AttributeError):
-        raise ProvisioningError(f"{path} is corrupt: run `upcert cloud up` again") from None
-
-
-def list_certificates(state_dir):
-    """Every certificate in the local cloud's registry (dicts, oldest first)."""
-    return _registry(state_dir).list()
-
-
-def set_certificate_status(state_dir, cert_id, status):
-    """Set ACTIVE, INACTIVE or REVOKED (id or unique prefix); rewrites the CRL, and a running
-    broker refuses or disconnects the certificate at once. The updated record."""
-    from .cloud import Cloud
-
-    cloud = Cloud.from_state(state_dir)
-    if not cloud.services:
-        raise ProvisioningError(f"the local cloud in {state_dir} runs without services, so it "
-                                "enforces no status: `upcert cloud down`, then `upcert cloud up`")
-    registry = Registry(cloud.registry_path)
-    record = registry.set_status(cert_id, status)
-    cloud.enforce(registry)
-    return record
-
-
-def create_rotation_job(state_dir, thing):
-    """Queue a job {"operation": "rotate-certificate"} for thing; its job id. The service sends
-    notify-next to the thing within a fraction of a second (at its next start if it is down)."""
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S")
-    job_id = f"rotate-{str(thing).replace(':', '-')[:32]}-{stamp}-{os.urandom(2).hex()}"
-    return _registry(state_dir).create_job(thing, dict(jobs.ROTATE_DOCUMENT), job_id=job_id)
-
-
 def main(argv=None):
-    """`python -m upcert.provisioning --state DIR`: run until SIGTERM."""
-    ap = argparse.ArgumentParser(prog="python -m upcert.provisioning", description=__doc__)
+    """`python -m upcert.cloud.service --state DIR`: run until SIGTERM."""
+    ap = argparse.ArgumentParser(prog="python -m upcert.cloud.service", description=__doc__)
     ap.add_argument("--state", required=True, help="the local cloud's folder (with cloud.json)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,

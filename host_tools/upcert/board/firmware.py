@@ -18,13 +18,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .deps import fetch_umqtt
-from .errors import UpcertError
-
-ROOT = Path(__file__).resolve().parents[2]
-FIRMWARE = ROOT / "firmware"
-BOARDS = ROOT / "boards"
-BUILD = ROOT / ".build"
+from upcert.board.deps import fetch_umqtt
+from upcert.errors import UpcertError
+from upcert.paths import BOARDS, BUILD, FIRMWARE, ROOT  # noqa: F401 (users import them from here)
 
 MIN_VERSION = (1, 23)  # the `tls` module (1.22 and older have `ssl`)
 DOWNLOAD = "https://micropython.org/download/ESP32_GENERIC/"

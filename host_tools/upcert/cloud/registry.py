@@ -16,10 +16,9 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-
-from .certs import cert_id as _cert_id
-from .certs import common_name, load_certificate
-from .errors import UpcertError
+from upcert.errors import UpcertError
+from upcert.pki.certs import cert_id as _cert_id
+from upcert.pki.certs import common_name, load_certificate
 
 STATUSES = ("ACTIVE", "INACTIVE", "REVOKED", "PENDING_ACTIVATION")  # AWS CertificateStatus
 TOKEN_TTL_S = 3600  # AWS: the ownership token expires after 1 h (fleet-provision-api)

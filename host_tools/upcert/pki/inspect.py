@@ -15,9 +15,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
-
-from .certs import AWS_SIGNATURE_ALGORITHMS, CertError, _split_der, cert_id
-from .firmware import FIRMWARE
+from upcert.paths import FIRMWARE, find_micropython
+from upcert.pki.certs import AWS_SIGNATURE_ALGORITHMS, CertError, _split_der, cert_id
 
 # Curves the device's reader knows (x509._CURVES), by the names AWS and NIST use.
 _CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
@@ -157,7 +156,6 @@ def inspect_device(data, label="<data>"):
     """The view of the first certificate in `data` as the device's reader sees it: upcert.x509
     from firmware/ running on the MicroPython unix port (one process, a board-sized heap).
     Raises CertError with the device reader's reason when it refuses the data."""
-    from .emulator import find_micropython
 
     data = bytes(data)
     if data[:1] != b"\x30" and b"-----BEGIN" in data and not _PEM_BLOCK.search(data):

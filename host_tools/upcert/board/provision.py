@@ -13,9 +13,11 @@ import time
 from dataclasses import dataclass
 from textwrap import dedent
 
-from . import certs, firmware
-from .errors import UpcertError
-from .transport import Board, BoardReset
+from upcert.board import firmware
+from upcert.board.transport import Board, BoardReset
+from upcert.errors import UpcertError
+from upcert.pki import certs
+from upcert.pki.ca import LocalCa
 
 STORES = ("fs", "nvs", "partition")
 CONFIG_PATH = "/upcert.d/config.json"
@@ -83,7 +85,7 @@ def make_config(thing, endpoint, store="fs", extra=None, wifi=None):
 
 def local_credentials(ca_dir, thing, days=365):
     """A fresh P-256 key and a certificate from the local CA (development)."""
-    ca = certs.LocalCa.load(ca_dir)
+    ca = LocalCa.load(ca_dir)
     key = certs.generate_key("ec")
     cert = ca.issue_device(thing, key.public_key(), days=days)
     return cert, key, [ca.certificate]
@@ -196,7 +198,7 @@ def provision(port, cfg, cert, key, roots, *, board="esp32_generic", install=Tru
     Registry, or anything with get/register/set_status): the certificate is registered ACTIVE
     before the board is told to use it; if provisioning fails after that, the board is asked
     which certificate it holds, and one it does not hold is set INACTIVE again."""
-    from .validate import check_config; check_config(cfg)  # noqa: E702, I001 (validate.py)
+    from upcert.validate import check_config; check_config(cfg)  # noqa: E702, I001 (validate.py)
     started = time.monotonic()
     report = certs.check_device_credentials(cert, key, roots[0] if len(roots) == 1 else None)
     if len(roots) > 1:

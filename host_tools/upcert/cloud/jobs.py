@@ -6,7 +6,7 @@ IoT developer guide, "Jobs device MQTT API" (jobs-mqtt-api) and "ErrorResponse" 
 import json
 import time
 
-from .registry import JobError
+from upcert.cloud.registry import JobError
 
 ROTATE_DOCUMENT = {"operation": "rotate-certificate"}  # what the device agent reacts to
 _EVENT_TOPICS = ("notify", "notify-next")  # the service's own events: never requests

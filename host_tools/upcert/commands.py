@@ -1,0 +1,274 @@
+"""What each `upcert` command does, given its parsed arguments: the glue between the
+subsystems (pki, board, emu, cloud) that the CLI calls. Output goes to stdout; progress and
+warnings to stderr; errors are raised as UpcertError for the CLI to print in one line."""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from upcert.errors import UpcertError
+
+
+def home():
+    return Path(os.environ.get("UPCERT_HOME", ".state"))
+
+
+def _out(obj):
+    print(json.dumps(obj, indent=2, default=str))
+
+
+# ---- ca ----------------------------------------------------------------------------------
+def do_ca_init(args):
+    from upcert.pki.ca import LocalCa
+
+    ca = LocalCa.init(args.dir, key_type=args.key_type, server_names=tuple(args.server_name),
+                      force=args.force)
+    print(f"local CA ({args.key_type}) in {ca.directory}: ca.pem, server.pem, admin.pem")
+
+
+# ---- cert --------------------------------------------------------------------------------
+def do_cert_inspect(args):
+    from upcert.pki.inspect import inspect_file
+
+    _out(inspect_file(args.file, device=args.device))
+
+
+# ---- cloud -------------------------------------------------------------------------------
+def _cloud(args):
+    from upcert.cloud.standin import Cloud
+    from upcert.pki.ca import LocalCa
+
+    return Cloud, LocalCa.load(args.ca_dir)
+
+
+def do_cloud_up(args):
+    Cloud, ca = _cloud(args)
+    cloud = Cloud(args.dir, ca, port=args.port, fault=args.fault)
+    if (Path(args.dir) / "cloud.json").exists():
+        running = Cloud.load(args.dir, ca)
+        if running.is_running():
+            if running.fault != cloud.fault:
+                raise UpcertError(f"the cloud in {args.dir} already runs with fault "
+                                  f"{running.fault or 'none'}: `upcert cloud down` first")
+            cloud = running
+    cloud.up()
+    print(f"cloud up: mqtts://{cloud.endpoint}:{cloud.port} (mosquitto, TLS 1.2, client certs)")
+    if cloud.fault:
+        from upcert.cloud.faults import FAULTS
+
+        print(f"FAULT {cloud.fault}: the provisioning service will {FAULTS[cloud.fault]}",
+              file=sys.stderr)
+
+
+def do_cloud_down(args):
+    Cloud, ca = _cloud(args)
+    try:
+        cloud = Cloud.load(args.dir, ca)
+    except UpcertError:
+        print("cloud: not running")
+        return
+    cloud.down()
+    print("cloud down")
+
+
+def do_cloud_status(args):
+    Cloud, ca = _cloud(args)
+    try:
+        cloud = Cloud.load(args.dir, ca)
+    except UpcertError:
+        print("cloud: not running")
+        return 1
+    print(f"cloud: {cloud.status_text()}" + (f" (fault {cloud.fault})" if cloud.fault else ""))
+    return 0 if cloud.is_running() else 1
+
+
+# ---- board -------------------------------------------------------------------------------
+def _state_dir(args, create=False):
+    # --flash and --state name a folder of the user's choice; --name one under
+    # $UPCERT_HOME/boards, checked (a folder name) and kept inside it
+    from upcert.validate import board_state_dir
+
+    if getattr(args, "flash", None):
+        return Path(args.flash).parent
+    return Path(args.state) if args.state else board_state_dir(home(), args.name, create)
+
+
+def _use_table(args):
+    # --partitions CSV: from now on the board's partition table (board.json), as flashing one
+    if getattr(args, "partitions", None):
+        from upcert.emu.config import use_table
+
+        use_table(_state_dir(args, create=True), args.partitions)
+
+
+def do_board_run(args):
+    from upcert.emu import board as emulator
+
+    _use_table(args)
+    argv = ["run", "--state", str(_state_dir(args, create=True))]
+    for opt in ("heapsize", "clock", "ntp", "atecc608"):
+        if getattr(args, opt):
+            argv += [f"--{opt}", getattr(args, opt)]
+    return emulator.main(argv)
+
+
+def do_board_start(args):
+    from upcert.emu.board import EmulatedBoard
+
+    _use_table(args)
+    board = EmulatedBoard(_state_dir(args, create=True), heapsize=args.heapsize,
+                          clock=args.clock, ntp=args.ntp, atecc608=args.atecc608)
+    port = board.start()
+    print(port)
+
+
+def do_board_stop(args):
+    from upcert.emu.board import stop_board
+
+    if stop_board(_state_dir(args)):
+        print("board stopped")
+    else:
+        print("board was not running")
+
+
+def do_board_status(args):
+    from upcert.board.provision import status
+
+    _out(status(args.port))
+
+
+# ---- certs / rotate (the stand-in's registry) ---------------------------------------------
+def do_certs_list(args):
+    from upcert.cloud.admin import list_certificates
+
+    rows = list_certificates(args.dir)
+    if args.json:
+        _out(rows)
+        return
+    import datetime as dt
+
+    for r in rows:
+        expires = r.get("not_after")
+        if isinstance(expires, (int, float)):
+            expires = dt.datetime.fromtimestamp(expires, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        print(f"{r['cert_id'][:16]}  {r['status']:<18} {str(r.get('thing') or '-'):<24} "
+              f"expires {expires}")
+    print(f"{len(rows)} certificate(s)")
+
+
+def _set_status(status):
+    def handler(args):
+        from upcert.cloud.admin import set_certificate_status
+
+        rec = set_certificate_status(args.dir, args.cert_id, status)
+        print(f"{rec['cert_id']} is {rec['status']}: the broker now refuses it"
+              if status != "ACTIVE" else f"{rec['cert_id']} is ACTIVE")
+    return handler
+
+
+def do_rotate(args):
+    from upcert.cloud.admin import create_rotation_job
+
+    job = create_rotation_job(args.dir, args.thing)
+    print(f"job {job} queued for {args.thing}: the agent rotates when it receives it")
+
+
+# ---- provision ---------------------------------------------------------------------------
+def _checked(args, local_ca):
+    """Every option of `provision` checked before anything is written: (wifi, extra, days)."""
+    from upcert import validate as v
+
+    v.thing_name(args.thing, local_ca=local_ca)
+    v.endpoint(args.endpoint)
+    interval = v.telemetry_interval(args.telemetry_interval)
+    days = v.days(args.days)
+    wifi = None
+    if args.wifi_ssid is not None:
+        wifi = v.wifi(args.wifi_ssid, os.environ.get("UPCERT_WIFI_PASSWORD", ""))
+    return wifi, {} if interval is None else {"telemetry_interval_s": interval}, days
+
+
+def do_provision(args):
+    from upcert.board import provision as p
+    from upcert.cloud.admin import registry_state
+
+    if args.store == "atecc608":
+        return do_provision_chip(args)
+    if args.lock:
+        raise UpcertError("--lock locks an ATECC608's zones: it goes with --store atecc608")
+    files = bool(args.cert or args.key or args.root_ca)
+    wifi, extra, days = _checked(args, local_ca=not files)
+    cfg = p.make_config(args.thing, args.endpoint, args.store, extra, wifi)
+    if files:
+        cert, key, roots = p.file_credentials(args.cert, args.key, args.root_ca)
+    else:
+        cert, key, roots = p.local_credentials(args.ca_dir, args.thing, days=days)
+    # Like AWS, the local stand-in keeps a registry: a certificate it already holds for another
+    # thing, or not ACTIVE, is refused now, before the board is written.
+    known = registry_state(args.cloud_dir, cert, cfg["thing"])
+    # Registered before the board is told to use it; retired again if the board never took it.
+    reg = _registry(args)
+    res = p.provision(args.port, cfg, cert, key, roots, board=args.board,
+                      install=not args.no_firmware, reset=not args.no_reset,
+                      log=lambda m: print(m, file=sys.stderr), registry=reg)
+    for w in res.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if known == "active":
+        print(f"already in the local stand-in's registry ({args.cloud_dir}) as ACTIVE for "
+              f"{cfg['thing']}")
+    else:
+        _registered(args, reg)
+    print(f"provisioned {res.thing} ({res.store} store) in {res.seconds:.1f} s")
+    print(f"certificate id {res.cert_id}")
+    print(f"expires {res.not_after.isoformat()}; issuer: {res.issuer_check}")
+
+
+def _registry(args):
+    # The local stand-in's registry when a local cloud lives in --cloud-dir, else None.
+    if not (Path(args.cloud_dir) / "cloud.json").exists():
+        return None
+    from upcert.cloud.registry import Registry
+    from upcert.cloud.standin import Cloud
+
+    return Registry(Cloud.from_state(args.cloud_dir).registry_path)
+
+
+def _registered(args, reg):
+    # Like AWS, the local stand-in keeps a registry (`upcert certs list|deactivate|revoke`).
+    if reg is not None:
+        print(f"registered in the local stand-in's registry ({args.cloud_dir}) as ACTIVE")
+
+
+def do_provision_chip(args):
+    from upcert.board import chip as pc
+
+    if args.cert or args.key or args.root_ca:
+        raise UpcertError("--store atecc608 makes the key inside the chip: --cert, --key and "
+                          "--root-ca do not apply (the local CA in --ca-dir signs the CSR)")
+    wifi, extra, days = _checked(args, local_ca=True)  # the local CA signs the chip's CSR
+    cfg = pc.make_chip_config(args.thing, args.endpoint, address=args.chip_address,
+                              slot=args.slot, cert=args.chip_cert, extra=extra, wifi=wifi)
+    reg = _registry(args)  # registered before the board is told to use it (provision_chip)
+    res = pc.provision_chip(args.port, cfg, args.ca_dir, lock=args.lock, board=args.board,
+                            install=not args.no_firmware, reset=not args.no_reset,
+                            days=days, log=lambda m: print(m, file=sys.stderr), registry=reg)
+    for w in res.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    _registered(args, reg)
+    print(f"provisioned {res.thing} (atecc608 store, chip {res.serial}, key slot {res.slot}) "
+          f"in {res.seconds:.1f} s")
+    print(f"certificate id {res.cert_id}")
+    print(f"expires {res.not_after.isoformat()}; issuer: {res.issuer_check}")
+
+
+def do_chip_rotate(args):
+    from upcert.board.chip import rotate_chip
+    from upcert.validate import days
+
+    reg = _registry(args)  # registered before it is staged (rotate_chip)
+    res = rotate_chip(args.port, args.ca_dir, days=days(args.days),
+                      log=lambda m: print(m, file=sys.stderr), registry=reg)
+    _registered(args, reg)
+    print(f"rotated {res.thing}: key slot {res.old_slot} -> {res.new_slot}, certificate id "
+          f"{res.cert_id} committed")
