@@ -18,8 +18,10 @@ _EC = "1.2.840.10045.2.1"
 _RSA = ("1.2.840.113549.1.1.1", "1.2.840.113549.1.1.10")  # rsaEncryption, RSASSA-PSS (RFC 4055)
 # Named curves (RFC 5480 §2.1.1.1) -> bits.
 _CURVES = {"1.2.840.10045.3.1.7": 256, "1.3.132.0.34": 384, "1.3.132.0.35": 521}
-# Signature algorithms (RFC 4055, RFC 5758 §3) -> the names AWS IoT accepts.
-_SIG_ALGS = {
+# Signature algorithms (RFC 4055, RFC 5758 §3) -> the names AWS IoT accepts (AWS IoT Developer
+# Guide, "X.509 client certificates"). The one table: the host reads it from this file
+# (host_tools/upcert/pki/algorithms.py).
+SIG_ALGS = {
     "1.2.840.113549.1.1.11": "SHA256WITHRSA",
     "1.2.840.113549.1.1.12": "SHA384WITHRSA",
     "1.2.840.113549.1.1.13": "SHA512WITHRSA",
@@ -94,8 +96,8 @@ class Certificate:
             )
         os_, oe = der.expect(buf, s, e, OID, "signature algorithm")
         oid = der.read_oid(buf, os_, oe)
-        self.sig_alg = _SIG_ALGS.get(oid, oid)
-        self.sig_alg_aws_ok = oid in _SIG_ALGS
+        self.sig_alg = SIG_ALGS.get(oid, oid)
+        self.sig_alg_aws_ok = oid in SIG_ALGS
         s, p = der.expect(buf, e, end, SEQUENCE, "issuer")
         self.issuer_cn = _cn(buf, s, p)
         # Validity ::= SEQUENCE { notBefore Time, notAfter Time } §4.1.2.5

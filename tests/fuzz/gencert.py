@@ -21,13 +21,9 @@ from tests.fuzz.mutate import parse
 UTC = dt.timezone.utc
 NIST_BITS = {"secp256r1": 256, "secp384r1": 384, "secp521r1": 521}
 _PRINTABLE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 '()+,-./:=?"
-# Signature algorithm OIDs -> AWS IoT's names (DESIGN.md §3), as the device maps them.
-AWS_NAMES = {
-    "1.2.840.113549.1.1.11": "SHA256WITHRSA", "1.2.840.113549.1.1.12": "SHA384WITHRSA",
-    "1.2.840.113549.1.1.13": "SHA512WITHRSA", "1.2.840.113549.1.1.10": "RSASSAPSS",
-    "2.16.840.1.101.3.4.3.2": "DSA_WITH_SHA256", "1.2.840.10045.4.3.2": "ECDSA-WITH-SHA256",
-    "1.2.840.10045.4.3.3": "ECDSA-WITH-SHA384", "1.2.840.10045.4.3.4": "ECDSA-WITH-SHA512",
-}
+# Signature algorithm OIDs -> AWS IoT's names: the one table (firmware/upcert/x509.py).
+from upcert.pki.algorithms import AWS_SIGNATURE_OIDS as AWS_NAMES  # noqa: E402
+
 _HASHES = (hashes.SHA256(), hashes.SHA384(), hashes.SHA512())
 
 

@@ -12,7 +12,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, padding
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
 from upcert.pki.ca import LocalCa
 from upcert.pki.certs import (
     AWS_SIGNATURE_ALGORITHMS,
@@ -191,7 +191,14 @@ def test_rsa_pss_and_dsa_signatures_are_verified():
 
 
 def test_aws_algorithm_names(ca):
-    assert len(AWS_SIGNATURE_ALGORITHMS) == 8
+    # The one table (firmware/upcert/x509.py SIG_ALGS, read by pki/algorithms.py): its OIDs are
+    # cryptography's own constants for the algorithms AWS names (RFC 4055, RFC 5758 §3.2).
+    sig = SignatureAlgorithmOID
+    assert AWS_SIGNATURE_ALGORITHMS == {
+        sig.RSA_WITH_SHA256: "SHA256WITHRSA", sig.RSA_WITH_SHA384: "SHA384WITHRSA",
+        sig.RSA_WITH_SHA512: "SHA512WITHRSA", sig.RSASSA_PSS: "RSASSAPSS",
+        sig.DSA_WITH_SHA256: "DSA_WITH_SHA256", sig.ECDSA_WITH_SHA256: "ECDSA-WITH-SHA256",
+        sig.ECDSA_WITH_SHA384: "ECDSA-WITH-SHA384", sig.ECDSA_WITH_SHA512: "ECDSA-WITH-SHA512"}
     assert "ECDSA-WITH-SHA384" in AWS_SIGNATURE_ALGORITHMS.values()
     key = generate_key("ec")
     cert = self_signed(key, "x", algorithm=hashes.SHA384())

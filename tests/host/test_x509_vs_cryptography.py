@@ -17,19 +17,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, padding, rsa
 from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
+from upcert.pki.algorithms import AWS_SIGNATURE_OIDS as AWS_NAMES  # noqa: E402
 
 from tests.tools import ROOT, micropython_cmd
 
-AWS_NAMES = {
-    "1.2.840.113549.1.1.11": "SHA256WITHRSA",
-    "1.2.840.113549.1.1.12": "SHA384WITHRSA",
-    "1.2.840.113549.1.1.13": "SHA512WITHRSA",
-    "1.2.840.113549.1.1.10": "RSASSAPSS",
-    "2.16.840.1.101.3.4.3.2": "DSA_WITH_SHA256",
-    "1.2.840.10045.4.3.2": "ECDSA-WITH-SHA256",
-    "1.2.840.10045.4.3.3": "ECDSA-WITH-SHA384",
-    "1.2.840.10045.4.3.4": "ECDSA-WITH-SHA512",
-}
 UTC = dt.timezone.utc
 # Some system roots carry a negative serial; cryptography warns, we compare them anyway.
 pytestmark = pytest.mark.filterwarnings("ignore::cryptography.utils.CryptographyDeprecationWarning")

@@ -12,8 +12,8 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
-from cryptography.x509.oid import SignatureAlgorithmOID as _Sig
 from upcert.errors import UpcertError
+from upcert.pki.algorithms import AWS_SIGNATURE_ALGORITHMS
 from upcert.validate import write_private
 
 UTC = datetime.timezone.utc
@@ -21,21 +21,13 @@ _DER = serialization.Encoding.DER
 _PEM = serialization.Encoding.PEM
 _SPKI = serialization.PublicFormat.SubjectPublicKeyInfo
 
-# Signature algorithms AWS IoT accepts for registered certificates: AWS IoT Developer Guide,
-# "X.509 client certificates" / "Certificate signing algorithms supported by AWS IoT";
-# DESIGN.md §3. RSASSA-PSS is accepted with SHA-256/384/512 (AWS: SHA<n>WITHRSAANDMGF1).
-AWS_SIGNATURE_ALGORITHMS = {
-    _Sig.RSA_WITH_SHA256: "SHA256WITHRSA",
-    _Sig.RSA_WITH_SHA384: "SHA384WITHRSA",
-    _Sig.RSA_WITH_SHA512: "SHA512WITHRSA",
-    _Sig.RSASSA_PSS: "RSASSAPSS",
-    _Sig.DSA_WITH_SHA256: "DSA_WITH_SHA256",
-    _Sig.ECDSA_WITH_SHA256: "ECDSA-WITH-SHA256",
-    _Sig.ECDSA_WITH_SHA384: "ECDSA-WITH-SHA384",
-    _Sig.ECDSA_WITH_SHA512: "ECDSA-WITH-SHA512",
-}
+# Signature algorithms AWS IoT accepts for registered certificates: AWS_SIGNATURE_ALGORITHMS
+# (pki/algorithms.py, AWS IoT Developer Guide "X.509 client certificates"). RSASSA-PSS is
+# accepted with SHA-256/384/512 (AWS: SHA<n>WITHRSAANDMGF1).
 _PSS_HASHES = ("sha256", "sha384", "sha512")
-EXPIRY_WARNING_DAYS = 30  # Device Defender DEVICE_CERTIFICATE_EXPIRING_CHECK default (DESIGN §3)
+# AWS IoT Device Defender audit check DEVICE_CERTIFICATE_EXPIRING_CHECK: 30 days by default
+# (AWS IoT Device Defender Guide, "Device certificate expiring").
+EXPIRY_WARNING_DAYS = 30
 # AWS IoT thing names: 1-128 of [a-zA-Z0-9:_-] (CreateThing API). The name becomes the CN and
 # the MQTT topic prefix, so "/", "+", "#" must never get in (mosquitto ACL %u substitution).
 _THING_RE = re.compile(r"[A-Za-z0-9:_-]{1,128}")
