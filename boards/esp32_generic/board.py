@@ -6,6 +6,9 @@ from micropython import const
 from upcert.errors import ConfigError, ConnectError, StoreError
 
 NAME = "esp32-generic"
+# How the board reaches the network: "wifi" (the config needs 'wifi', so `upcert provision`
+# refuses without --wifi-ssid or --no-wifi) or "own" (Ethernet, or a network it brings up itself).
+NETWORK = "wifi"
 _STORES = ("fs", "nvs", "partition", "esp_secure_cert", "atecc608")
 _TYPE_SECURE_CERT = 0x3F  # esp_secure_cert_mgr: ESP_SECURE_CERT_TLV_PARTITION_TYPE
 

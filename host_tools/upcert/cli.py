@@ -114,6 +114,10 @@ def build_parser():
         "kept in an ATECC608 secure element (see --lock, --chip-address, --slot, --chip-cert)"))
     p.add_argument("--wifi-ssid", help="Wi-Fi network for the board (password from the "
                    "environment variable UPCERT_WIFI_PASSWORD, so it stays out of shell history)")
+    p.add_argument("--no-wifi", action="store_true", help="no Wi-Fi settings: the board is on a "
+                   "network without them (the emulated board; Wi-Fi brought up by your own "
+                   "boot.py). Without it, a board whose definition joins over Wi-Fi needs "
+                   "--wifi-ssid")
     # numbers stay text here: validate.py reads ASCII digits only (int() takes any Unicode
     # digit) and refuses a bad value in one line
     p.add_argument("--telemetry-interval", default=None, help="seconds, 1..86400 (default 60)")

@@ -65,9 +65,12 @@ def upcert(ca, tmp_path, monkeypatch, capsys):
     return run
 
 
-def provision(upcert, ca, *args, endpoint="localhost:8883", thing="dev-1", cloud="none"):
+def provision(upcert, ca, *args, endpoint="localhost:8883", thing="dev-1", cloud="none",
+              no_wifi=True):
+    # --no-wifi unless the test gives Wi-Fi settings or checks their absence (no_wifi=False)
+    extra = ("--no-wifi",) if no_wifi and "--wifi-ssid" not in args else ()
     return upcert("provision", "--port", "/dev/ttyFAKE0", "--thing", thing, "--endpoint",
-                  endpoint, "--ca-dir", str(ca.directory), "--cloud-dir", cloud, *args)
+                  endpoint, "--ca-dir", str(ca.directory), "--cloud-dir", cloud, *args, *extra)
 
 
 def one_line(err, *fragments):
@@ -328,3 +331,30 @@ def test_good_board_name_stays_inside(upcert, boards, tmp_path):
     rc, _ = upcert("board", "start", "--name", "lab-board_2")
     assert rc == 0
     assert [str(p) for p in boards] == [str(tmp_path / "home" / "boards" / "lab-board_2")]
+
+
+def test_no_wifi_settings_refused_unless_the_board_needs_none(upcert, ca, opened, tmp_path,
+                                                               monkeypatch):
+    # esp32_generic joins over Wi-Fi: without --wifi-ssid the board would loop "Wi-Fi is down"
+    rc, err = provision(upcert, ca, no_wifi=False)
+    assert rc == 1 and opened == []
+    one_line(err, "joins the network over Wi-Fi", "--wifi-ssid NAME", "--no-wifi")
+    rc, err = provision(upcert, ca, "--wifi-ssid", "lab", "--no-wifi")
+    assert rc == 1 and opened == []
+    one_line(err, "contradict")
+    with pytest.raises(BoardOpened):  # said on purpose: the board is on a network without it
+        provision(upcert, ca, "--no-wifi", no_wifi=False)
+    # a board definition that brings its own network needs no Wi-Fi settings
+    from upcert.board import firmware
+
+    own = tmp_path / "boards" / "eth_board"
+    own.mkdir(parents=True)
+    (own / "board.py").write_text('NAME = "eth"\nNETWORK = "own"\n')
+    monkeypatch.setattr(firmware, "BOARDS", tmp_path / "boards")
+    assert firmware.board_network("eth_board") == "own"
+    with pytest.raises(BoardOpened):
+        provision(upcert, ca, "--board", "eth_board", no_wifi=False)
+    (own / "board.py").write_text('NETWORK = "lte"\n')
+    rc, err = provision(upcert, ca, "--board", "eth_board", no_wifi=False)
+    assert rc == 1 and opened == ["/dev/ttyFAKE0"] * 2
+    one_line(err, "NETWORK = 'lte'")

@@ -10,6 +10,7 @@ is refused in one line; the package goes as .mpy in the board's .mpy version, or
 when mpy-cross cannot make that version (or the firmware imports no .mpy files).
 """
 
+import ast
 import hashlib
 import re
 import shutil
@@ -140,6 +141,20 @@ def board_definition(board="esp32_generic"):
         known = sorted(p.parent.name for p in BOARDS.glob("*/board.py"))
         raise UpcertError(f"unknown board {board!r}: known boards are {', '.join(known)}")
     return path
+
+
+def board_network(board="esp32_generic"):
+    """How a board definition reaches the network: its NETWORK constant ("wifi" or "own"),
+    read from boards/<board>/board.py without running it; "wifi" when it does not say."""
+    path = board_definition(board)
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == [
+                "NETWORK"]:
+            value = ast.literal_eval(node.value)
+            if value not in ("wifi", "own"):
+                raise UpcertError(f"{path}: NETWORK = {value!r}: use \"wifi\" or \"own\"")
+            return value
+    return "wifi"
 
 
 def files(board="esp32_generic", mpy=True, flags=()):
