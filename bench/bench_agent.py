@@ -80,7 +80,7 @@ c.disconnect()
 """
 
 
-# Bare umqtt.simple 1.3.4 with the tls module (the baseline DESIGN.md measured at 1.28x paho):
+# Bare umqtt.simple 1.3.4 with the tls module (the baseline):
 # its connect() creates the socket and calls ussl.wrap_socket, so a tiny ussl shim supplies it.
 BARE = r"""
 import sys, time, tls

@@ -1,5 +1,5 @@
 # ATECC608A/B secure element on an injected I2C bus: wake/idle/sleep, CRC-16 framed commands,
-# busy polling, retries, and the commands upcert needs. Sources: DESIGN.md §4, the ATECC608A/B
+# busy polling, retries, and the commands upcert needs. Sources: the ATECC608A/B
 # "Complete data sheet" (§2.2 zones, Table 2-5 config; the command chapter), Microchip
 # cryptoauthlib (lib/calib/*.c, lib/atca_cfgs.c), and the TNGTLS data sheet (§7.1.1 wake).
 from binascii import hexlify
@@ -28,7 +28,7 @@ _OPS = {  # opcode: (name, max ms)
     _RANDOM: ("Random", 23), _INFO: ("Info", 5), _GENKEY: ("GenKey", 115), _SIGN: ("Sign", 115),
     _ECDH: ("ECDH", 75), _VERIFY: ("Verify", 105), _SHA: ("SHA", 36),
 }  # fmt: skip
-# Status packet codes (DESIGN.md §4; datasheet "Status/Error Codes"; cryptoauthlib isATCAError).
+# Status packet codes (data sheet "Status/Error Codes"; cryptoauthlib isATCAError).
 _STATUS = {
     0x01: "verify miscompare",
     0x03: "parse error: bad opcode, length or parameter",
@@ -154,7 +154,7 @@ class ATECC(Crypto):
             raise self._err("not acknowledged", op) from None
         limit = _OPS[op][1] + _SLACK_MS
         t0 = ticks_ms()
-        while True:  # the chip NACKs reads while it executes (DESIGN.md §4)
+        while True:  # the chip NACKs reads while it executes (calib_execution.c)
             sleep_ms(_POLL_MS)
             try:
                 self._i2c.readfrom_into(self.addr, self._rv[n])
@@ -200,7 +200,7 @@ class ATECC(Crypto):
                 self.idle()
 
     def _where(self, zone, slot, block, offset, n):
-        # Address parameter (DESIGN.md §4; data sheet "Address Encoding"): config/OTP
+        # Address parameter (data sheet "Address Encoding"): config/OTP
         # (block<<3)|word, data (block<<8)|(slot<<3)|word; offset: the 4-byte word in the block.
         check_slot(slot)
         # Zone sizes (datasheet §2.2): config 128, OTP 64; data slots 0-7 36, 8 416, 9-15 72.

@@ -1,6 +1,6 @@
 # ATECC608 driver, second half: the CRC-16, argument checks, the crypto commands (a mixin whose
 # bus access is ATECC._run in atecc.py) and Signer, the chip-backed signer for upcert.csr.
-# Sources as atecc.py: DESIGN.md §4, the ATECC608A/B data sheet, cryptoauthlib lib/calib.
+# Sources as atecc.py: the ATECC608A/B data sheet, cryptoauthlib lib/calib.
 from micropython import const
 
 # Opcodes (cryptoauthlib calib_command.h); names and execution times live in atecc._OPS.
@@ -15,7 +15,7 @@ _SHA = const(0x47)
 
 def crc16(data, crc=0, start=0, end=None):
     """CRC-16 of data[start:end] continuing from crc, as the ATECC608 computes it: poly 0x8005,
-    init 0, each byte fed LSB first, no final XOR (DESIGN.md §4). Sent little-endian."""
+    init 0, each byte fed LSB first, no final XOR (cryptoauthlib atCRC, calib_command.c). Sent little-endian."""
     for i in range(start, len(data) if end is None else end):
         b = data[i]
         for _ in range(8):

@@ -30,7 +30,7 @@ TELEMETRY_S = (1, 86400)
 KEEPALIVE_S = (30, 1200)
 PORT = (1, 65535)
 _INTS = {"port": PORT, "telemetry_interval_s": TELEMETRY_S, "keepalive_s": KEEPALIVE_S}
-# Validity of a local-CA certificate: at most 10 years, the local CA's own lifetime (certs.py
+# Validity of a local-CA certificate: at most 10 years, the local CA's own lifetime (pki/ca.py
 # _CA_DAYS) and the device's "renew.days" maximum.
 DAYS = (1, 3650)
 SSID_MAX = 32  # IEEE 802.11 SSID, bytes

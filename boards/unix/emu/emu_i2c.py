@@ -1,4 +1,4 @@
-# The emulated board's I2C wires: a client of the host's bridge (host_tools/upcert/i2c_bridge.py,
+# The emulated board's I2C wires: a client of the host's bridge (host_tools/upcert/emu/i2c_bridge.py,
 # which documents the wire protocol), installed as emu_machine's bus by connect(). Errors match
 # the ESP32 port (machine_hw_i2c.c): a NACK is OSError(ENODEV), a bus timeout OSError(ETIMEDOUT).
 import errno

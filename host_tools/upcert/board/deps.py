@@ -1,6 +1,6 @@
 """Device dependencies fetched at set-up time: micropython-umqtt.simple from the package index.
 
-The sdist has no setup.py, so pip refuses it (DESIGN.md §2); we ask pip's configured index for
+The sdist has no setup.py, so pip refuses it (1.3.4, checked); we ask pip's configured index for
 the file list (PEP 691 JSON), download the pinned sdist, check its sha256 and unpack the module.
 """
 

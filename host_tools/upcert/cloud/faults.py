@@ -24,7 +24,7 @@ FAULTS = {
                     "broker its trial connection",
 }
 # AWS documents only the shape {"statusCode", "errorCode", "errorMessage"} (fleet-provision-api);
-# the code is the one this stand-in uses for a bad CSR (provisioning.py).
+# the code is the one this stand-in uses for a bad CSR (service.py).
 REJECT = (400, "InvalidCsr", "rejected by the stand-in's fault mode 'reject' "
           "(`upcert cloud up --fault reject`): start the cloud without --fault to get certificates")
 _EXPIRED_AGO = datetime.timedelta(hours=1)

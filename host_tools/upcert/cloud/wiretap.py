@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass, field
 
 # TLS cipher suite ids (IANA registry; RFC 5246 App. A.5, RFC 4492 §6, RFC 5289 §3), the AWS IoT
-# TLS 1.2 list (DESIGN.md §3) in OpenSSL names.
+# TLS 1.2 list (AWS IoT Developer Guide, "Transport security in AWS IoT Core") in OpenSSL names.
 SUITES = {
     0xC02B: "ECDHE-ECDSA-AES128-GCM-SHA256", 0xC02F: "ECDHE-RSA-AES128-GCM-SHA256",
     0xC023: "ECDHE-ECDSA-AES128-SHA256", 0xC027: "ECDHE-RSA-AES128-SHA256",

@@ -44,7 +44,7 @@ def _exec(cond, why):
         raise CmdError(EXEC, why)
 
 
-# -- addresses (DESIGN.md §4: config/OTP (block<<3)|word, data (block<<8)|(slot<<3)|word) ------
+# -- addresses (data sheet "Address Encoding": config/OTP (block<<3)|word, data (block<<8)|(slot<<3)|word)
 def _offset(p2, n, mask, size, what):
     _parse(p2 & ~mask & 0xFFFF, f"{what} address {p2:#06x} has bits set outside {mask:#x}")
     block, word = p2 >> 3, p2 & 7

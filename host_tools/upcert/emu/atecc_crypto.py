@@ -1,7 +1,7 @@
 """ATECC608 emulator, part 2: the P-256 arithmetic of the chip, done with `cryptography`.
 
 Keys are 32-byte big-endian scalars; public keys and signatures use the chip's wire format:
-X||Y (64 bytes) and R||S (64 bytes), big-endian (DESIGN.md §4, calib_genkey.c, calib_sign.c).
+X||Y (64 bytes) and R||S (64 bytes), big-endian (cryptoauthlib calib_genkey.c, calib_sign.c).
 """
 
 from cryptography.exceptions import InvalidSignature

@@ -3,7 +3,7 @@ the CRC-16, the slot/key configuration bits and the one-file persistence of a ch
 
 Sources: ATECC608A/B "Complete data sheet" Table 2-5 (config zone map) and sections 2.2.1-2.2.5
 (SlotConfig, KeyConfig); Microchip cryptoauthlib (`lib/calib/calib_command.h`, `calib_lock.c`);
-the ATECC608B-TNGTLS data sheet section 2.2 (Trust&Go slot policies). See atecc_emu.py for the
+the ATECC608B-TNGTLS data sheet section 2.2 (Trust&Go slot policies). See atecc.py for the
 bus and the commands, and boards/unix/README.md for where the emulator differs from a chip.
 """
 
@@ -41,7 +41,7 @@ _TNG_KEY_SLOTS = (0, 1, 2, 3, 4)  # keys made at the factory (GenKey before the 
 
 def crc16(data):
     """ATECC CRC-16 (poly 0x8005, init 0, data bits LSB first, no final xor) as 2 bytes LE:
-    crc16(b"\\x04\\x11") == b"\\x33\\x43" (DESIGN.md §4; cryptoauthlib atCRC)."""
+    crc16(b"\\x04\\x11") == b"\\x33\\x43" (cryptoauthlib atCRC, calib_command.c)."""
     crc = 0
     for byte in data:
         for bit in range(8):

@@ -6,7 +6,7 @@ Wire protocol, little-endian, one request then one reply per transfer:
            op: W 0x57 write n bytes, R 0x52 read n bytes, C 0x43 control (n bytes of JSON)
   reply    status(1): 0 ACK, 1 NACK; then for R and C with status 0: n(u16) + n bytes
 A write to address 0 is the wake pulse: SDA is low for the 8 bits of the address byte, i.e.
-8/freq_hz seconds; every device sees it and nobody acknowledges (DESIGN.md §4).
+8/freq_hz seconds; every device sees it and nobody acknowledges (ATECC608 data sheet, "Wake": SDA low for tWLO).
 Devices: `address`, `wake_pulse(low_us)`, `i2c_write(data, freq_hz) -> bool`,
 `i2c_read(n, freq_hz) -> bytes | None`, `control(dict) -> dict` (atecc_emu.Atecc608).
 """

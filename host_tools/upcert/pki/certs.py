@@ -44,7 +44,7 @@ def signature_algorithm_name(cert):
 
 
 def cert_id(cert):
-    """AWS certificateId: lowercase hex SHA-256 of the certificate DER (DESIGN.md §3)."""
+    """AWS certificateId: lowercase hex SHA-256 of the certificate DER (its SHA-256 fingerprint)."""
     return cert.fingerprint(hashes.SHA256()).hex()
 
 

@@ -123,7 +123,7 @@ class FakeAws:
         return out + self._aws(topic, payload, sock)
 
     def _send(self, sock, topic, body):
-        # AWS delivers a reply only to a client subscribed to its topic (DESIGN.md §3).
+        # AWS delivers a reply only to a client subscribed to its topic (Developer Guide, "Device provisioning MQTT API").
         if topic not in sock.subs:
             return b""
         self._pid = self._pid % 65535 + 1
