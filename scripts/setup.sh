@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 
 need_apt=""
 # gcc + mosquitto headers build the stand-in's identity plugin (host_tools/upcert/plugin).
-for pair in mosquitto:/usr/sbin/mosquitto openssl:/usr/bin/openssl gcc:/usr/bin/gcc \
+# haproxy: the stand-in's port-443 listener, routing on the ClientHello's ALPN (cloud/alpn.py).
+for pair in mosquitto:/usr/sbin/mosquitto haproxy:/usr/sbin/haproxy openssl:/usr/bin/openssl \
+        gcc:/usr/bin/gcc \
         mosquitto-dev:/usr/include/mosquitto_broker.h libmosquitto-dev:/usr/include/mosquitto.h \
         libssl-dev:/usr/include/openssl/ssl.h; do
     pkg=${pair%%:*}; path=${pair#*:}

@@ -54,6 +54,10 @@ def build_parser():
             from upcert.cloud.faults import FAULTS
 
             p.add_argument("--port", type=int, default=None, help="default: a free port")
+            p.add_argument("--alpn-port", type=int, default=None, help="the port-443 listener's "
+                           "port (MQTT only with ALPN x-amzn-mqtt-ca, as AWS serves 443); "
+                           "default: a free port")
+            p.add_argument("--no-alpn", action="store_true", help="no port-443 listener")
             p.add_argument("--fault", choices=tuple(FAULTS), default=None, help=(
                 "for testing a device's error handling only: the provisioning service "
                 "answers CreateCertificateFromCsr badly on purpose. "

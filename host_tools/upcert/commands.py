@@ -44,7 +44,8 @@ def _cloud(args):
 
 def do_cloud_up(args):
     Cloud, ca = _cloud(args)
-    cloud = Cloud(args.dir, ca, port=args.port, fault=args.fault)
+    cloud = Cloud(args.dir, ca, port=args.port, fault=args.fault, alpn=not args.no_alpn,
+                  alpn_port=args.alpn_port)
     if (Path(args.dir) / "cloud.json").exists():
         running = Cloud.load(args.dir, ca)
         if running.is_running():
@@ -54,6 +55,9 @@ def do_cloud_up(args):
             cloud = running
     cloud.up()
     print(f"cloud up: mqtts://{cloud.endpoint}:{cloud.port} (mosquitto, TLS 1.2, client certs)")
+    if cloud.alpn:
+        print(f"          {cloud.endpoint}:{cloud.alpn_port}: the same broker as AWS serves "
+              "port 443, for clients that offer ALPN x-amzn-mqtt-ca (haproxy)")
     if cloud.fault:
         from upcert.cloud.faults import FAULTS
 

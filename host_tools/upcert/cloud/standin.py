@@ -124,7 +124,8 @@ class Cloud:
     def __init__(self, state_dir, ca, port=None, host="127.0.0.1", server_cert=None,
                  server_key=None, extra_conf="", services=True, cert_validity="365d",
                  templates=("upcert-rotation",), registry_path=None, fault=None,
-                 csr_rate=CSR_RATE, csr_burst=CSR_BURST, pending_ttl=PENDING_TTL):
+                 csr_rate=CSR_RATE, csr_burst=CSR_BURST, pending_ttl=PENDING_TTL,
+                 alpn=False, alpn_port=None):
         from upcert.cloud.faults import check
 
         parse_validity(cert_validity)  # bad values fail here, not in the service's log
@@ -168,6 +169,11 @@ class Cloud:
         self.registry_path = Path(registry_path or self.state_dir / "registry.sqlite3")
         self.crl_path = self.state_dir / "crl.pem"
         self.plugin_path = None  # built by up() when services
+        # alpn: also AWS's port 443, MQTT only for clients offering ALPN x-amzn-mqtt-ca
+        # (cloud/alpn.py); its port: alpn_port, else the one recorded, else a free one
+        self.alpn = bool(alpn)
+        recorded = self._recorded().get("alpn_port") if alpn_port is None else alpn_port
+        self.alpn_port = recorded if isinstance(recorded, int) and 0 < recorded < 65536 else None
 
     @classmethod
     def load(cls, state_dir, ca):
@@ -184,7 +190,8 @@ class Cloud:
                        registry_path=saved.get("registry"), fault=saved.get("fault"),
                        csr_rate=saved.get("csr_rate", CSR_RATE),
                        csr_burst=saved.get("csr_burst", CSR_BURST),
-                       pending_ttl=saved.get("pending_ttl", PENDING_TTL))
+                       pending_ttl=saved.get("pending_ttl", PENDING_TTL),
+                       alpn=saved.get("alpn", False), alpn_port=saved.get("alpn_port"))
         except FileNotFoundError:
             raise CloudError(f"no local cloud in {state_dir}: run `upcert cloud up`") from None
         except (ValueError, KeyError, TypeError):
@@ -220,7 +227,7 @@ class Cloud:
                 "services": self.services, "cert_validity": self.cert_validity,
                 "templates": list(self.templates), "registry": str(self.registry_path),
                 "fault": self.fault, "csr_rate": self.csr_rate, "csr_burst": self.csr_burst,
-                "pending_ttl": self.pending_ttl}
+                "pending_ttl": self.pending_ttl, "alpn": self.alpn, "alpn_port": self.alpn_port}
 
     def __enter__(self):
         if not self.is_running():
@@ -346,7 +353,23 @@ class Cloud:
             except UpcertError:
                 self.down()
                 raise
+        if self.alpn:
+            gate = self._gate()
+            if started or not gate.is_running():
+                try:
+                    self.alpn_port = gate.start(timeout_s)
+                except UpcertError:
+                    self.down()
+                    raise
+                saved = self._recorded()
+                saved["alpn"], saved["alpn_port"] = True, self.alpn_port
+                write_private(self.json_path, json.dumps(saved, indent=1))
         return self
+
+    def _gate(self):
+        from upcert.cloud.alpn import AlpnGate
+
+        return AlpnGate(self.state_dir, self.port, self.alpn_port, self.host)
 
     def _adopt(self):
         """A broker started elsewhere runs: take the settings it was started with (port, host,
@@ -354,6 +377,8 @@ class Cloud:
         saved = self._recorded()
         self.port = saved.get("port", self.port)
         self.host = saved.get("host", self.host)
+        self.alpn = bool(saved.get("alpn", self.alpn))
+        self.alpn_port = saved.get("alpn_port", self.alpn_port)
         self.services = bool(saved.get("services", self.services))
 
     def _save_service_settings(self):
@@ -471,9 +496,12 @@ class Cloud:
         broker = "running" if self._broker_running() else "dead" if pid else "stopped"
         service, service_pid = (daemon.service_state(self.state_dir) if self.services
                                 else (None, None))
-        return {"running": broker == "running" and service in ("running", None),
+        alpn = (("running" if self._gate().is_running() else "stopped") if self.alpn
+                else None)
+        return {"running": broker == "running" and service in ("running", None)
+                and alpn in ("running", None),
                 "port": self.port, "broker": broker, "broker_pid": pid, "service": service,
-                "service_pid": service_pid}
+                "service_pid": service_pid, "alpn": alpn, "alpn_port": self.alpn_port}
 
     def status_text(self):
         """One line for `upcert cloud status`: "running on localhost:8883", or which part is
@@ -481,7 +509,9 @@ class Cloud:
         st = self.status()
         where = f"{self.endpoint}:{self.port}"
         if st["running"]:
-            return f"running on {where}"
+            return f"running on {where}" + (
+                f" and {self.endpoint}:{self.alpn_port} (ALPN x-amzn-mqtt-ca)" if self.alpn
+                else "")
         if st["broker"] == "stopped" and st["service"] in ("stopped", None):
             return f"stopped (port {self.port})"
         parts = [f"broker {st['broker']}" + (f" (pid {st['broker_pid']})" if st["broker_pid"]
@@ -490,11 +520,14 @@ class Cloud:
             parts.append(f"provisioning service {st['service']}" + (
                 f" (pid {st['service_pid']}; log {self.state_dir / 'provisioning.log'})"
                 if st["service_pid"] else ""))
+        if st["alpn"] is not None:
+            parts.append(f"port-443 listener (haproxy) {st['alpn']} (port {self.alpn_port})")
         return "; ".join(parts) + ": `upcert cloud up` starts what is missing on the same port"
 
     def down(self, timeout_s=10):
         """Stop the provisioning service and mosquitto (SIGTERM, then SIGKILL after timeout_s),
         also ones whose pid file is lost; nothing to do if stopped."""
+        self._gate().stop(timeout_s)
         daemon.stop_service(self.state_dir, timeout_s)
         pid = self._pid()
         for p in ([pid] if pid else []) + find_processes(self._is_our_broker):
