@@ -31,8 +31,8 @@ LOST = "lost"  # service(): the link was closed for a trial that failed  # wait 
 # not seen everywhere yet); three, with the agent's backoff between them (1 + 2 + 4 s), are not,
 # and they keep the device offline only ~10 s before it falls back to the identity that worked.
 _REFUSALS = const(3)
-# Dropped after use (store_slots: the writing half of the slot stores).
-_WORK = ("rotate", "jobs", "fleet", "csr", "p256", "derw", "x509", "der", "store_slots")
+# Dropped after use (store_journal: the slot journal, loaded only for a change).
+_WORK = ("rotate", "jobs", "fleet", "csr", "p256", "derw", "x509", "der", "store_journal")
 
 
 class Rotation:

@@ -1,6 +1,7 @@
 # Credential store "atecc608": the private key stays in a key slot of an ATECC608 secure element;
 # the certificate is on the flash (or in the chip's data slot 8). Slots A/B and the journal are the
-# fs store's (store.SlotStore), holding a key reference (b"ATECC608 slot=N sn=<hex>") for a key.
+# fs store's (store_fs.FsStore over store_slots.SlotStore), holding a key reference
+# (b"ATECC608 slot=N sn=<hex>") for a key.
 import os
 from binascii import hexlify
 
@@ -108,17 +109,13 @@ class AteccStore(FsStore):
 
     def write(self, cert, key_ref):
         """Provisioning: make (cert DER, key reference of this chip) the active identity."""
-        from upcert import store_slots
-
         self._check(key_ref)
-        store_slots.write(self, cert, key_ref)
+        FsStore.write(self, cert, key_ref)
 
     def stage(self, cert, key_ref):
         """Rotation: put (cert, key reference from new_key()) in the idle slot A/B."""
-        from upcert import store_slots
-
         self._check(key_ref)
-        store_slots.stage(self, cert, key_ref)
+        FsStore.stage(self, cert, key_ref)
 
     def new_key(self):
         """Rotation: a new private key (GenKey) in a spare key slot that no identity uses (the
@@ -203,9 +200,7 @@ class AteccStore(FsStore):
     def _write1(self, cert, key):
         # The single-slot write. With "slot8": the chip's slot 8, then key.ref by rename.
         if self.cert_in != "slot8":
-            from upcert.store_slots import fs_write1
-
-            return fs_write1(self, cert, key)
+            return FsStore._write1(self, cert, key)
         self._recover()
         try:
             os.mkdir(self.root)

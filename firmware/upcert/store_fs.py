@@ -1,9 +1,12 @@
 # Credential store "fs": DER files on the board's flash. Slot A is `<root>/cert.der` + `key.der`
 # (the single-slot layout), slot B `cert-b.der` + `key-b.der`, and `slots.bin` the journal naming
-# the active slot (store.SlotStore), replaced by rename: atomic on littlefs.
+# the active slot (store_slots.SlotStore, store_journal.Journal), replaced by rename: atomic on
+# littlefs.
 import os
 
-from upcert.store import WHAT, SlotStore, jdecode, later, read
+from upcert.errors import StoreError
+from upcert.store import SLOTS, WHAT, read
+from upcert.store_slots import SlotStore
 
 FILES = (("cert.der", "key.der"), ("cert-b.der", "key-b.der"))
 
@@ -28,20 +31,22 @@ def replace(src, dst):
         os.rename(src, dst)
 
 
+def _remove(*paths):
+    for p in paths:
+        try:
+            os.remove(p)
+        except OSError:
+            pass  # not there
+
+
 class FsStore(SlotStore):
     """Certificate and PKCS#8 key as DER files under `root`.
 
     The single-slot write() writes both `*.tmp` files, then renames cert, then key. A power
     cut leaves the old pair, the new pair, or new cert + complete key.der.tmp, which the next
-    access finishes. Slot files are written in place: the journal names them only afterwards.
-    The writing methods are in store_slots.py (fs_*), loaded when something is written."""
+    access finishes. Slot files are written in place: the journal names them only afterwards."""
 
     kind = "fs"
-    _put = later("fs_put")
-    _wipe = later("fs_wipe")
-    _jput = later("fs_jput")
-    _forget = later("fs_forget")
-    _write1 = later("fs_write1")
 
     def __init__(self, root="/upcert.d"):
         self.root = self.location = root
@@ -57,9 +62,7 @@ class FsStore(SlotStore):
         if k and not c:
             replace(kt, self._key)
         elif c or k:
-            for p in (ct, kt):
-                if exists(p):
-                    os.remove(p)
+            _remove(ct, kt)
 
     def _get1(self, slot, i):
         if slot == 0:
@@ -75,10 +78,62 @@ class FsStore(SlotStore):
         if exists(tmp):
             # No journal but a tmp: the first journal write was cut short (an empty or torn tmp:
             # it never took effect), or a rename on FAT was (a complete tmp: finish it).
+            from upcert.store_journal import Journal
+
             with open(tmp, "rb") as f:
                 data = f.read()
-            if jdecode(data) is not None:
+            if Journal.decode(data) is not None:
                 replace(tmp, self._j)
                 return data
             os.remove(tmp)
         return None
+
+    def _put(self, slot, cert, key):
+        # Slot `slot`'s files, written in place (the journal does not name them yet).
+        try:
+            for i, data in enumerate((cert, key)):
+                with open(self.root + "/" + FILES[slot][i], "wb") as f:
+                    f.write(data)
+        except OSError as exc:
+            self._wipe(slot)  # a full flash leaves no half-written or empty slot file behind
+            raise StoreError(
+                "writing slot %s in %s failed (%s)" % (SLOTS[slot], self.root, exc)
+            ) from None
+
+    def _jput(self, data):
+        # Replace the journal: write journal.tmp, then rename it over the journal (atomic).
+        with open(self._j + ".tmp", "wb") as f:
+            f.write(data)
+        replace(self._j + ".tmp", self._j)
+
+    def _wipe(self, slot):
+        # Remove slot `slot`'s files (the journal names them no more). littlefs is copy-on-write:
+        # it frees their blocks, whose bytes stay on the flash until reused; nothing here can
+        # erase them in place (README, "Keys on the flash").
+        for name in FILES[slot]:
+            _remove(self.root + "/" + name)
+
+    def _forget(self):
+        # Drop the journal: back to the single-slot layout.
+        for p in (self._j, self._j + ".tmp"):
+            if exists(p):
+                os.remove(p)
+
+    def _write1(self, cert_der, key_der):
+        # The single-slot write: both *.tmp files, then rename cert, then key (see the class).
+        self._recover()
+        try:
+            os.mkdir(self.root)
+        except OSError:
+            pass  # already there
+        try:
+            for path, data in ((self._cert, cert_der), (self._key, key_der)):
+                with open(path + ".tmp", "wb") as f:
+                    f.write(data)
+        except OSError as exc:
+            _remove(self._cert + ".tmp", self._key + ".tmp")  # no empty or torn .tmp left
+            raise StoreError(
+                "writing %s.tmp failed (%s): old credentials kept" % (path, exc)
+            ) from None
+        replace(self._cert + ".tmp", self._cert)
+        replace(self._key + ".tmp", self._key)

@@ -1,10 +1,11 @@
 # Credential store "nvs": slot A is blobs `cert`/`key` (the single-slot layout), slot B `cert_b`/
-# `key_b`, and blob `slots` the journal naming the active slot (store.SlotStore).
+# `key_b`, and blob `slots` the journal naming the active slot (store_slots.SlotStore).
 # nvs: esp32.NVS-like, `get_blob(key, buf) -> len`, `set_blob(key, buf)`, `erase_key(key)`, `commit()`.
 from micropython import const
 
 from upcert.errors import StoreError
-from upcert.store import WHAT, SlotStore
+from upcert.store import WHAT
+from upcert.store_slots import SlotStore
 
 # ESP-IDF codes, raised by MicroPython's check_esp_err() as OSError(-code) (ports/esp32/esp32_nvs.c).
 _NOT_FOUND = const(-4354)  # ESP_ERR_NVS_NOT_FOUND (0x1102)
@@ -101,5 +102,5 @@ class NvsStore(SlotStore):
         self._erase(_JOURNAL)
 
     def _write1(self, cert_der, key_der):
-        # Set both blobs, then one commit() (uncommitted changes are lost at reset).
+        # Set both blobs, then one commit(): only it makes them sure to survive a power cut.
         self._put(0, cert_der, key_der)

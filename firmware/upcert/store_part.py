@@ -9,7 +9,8 @@ from binascii import crc32
 from micropython import const
 
 from upcert.errors import CertificateError, StoreError
-from upcert.store import NONE, PREV, SLOTS, STAGED, SlotStore, Store
+from upcert.store import NONE, PREV, SLOTS, STAGED, Store
+from upcert.store_slots import SlotStore
 
 # Record: magic, version, seq, cert length, key length | SHA-256 of those 16 bytes + cert + key |
 # commit mark (16 bytes, programmed into the erased field by commit()) | cert | key.

@@ -1,180 +1,124 @@
-# The writing side of store.SlotStore (stores fs and nvs): write, stage, staged, commit, discard
-# and rollback, and the file writes of store "fs", called as methods of the store. Loaded on first
-# use, so a board that only reads its identity keeps this code out of RAM. Every change ends in
-# one journal write (s._jput).
-import hashlib
-import os
-import struct
+# SlotStore, the resident base of stores "fs", "nvs" and "atecc608" (two credential slots and a
+# journal naming the active one; store_part.py reuses its read side): the identity from the
+# decoded journal state it keeps. The journal itself (store_journal.Journal: its record, the slot
+# check, every change) is imported only to read or change it; after a read it is dropped again.
+# Imports only downward: store.py, store_journal.py.
+import sys
 
+from upcert import drop
 from upcert.errors import StoreError
-from upcert.store import JFMT, JMAGIC, NONE, PREV, SLOTS, STAGED, TRIAL, digest
+from upcert.store import NONE, SLOTS, STAGED, TRIAL, Store
+
+_JOURNAL = "upcert.store_journal"
 
 
-def _check(cert, key, where):
-    if not cert or not key:
-        raise StoreError("refusing to write an empty certificate or key to " + where)
+class SlotStore(Store):
+    """Two credential slots (A, B) and a journal naming the active one.
 
+    Subclasses provide `_get1(slot, i)` (i: 0 cert, 1 key; StoreError when missing or empty),
+    `_put(slot, cert, key)`, `_wipe(slot)` (erase a slot the journal no longer names), `_jget()`
+    -> journal bytes or None, `_jput(data)` (the one atomic step), `_forget()` (drop the
+    journal) and `_write1(cert, key)` (the single-slot write).
+    Without a journal the store is the single-slot layout: slot A, seq 0. The journal holds the
+    SHA-256 of each slot's pair, so a torn or damaged slot is never used: the active pair is
+    checked at every boot, and when it fails the other slot is used if it is intact."""
 
-def _journal(s, a, idle, seq, ha, hi):
-    body = struct.pack(JFMT, JMAGIC, a, idle, seq, ha, hi)
-    s._st = None
-    s._jput(body + hashlib.sha256(body).digest()[:4])
+    _st = None  # cached [active, idle state, seq, digest active, digest idle, cert, key, note]
 
+    def _journal(self):
+        from upcert.store_journal import Journal
 
-def stage(s, cert, key):
-    """Write the pair to the idle slot and check it reads back (SHA-256); the active slot stays
-    active. StoreError when it does not read back."""
-    _check(cert, key, s.location)
-    st = s._state()
-    ha = st[3] or digest(*s._get(0))
-    idle, h = 1 - st[0], digest(cert, key)
-    s._st = None
-    s._put(idle, cert, key)
-    if s._try(idle, h) is None:
-        raise StoreError(
-            "%s: slot %s does not read back as written (flash worn or full?); the active "
-            "identity is kept" % (s.location, SLOTS[idle])
-        )
-    _journal(s, st[0], STAGED, st[2], ha, h)
+        return Journal(self)
 
+    def _get(self, slot):
+        return self._get1(slot, 0), self._get1(slot, 1)
 
-def staged(s):
-    """(cert, key) staged by stage(), or None."""
-    st = s._state()
-    return s._try(1 - st[0], st[4]) if st[1] == STAGED else None
+    def _state(self):
+        if self._st:
+            return self._st
+        loaded = _JOURNAL in sys.modules  # a change under way: it keeps the journal loaded
+        j = self._jget()
+        if j is None:  # single-slot layout: files/blobs read one by one, as before rotation
+            return [0, NONE, 0, None, b"", None, None, None]
+        self._st = self._journal().load(j)
+        if not loaded:
+            drop("store_journal")  # read once: only the decoded state stays
+        return self._st
 
+    def _item(self, i):
+        st = self._state()
+        return self._get1(0, i) if st[5] is None else st[5 + i]
 
-def _flip(s, need, why, then):
-    # The idle slot becomes active, the active one the rollback target (idle state `then`): one
-    # journal write.
-    st = s._state()
-    if st[1] not in need or s._try(1 - st[0], st[4]) is None:
-        raise StoreError("%s: %s" % (s.location, why))
-    _journal(s, 1 - st[0], then, st[2] + 1, st[4], st[3])
+    def certificate(self):
+        """Device certificate DER of the active slot; StoreError when missing or damaged."""
+        return self._item(0)
 
+    def private_key(self):
+        """Private key DER (PKCS#8) of the active slot; StoreError when missing or damaged."""
+        return self._item(1)
 
-def commit(s):
-    """Make the staged slot active in one atomic journal write; the old one is kept idle as the
-    rollback target, and the new one is on trial until proven() (the watch survives a reboot)."""
-    _flip(s, (STAGED,), "nothing staged to commit: call stage() first", TRIAL)
-
-
-def rollback(s):
-    """After commit(), make the previous slot active again if it is still intact."""
-    _flip(s, (PREV, TRIAL), "no intact previous identity to roll back to", PREV)
-
-
-def trial(s):
-    """The previous identity's certificate (DER) while the active one, committed, is not proven
-    yet; None otherwise."""
-    st = s._state()
-    if st[1] != TRIAL:
-        return None
-    pair = s._try(1 - st[0], st[4])
-    return pair[0] if pair else None
-
-
-def proven(s):
-    """The active identity has worked (the broker acknowledged its telemetry): no rollback watch
-    any more (one journal write, only while it was on trial)."""
-    st = s._state()
-    if st[1] == TRIAL:
-        _journal(s, st[0], PREV, st[2], st[3], st[4])
-
-
-def discard(s):
-    """Forget a staged pair (rollback before commit), then erase it: its key must not linger."""
-    st = s._state()
-    if st[1] == STAGED:
-        _journal(s, st[0], NONE, st[2], st[3], b"")
-        s._wipe(1 - st[0])
-
-
-def write(s, cert, key):
-    """Provisioning: make (cert, key) the active identity. The single-slot layout is rewritten
-    in place (crash-safe); a slotted store stages and commits; a damaged one starts again from
-    the single-slot layout."""
-    _check(cert, key, s.location)
-    try:
-        slotted = s._state()[3] is not None
-    except StoreError:
-        slotted = None
-    s._st = None
-    if slotted:
-        stage(s, cert, key)
-        _flip(s, (STAGED,), "", PREV)  # provisioned on purpose: no trial, nothing to watch
-    else:
-        s._write1(cert, key)
-        if slotted is None:
-            s._forget()
-
-
-# -- store "fs" (store_fs.FsStore): the slot files, the journal, the single-slot layout ----------
-
-
-def fs_put(s, slot, cert, key):
-    """Write slot `slot`'s files in place (the journal does not name them yet)."""
-    from upcert.store_fs import FILES
-
-    try:
-        for i, data in enumerate((cert, key)):
-            with open(s.root + "/" + FILES[slot][i], "wb") as f:
-                f.write(data)
-    except OSError as exc:
-        fs_wipe(s, slot)  # a full flash leaves no half-written or empty slot file behind
-        raise StoreError("writing slot %s in %s failed (%s)" % (SLOTS[slot], s.root, exc)) from None
-
-
-def fs_jput(s, data):
-    """Replace the journal: write journal.tmp, then rename it over the journal (atomic)."""
-    from upcert.store_fs import replace
-
-    with open(s._j + ".tmp", "wb") as f:
-        f.write(data)
-    replace(s._j + ".tmp", s._j)
-
-
-def fs_wipe(s, slot):
-    """Remove slot `slot`'s files (the journal names them no more). littlefs is copy-on-write: it
-    frees their blocks, whose bytes stay on the flash until reused; nothing here can erase them
-    in place (README, "Keys on the flash")."""
-    from upcert.store_fs import FILES
-
-    for name in FILES[slot]:
+    def describe(self):
+        """Adds slot ('A'/'B'), seq (commit counter), staged (bool) and, after a fallback,
+        recovered (what was damaged) when an identity is readable; error when it is not."""
+        d = Store.describe(self)
         try:
-            os.remove(s.root + "/" + name)
-        except OSError:
-            pass  # not there
+            st = self._state()
+        except StoreError as exc:
+            d["error"] = str(exc)
+            return d
+        try:
+            if st[5] is None:  # single-slot layout: is there an identity at all?
+                self._get(0)
+        except StoreError:
+            return d
+        d.update(slot=SLOTS[st[0]], seq=st[2], staged=st[1] == STAGED)
+        if st[7]:
+            d["recovered"] = st[7]
+        return d
 
+    # -- rotation: the journal's (store_journal.Journal), loaded only when there is work -----
 
-def fs_forget(s):
-    """Drop the journal: back to the single-slot layout."""
-    from upcert.store_fs import exists
+    def trial(self):
+        """The previous identity's certificate (DER) while the active one, committed, is not
+        proven yet; None otherwise."""
+        if self._state()[1] != TRIAL:
+            return None
+        pair = self._journal().idle()
+        return pair[0] if pair else None
 
-    for p in (s._j, s._j + ".tmp"):
-        if exists(p):
-            os.remove(p)
+    def staged(self):
+        """(cert, key) staged by stage(), or None."""
+        return self._journal().idle() if self._state()[1] == STAGED else None
 
+    def stage(self, cert, key):
+        """Write the pair to the idle slot and check it reads back (SHA-256); the active slot
+        stays active. StoreError when it does not read back."""
+        self._journal().stage(cert, key)
 
-def fs_write1(s, cert_der, key_der):
-    """The single-slot write: both *.tmp files, then rename cert, then key (see FsStore)."""
-    from upcert.store_fs import replace
+    def commit(self):
+        """Make the staged slot active in one atomic journal write; the old one is kept idle as
+        the rollback target, and the new one is on trial until proven() (the watch survives a
+        reboot)."""
+        self._journal().commit()
 
-    s._recover()
-    try:
-        os.mkdir(s.root)
-    except OSError:
-        pass  # already there
-    try:
-        for path, data in ((s._cert, cert_der), (s._key, key_der)):
-            with open(path + ".tmp", "wb") as f:
-                f.write(data)
-    except OSError as exc:
-        for p in (s._cert + ".tmp", s._key + ".tmp"):  # no empty or torn .tmp left behind
-            try:
-                os.remove(p)
-            except OSError:
-                pass
-        raise StoreError("writing %s.tmp failed (%s): old credentials kept" % (path, exc)) from None
-    replace(s._cert + ".tmp", s._cert)
-    replace(s._key + ".tmp", s._key)
+    def rollback(self):
+        """After commit(), make the previous slot active again if it is still intact."""
+        self._journal().rollback()
+
+    def proven(self):
+        """The active identity has worked (the broker acknowledged its telemetry): no rollback
+        watch any more (one journal write, only while it was on trial)."""
+        if self._state()[1] == TRIAL:
+            self._journal().proven()
+
+    def discard(self):
+        """Forget a staged pair (rollback before commit), then erase it: its key must not
+        linger."""
+        if self._state()[1] == STAGED:
+            self._journal().discard()
+
+    def write(self, cert, key):
+        """Provisioning: make (cert, key) the active identity. The single-slot layout is
+        rewritten in place (crash-safe); a slotted store stages and commits; a damaged one
+        starts again from the single-slot layout."""
+        self._journal().write(cert, key)

@@ -6,7 +6,8 @@ import esp32
 from certdata import EC_DER, RSA_DER
 from checks import eq, raises, tmpdir
 from upcert.errors import StoreError
-from upcert.store import FsStore, load_roots
+from upcert.store import load_roots
+from upcert.store_fs import FsStore
 from upcert.store_nvs import NvsStore
 
 _KEY = b"\x30\x81\x87" + bytes(range(135))  # stands in for PKCS#8 DER; the store does not parse it
@@ -128,10 +129,17 @@ def test_nvs_grows_buffer_for_big_blobs():
     nvs.calls = []
     eq(NvsStore(nvs).certificate(), big, "big blob")
     eq([c[2] for c in nvs.calls if c[1] == "cert"], [2048, 4096, 8192], "buffer sizes tried")
-    nvs.set_blob("key", b"x" * 20000)
-    raises(StoreError, NvsStore(nvs).private_key, contains="reading 'key' failed")
+    raises(StoreError, NvsStore(_HugeNvs()).private_key, contains="reading 'key' failed")
     nvs.set_blob("key", b"")
     raises(StoreError, NvsStore(nvs).private_key, contains="'key' blob is empty")
+
+
+class _HugeNvs:
+    # No journal, and a 'key' blob larger than NvsStore reads (16 KiB): every buffer is too small.
+    def get_blob(self, key, buf):
+        if key == "key":
+            raise OSError(-4364, "ESP_ERR_NVS_INVALID_LENGTH")
+        raise OSError(-4354, "ESP_ERR_NVS_NOT_FOUND")
 
 
 class _BrokenNvs:
@@ -190,3 +198,37 @@ def test_fs_on_littlefs():
         eq(sorted(os.listdir("/upcert_lfs_test/upcert")), ["cert.der", "key.der"], "files")
     finally:
         vfs.umount("/upcert_lfs_test")
+
+
+def test_store_modules_import_downward_only_and_the_journal_is_not_resident():
+    # store.py (the interface) loads no store module, the journal (store_journal.py) only the
+    # interface; a store reading its journal at boot keeps the decoded state, not the module.
+    import sys
+
+    root = tmpdir("imports") + "/upcert.d"
+    s = FsStore(root)
+    s.write(EC_DER, _KEY)
+    s.stage(RSA_DER, _KEY)
+    s.commit()
+    code = (
+        "import sys\n"
+        "def mods():\n    return sorted(m for m in sys.modules if m.startswith('upcert.store'))\n"
+        "import upcert.store\na = mods()\nimport upcert.store_journal\nb = mods()\n"
+        "del sys.modules['upcert.store_journal']\nfrom upcert.store_fs import FsStore\n"
+        "s = FsStore(%r)\nn = len(s.certificate())\nprint(repr((a, b, mods(), n, s._st[0])))\n"
+        % root
+    )
+    path, out = root + "/../probe.py", root + "/../out.txt"
+    _put(path, code.encode())
+    exe = sys.executable or "micropython"
+    eq(os.system("%s %s > %s" % (exe, path, out)), 0, "probe ran")
+    with open(out) as f:
+        got = f.read().strip()
+    want = (
+        ["upcert.store"],
+        ["upcert.store", "upcert.store_journal"],
+        ["upcert.store", "upcert.store_fs", "upcert.store_slots"],
+        len(RSA_DER),
+        1,
+    )
+    eq(got, repr(want), "modules loaded; slot B read through the journal")

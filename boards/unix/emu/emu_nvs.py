@@ -1,7 +1,10 @@
-# esp32.NVS stand-in. Values live in one working copy shared by every NVS object of this boot;
-# commit() writes it to <state>/nvs.bin. The file holds two copies (A at 0, B at half) with a
-# sequence number and CRC-32; the newest valid copy wins, so a power cut during commit() keeps
-# the previous commit. Uncommitted changes die with the interpreter, as the brief specifies.
+# esp32.NVS stand-in (also the device tests' esp32.NVS: tests/device/fakes/esp32.py). The model,
+# ESP-IDF's documented one (boards/unix/README.md, "NVS"): a set or an erase is visible at once
+# through every NVS object of this boot (one working copy); commit() writes the working copy to
+# <state>/nvs.bin, and only then is it sure to survive a power cut: uncommitted changes die with
+# the interpreter (nvs_commit: "must be called to ensure changes are written"). The file holds two
+# copies (A at 0, B at half) with a sequence number and CRC-32; the newest valid copy wins, so a
+# power cut during commit() keeps the previous commit. Not ESP-IDF's page format (a later issue).
 import binascii
 import struct
 
