@@ -1,9 +1,10 @@
 """Benchmarks of the foundation (issue #2); figures go into the README.
 
-1. Connect + first QoS1 publish acknowledged: the device stack (tlsconn + mqtt over umqtt.simple)
-   on the unix port vs a CPython paho-mqtt client with the same certificate, same broker,
-   alternating runs; median of each and the ratio. Timed inside each process, from TCP connect
-   to PUBACK (interpreter start-up excluded), through the same wire tap.
+1. Connect + first QoS1 publish acknowledged: the device stack (tlsconn + mqtt, which frames
+   MQTT itself: umqtt.simple is not loaded) on the unix port vs a CPython paho-mqtt client with
+   the same certificate, same broker, alternating runs; median of each and the ratio. Timed
+   inside each process, from TCP connect to PUBACK (interpreter start-up excluded), through the
+   same wire tap.
 2. Bytes on the wire for that exchange, both directions, from the wire tap.
 3. Heap, each as min / median / max of --heap-runs bisections (1 KiB steps; 4 KiB for the
    board): the smallest GC heap (`micropython -X heapsize`) with which the link layer does

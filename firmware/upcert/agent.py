@@ -171,7 +171,7 @@ class Agent:
         self._good = False
         info = getattr(sock, "cipher", None)
         info = info() if info else None
-        suite = info[0] if info else "offered %d AWS suites" % len(tlsconn.AWS_SUITES)
+        suite = info[0] if info else "offered %d AWS suites" % len(tlsconn.aws_suites())
         self.log(
             "upcert: connected TLS 1.2 %s cert %s expires %s (%d days)"
             % (

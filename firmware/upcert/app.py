@@ -11,7 +11,7 @@ from micropython import const
 from upcert import backoff, drop, tlsconn
 from upcert.errors import ClockNotSetError, ConnectError, UpcertError
 
-_SPARE = const(3584)  # kept for a rotation's TLS context: 3 KB (unix port) + its header
+_HEADROOM = const(64)  # a rotation's spare block: one TLS context object and this much more
 
 
 def _retry(what, fn, log, sleep_ms):
@@ -49,6 +49,16 @@ def main(board, config_path="/upcert.d/config.json", log=print, sleep_ms=time.sl
     heap_room() -> bytes of RAM the device can count on, see boards/esp32_generic/board.py);
     returns only when a person must fix something, after one "upcert: cannot start: ..." line.
     KeyboardInterrupt (Ctrl-C from mpremote) propagates."""
+    # Start-up in a frame of its own: this one, which lives as long as the agent, then holds
+    # nothing of it (MicroPython's GC also scans a frame's stale stack slots). Else the first
+    # TLS context would stay in RAM after a rotation replaced it.
+    agent = _start(board, config_path, log, sleep_ms)
+    if agent:
+        agent.run()
+
+
+def _start(board, config_path, log, sleep_ms):
+    # The Agent, or None after a "cannot start" line.
     from upcert import config as config_mod
     from upcert import store as store_mod
 
@@ -68,14 +78,14 @@ def main(board, config_path="/upcert.d/config.json", log=print, sleep_ms=time.sl
         _retry("clock not set", lambda: _sync(clock), log, sleep_ms)
     except UpcertError as e:  # ConfigError, StoreError, CertificateError, ConnectError
         log("upcert: cannot start: %s" % e)
-        return
+        return None
     from upcert.agent import (
-        Agent,  # after the TLS context: its 3 KB block needs an unfragmented heap
+        Agent,  # after the TLS context: its block (about 2-3 KB) needs an unfragmented heap
     )
 
     room = getattr(board, "heap_room", gc.mem_free)
     rot = _rotation(config, store, clock, store_mod, roots_path, log, room)
-    Agent(config, store, clock, tlsconn.Connector(ctx).connect, log, rot, room).run()
+    return Agent(config, store, clock, tlsconn.Connector(ctx).connect, log, rot, room)
 
 
 def _rotation(config, store, clock, store_mod, roots_path, log, room):
@@ -85,20 +95,22 @@ def _rotation(config, store, clock, store_mod, roots_path, log, room):
     ro = getattr(getattr(store_mod, "Store", None), "stage", None)
     if getattr(type(store), "stage", ro) is ro:
         return None
+    spare_n = tlsconn.context_bytes() + _HEADROOM
     gc.collect()
     spare = []
 
     def connector(cert, key, roots=None):  # a fresh context for a new pair (trial, then for good)
         roots = roots or store_mod.load_roots(roots_path)
-        # The context needs one 3 KB block; mid-rotation the heap is fragmented, so it takes
-        # the block kept free since start-up (found again after a collection).
+        # The context object needs one block (tlsconn.context_bytes); mid-rotation the heap is
+        # fragmented, so it takes the block kept free since start-up (found again after a
+        # collection).
         spare.clear()
         gc.collect()
         try:
             return tlsconn.Connector(tlsconn.make_context(cert, key, roots)).connect
         finally:
             try:
-                spare.append(bytearray(_SPARE))
+                spare.append(bytearray(spare_n))
             except MemoryError:
                 pass  # the next rotation goes without
 
@@ -108,7 +120,7 @@ def _rotation(config, store, clock, store_mod, roots_path, log, room):
         rot = Rotation(
             config, store, clock, connector, log, lambda: store_mod.load_roots(roots_path), room
         )
-        spare.append(bytearray(_SPARE))
+        spare.append(bytearray(spare_n))
         rot.start()
     except MemoryError:
         log("upcert: rotation: off: out of memory loading it (%d bytes free)" % room())

@@ -2,6 +2,8 @@
 # field against AWS IoT limits, and fill the defaults listed in docs/ARCHITECTURE.md.
 import json
 
+from micropython import const
+
 from upcert.errors import ConfigError
 
 PATH = "/upcert.d/config.json"
@@ -9,12 +11,12 @@ PATH = "/upcert.d/config.json"
 # max_message_bytes: the largest payload the device holds in RAM (mqtt.py skips a bigger one by
 # its length and the agent answers it); AWS IoT's own limit is 128 KB, and below 4096 bytes a
 # Fleet Provisioning reply (certificate PEM + ownership token, ~3 KB) would not fit.
-_INTS = (
+_INTS = const((
     ("port", 8883, 1, 65535),
     ("telemetry_interval_s", 60, 1, 86400),
     ("keepalive_s", 60, 30, 1200),
     ("max_message_bytes", 4096, 4096, 131072),
-)
+))
 # "renew" (renew.py): key, default, min, max. 30 days: Device Defender's
 # DEVICE_CERTIFICATE_EXPIRING_CHECK default; days or fraction 0 turns that rule off.
 _RENEW = (
@@ -23,7 +25,7 @@ _RENEW = (
     ("jitter_s", 3600, 0, 604800),
 )
 _SUBJECT = ("O", "OU", "C", "ST", "L", "serialNumber")  # CN is always the thing name
-_TEMPLATE = "upcert-rotation"  # AWS provisioning template names: [0-9A-Za-z_-], <= 36 chars
+_TEMPLATE = const("upcert-rotation")  # AWS provisioning template names: [0-9A-Za-z_-], <= 36 chars
 
 
 def _fail(path, msg):

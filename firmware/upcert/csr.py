@@ -24,10 +24,12 @@ _ATTRS = {
     "O": (10, 64, _UTF8),
     "OU": (11, 64, _UTF8),
 }
-_PRINTABLE_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 '()+,-./:=?"
+_PRINTABLE_CHARS = const(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 '()+,-./:=?"
+)
 # ecdsa-with-SHA256, parameters absent (RFC 5758 §3.2).
-_SIG_ALG = b"\x30\x0a\x06\x08\x2a\x86\x48\xce\x3d\x04\x03\x02"
-_EXT_REQ = "1.2.840.113549.1.9.14"  # PKCS#9 extensionRequest (RFC 2985 §5.4.2)
+_SIG_ALG = const(b"\x30\x0a\x06\x08\x2a\x86\x48\xce\x3d\x04\x03\x02")
+_EXT_REQ = const("1.2.840.113549.1.9.14")  # PKCS#9 extensionRequest (RFC 2985 §5.4.2)
 
 
 def _rdn(attr, value):

@@ -2,6 +2,8 @@
 # naming a cause a person can act on. Pure functions: no I/O, so every branch is unit-tested.
 import errno
 
+from micropython import const
+
 from upcert.errors import (
     CLOSED,
     CONFIG,
@@ -23,13 +25,13 @@ from upcert.errors import (
 # MBEDTLS_ERR_NET_CONN_RESET (-0x0050, net_sockets.h) never appears: MicroPython feeds mbedTLS
 # through its own socket callbacks, so a reset arrives as OSError(ECONNRESET).
 _VERIFY_FAILED = -0x2700  # MBEDTLS_ERR_X509_CERT_VERIFY_FAILED, mbedtls/x509.h
-_NOT_TLS = -0x7200  # MBEDTLS_ERR_SSL_INVALID_RECORD, mbedtls/ssl.h
+_NOT_TLS = const(-0x7200)  # MBEDTLS_ERR_SSL_INVALID_RECORD, mbedtls/ssl.h
 # Peer closed mid-handshake: ECONNRESET, EPIPE (32 in py/mperrno.h, Linux and lwIP; missing from
 # MicroPython's errno module), MBEDTLS_ERR_SSL_CONN_EOF -0x7280 (ssl.h).
 _CLOSED = (errno.ECONNRESET, 32, -0x7280)
 # MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE -0x7780, _BAD_CERTIFICATE -0x7A00, _HANDSHAKE_FAILURE
 # -0x6E00 (ssl.h, 3.x): the peer aborted the handshake.
-_ALERT = (-0x7780, -0x7A00, -0x6E00)
+_ALERT = const((-0x7780, -0x7A00, -0x6E00))
 # ETIMEDOUT, EAGAIN (a timed-out socket on some ports), MBEDTLS_ERR_SSL_TIMEOUT -0x6800.
 _SLOW = (errno.ETIMEDOUT, errno.EAGAIN, -0x6800)
 _OOM = (errno.ENOMEM, -0x7F00)  # MBEDTLS_ERR_SSL_ALLOC_FAILED
@@ -38,13 +40,13 @@ _REJECTED = (
 )
 
 # MQTT 3.1.1 §3.2.2.3 CONNACK return codes 1..5.
-_CONNACK = (
+_CONNACK = const((
     "unacceptable protocol version",
     "client id rejected: check client_id",
     "server unavailable: retry later",
     "bad user name or password",
     "policy does not allow this client id",
-)
+))
 
 
 def connack(rc):

@@ -32,7 +32,7 @@ def request(client, what, topic, body, timeout_ms, token=None, want=()):
     prev = client.cb
 
     def cb(t, m):
-        # Inside umqtt's wait_msg: only keep the message (first reply wins).
+        # Inside the client's wait_msg: only keep the message (first reply wins).
         if (t == a or t == r) and not got and tok in m:
             got.append(t == a)
             got.append(m)

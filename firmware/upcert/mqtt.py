@@ -1,11 +1,10 @@
-# MQTT 3.1.1 for AWS IoT over umqtt.simple 1.3.4: takes an already connected socket, sends each
-# packet as one write (one TLS record), bounds every wait, pings on idle, checks AWS limits.
-# What is umqtt's and what is ours: MQTTClient opens its own socket in connect(), checks with
-# assert (stripped by mpy-cross -O), waits forever for PUBACK/SUBACK and reads every payload whole,
-# so the packets we send are framed here (connect with the last will, publish, subscribe, ping,
-# disconnect) and so is what we receive (wait_msg, _len). From the parent we use __init__
-# (client_id, pid, keepalive, cb, lw_*), set_callback, set_last_will (after our checks) and
-# check_msg (setblocking(False), then our wait_msg). Nothing else of the parent's is called.
+# MQTT 3.1.1 for AWS IoT: takes an already connected socket, sends each packet as one write (one
+# TLS record), bounds every wait, pings on idle, checks AWS limits. The protocol is ours whole:
+# umqtt.simple's MQTTClient (micropython-lib) opens its own socket in connect(), checks with
+# assert (stripped by mpy-cross -O), waits forever for PUBACK/SUBACK and reads every payload
+# whole, so every packet is framed here; subclassing it for its constructor, set_callback and
+# check_msg kept all of its code in RAM (3.9 KB on a 32-bit port). Its attribute names are kept
+# (client_id, pid, keepalive, cb, lw_*), and its check_msg()/wait_msg() split.
 # Receiving: a PUBLISH goes to cb(topic, payload), then QoS 1 gets its PUBACK (MQTT 3.1.1 §3.3.4:
 # only once the callback has taken the message, in the order received). A payload over `limit`
 # bytes (known from the Remaining Length before anything is allocated) is never held: it is read
@@ -17,7 +16,6 @@ import errno
 from time import sleep_ms, ticks_add, ticks_diff, ticks_ms
 
 from micropython import const
-from umqtt.simple import MQTTClient
 
 from upcert.errors import CLOSED, PROTOCOL, REFUSED, SERVER, TIMEOUT, MqttError
 
@@ -31,7 +29,7 @@ _RULES = b"$aws/rules/"  # Basic Ingest prefix $aws/rules/<rule>/: excluded from
 _POLL_MS = const(10)
 _BURST = const(8)  # packets handled per service() call, so a flood cannot starve the agent
 _LIMIT = const(4096)  # default largest payload held in RAM (config "max_message_bytes")
-_NO_CONNACK = (
+_NO_CONNACK = const(
     "the broker closed the connection after CONNECT: its policy does not allow iot:Connect for"
     " this client id, or our certificate is not attached to a policy"
 )
@@ -68,9 +66,9 @@ def check_topic(topic, wildcards=False):
 
 
 class _Wire:
-    """What umqtt sees as its socket. Writes gather in one reused buffer until flush() (before
-    any read and at the end of each client call); umqtt's setblocking(True), which would clear
-    the timeout, restores it instead. sock: read, write, setblocking, settimeout, close."""
+    """The client's socket. Writes gather in one reused buffer until flush() (before any read
+    and at the end of each client call); setblocking(True), which would clear the socket's
+    timeout, restores it instead. sock: read, write, setblocking, settimeout, close."""
 
     def __init__(self, bufsize):
         self.mv = memoryview(bytearray(bufsize))
@@ -170,7 +168,7 @@ class _Wire:
             self.sock = None
 
 
-class Client(MQTTClient):
+class Client:
     """MQTT 3.1.1 client for AWS IoT; connect() takes a connected socket (e.g. TlsSocket).
     limit: the largest incoming payload held in RAM (bytes); a bigger one reaches cb as a Big."""
 
@@ -178,13 +176,22 @@ class Client(MQTTClient):
         cid = client_id.encode() if isinstance(client_id, str) else bytes(client_id)
         if not 0 < len(cid) <= _MAX_CLIENT_ID:
             raise ValueError("client id is %d bytes: AWS IoT allows 1..128" % len(cid))
-        super().__init__(cid, None, keepalive=keepalive_s)
+        self.client_id = cid
+        self.keepalive = keepalive_s
+        self.pid = 0
+        self.lw_topic = self.lw_msg = None  # the last will (set_last_will)
+        self.lw_qos = 0
+        self.lw_retain = False
         self.timeout_s = timeout_s
         self.cb = _ignore
         self.sock = _Wire(bufsize)  # stays ours across connections (connect() attaches)
         self._hdr = bytearray(5)
         self._ping_ms = None
         self.limit = limit
+
+    def set_callback(self, cb):
+        """cb(topic, msg) gets every PUBLISH received (topic bytes, msg bytes or a Big)."""
+        self.cb = cb
 
     def _header(self, ptype, rem):
         # Fixed header: type/flags byte + Remaining Length varint (MQTT 3.1.1 §2.2.3).
@@ -220,7 +227,10 @@ class Client(MQTTClient):
         if len(msg) > _MAX_WILL:
             raise ValueError("will message is %d bytes: CONNECT allows 65535" % len(msg))
         _qos(qos)
-        super().set_last_will(t, msg, retain, qos)
+        self.lw_topic = t
+        self.lw_msg = msg
+        self.lw_qos = qos
+        self.lw_retain = retain
 
     def connect(self, sock, clean_session=True):
         """CONNECT over `sock` (one write), with the last will if set; wait timeout_s for
@@ -317,8 +327,8 @@ class Client(MQTTClient):
             if op is None:
                 if ticks_diff(deadline, ticks_ms()) <= 0:
                     raise MqttError(
-                        "no %s for %r in %d ms"
-                        % ("PUBACK" if want == 0x40 else "SUBACK", topic, ms),
+                        ("no PUBACK for %r in %d ms" if want == 0x40 else "no SUBACK for %r in %d ms")
+                        % (topic, ms),
                         TIMEOUT,
                     )
                 sleep_ms(_POLL_MS)
@@ -343,6 +353,11 @@ class Client(MQTTClient):
     def _body(self):
         n = self._len()
         return self.sock.read(n) if n <= self.limit else self.sock.skip(n)
+
+    def check_msg(self):
+        """wait_msg() if a packet has started arriving, else None at once."""
+        self.sock.setblocking(False)
+        return self.wait_msg()
 
     def wait_msg(self):
         """One packet (check_msg(): if one has started arriving): a PUBLISH goes to the callback,

@@ -39,13 +39,8 @@ def run(rot, client, cert, k):
         # active, and AWS deletes it when the ownership token expires.
         step = "check"
         roots = rot.roots() if rot.roots else ()
-        from upcert.x509 import load
-
-        new = load(cpem)
+        nid, na, new, name, how, sig = _checked(cpem, k[2], cert, rot.clock, roots)
         cpem = None
-        name, how, sig = check(new, k[2], cert, rot.clock.require_trusted(), roots)
-        nid, na, new = new.cert_id(), new.not_after, new.der
-        load = None
         drop("x509", "der")  # before p256 comes in: the heap holds one of them at a time
         if sig:
             how = _verify(name, sig)
@@ -83,6 +78,19 @@ def run(rot, client, cert, k):
         return step, e, cid
     say("committed certificate %s" % nid[:16])
     return None, (nid, na), connect
+
+
+def _checked(pem, point, cert, clock, roots):
+    # The issued certificate (PEM) read and checked in a frame of its own: (id, not_after, DER)
+    # + check()'s result. MicroPython's VM leaves popped values in a frame's stack slots, and
+    # the GC scans them: had run() held the Certificate, the X.509 reader would stay in RAM
+    # (via its class) however it is dropped.
+    from upcert.x509 import load
+
+    new = load(pem)
+    return (new.cert_id(), new.not_after, new.der) + check(
+        new, point, cert, clock.require_trusted(), roots
+    )
 
 
 def _discard(store):

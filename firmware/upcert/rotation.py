@@ -23,15 +23,15 @@ from upcert.errors import MEMORY, MqttError, RotationError
 _FIRST_S = const(60)
 _MAX_S = const(3600)
 _TRIES = const(3)
-_HOLD_S = const(30)
-NEW = "new"  # service(): a new identity committed, the client connected with it
-LOST = "lost"  # service(): the link was closed for a trial that failed  # wait before sending again a job report that ran out of memory
+_HOLD_S = const(30)  # wait before sending again a job report that ran out of memory
+_NEW = const("new")  # service(): a new identity committed, the client connected with it
+_LOST = const("lost")  # service(): the link was closed for a trial that failed
 # Refusals in a row of the new identity after a commit before rolling back. Its trial connection
 # was accepted moments before, so one refusal may be a blip (a broker restarting, an activation
 # not seen everywhere yet); three, with the agent's backoff between them (1 + 2 + 4 s), are not,
 # and they keep the device offline only ~10 s before it falls back to the identity that worked.
 _REFUSALS = const(3)
-# Dropped after use (store_journal: the slot journal, loaded only for a change).
+# Dropped after use (store_slots: the writing half of the slot stores).
 _WORK = ("rotate", "jobs", "fleet", "csr", "p256", "derw", "x509", "der", "store_journal")
 
 
@@ -106,9 +106,9 @@ class Rotation:
         sends replies only to subscribers), and ask for the next job at the next service()
         (AWS sends no event for a job queued while we were away)."""
         t = self.jobs
-        s = t + "start-next/"
-        self._topics = t = ((t + "notify-next").encode(), (s + "accepted").encode(),
-                            (s + "rejected").encode())
+        s = t + "start-next"
+        self._topics = t = ((t + "notify-next").encode(), (s + "/accepted").encode(),
+                            (s + "/rejected").encode())
         for s in t:
             client.subscribe(s, 1)
         self.jobs_pending = True
@@ -182,8 +182,8 @@ class Rotation:
         """Send a job report owed, serve job events (start-next is sent here and its reply
         handled at a later call), take the renewal decision for cert (cert_id(), not_before,
         not_after, issuer_cn: the identity in use), rotate when due or asked and not backing off.
-        Returns False (the link as it was), NEW (a new identity committed: client is connected
-        with it, its subscriptions to be made; connect_new() for later reconnects) or LOST (the
+        Returns False (the link as it was), "new" (a new identity committed: client is connected
+        with it, its subscriptions to be made; connect_new() for later reconnects) or "lost" (the
         link was closed for a trial that failed: reconnect). MqttError/OSError: the link is lost."""
         if self._owed():
             self._report(client)
@@ -219,7 +219,7 @@ class Rotation:
             self.fail(None if lost else client, step, r, False, nxt)
             if isinstance(r, (MqttError, OSError)) and step in ("issue", "register"):
                 raise r  # the agent's own link is gone: it reconnects
-            return LOST if lost else False
+            return _LOST if lost else False
         self._next = nxt
         nid, na = r
         self.state = "done"
@@ -228,7 +228,7 @@ class Rotation:
         self.old = cert.cert_id()  # watched by refused() until the new identity is proven
         self.final = ("SUCCEEDED", {"oldCertificateId": self.old, "newCertificateId": nid})
         self.say("done: certificate %s expires %s" % (nid[:16], self.clock.iso(na)))
-        return NEW
+        return _NEW
 
     def _owed(self):
         # A job report is due: a failure at once, a success once the new identity is proven

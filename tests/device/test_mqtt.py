@@ -183,8 +183,8 @@ def test_will_refusals_store_nothing():
     eq(sock.writes, [CONNECT_DEV1], "CONNECT without a will")
 
 
-def test_will_stored_through_the_parent():
-    # umqtt's own set_last_will stores what passed our checks (topic as bytes).
+def test_will_stored():
+    # set_last_will stores what passed the checks (topic as bytes), under umqtt's names.
     c = Client("dev1")
     c.set_last_will("$aws/rules/r/a/b/c/d/e/f/g", "bye", True, 1)
     eq(
@@ -284,7 +284,7 @@ def test_service_delivers_and_acks_qos1():
     c.service()
     eq(got, [b"a1", b"a2"], "both delivered")
     eq(sock.writes, [b"\x40\x02\x12\x34"], "PUBACK")
-    eq(sock.timeout, 15, "setblocking(True) from umqtt became our timeout")
+    eq(sock.timeout, 15, "setblocking(True) after the first byte became our timeout")
     c.service()  # nothing waiting: returns at once
     eq(len(sock.writes), 1, "no extra writes")
 
@@ -318,8 +318,16 @@ def test_link_closed_reason():
     eq(raises(MqttError, c.publish, "t/a", b"x").reason, CLOSED, "closed inside a packet")
 
 
+def test_umqtt_not_loaded():
+    # The protocol is framed here whole: umqtt.simple's code would cost RAM for nothing.
+    import sys
+
+    eq("umqtt.simple" in sys.modules, False, "umqtt.simple imported")
+
+
 def test_own_remaining_length_reader():
-    # Acks and stray packets are read with mqtt's own reader, never umqtt's private _recv_len;
+    # Acks and stray packets are read with mqtt's own reader (never a _recv_len, the name of
+    # umqtt.simple's);
     # a multi-byte length is honoured, a 5-byte one refused.
     def boom():
         raise AssertionError("umqtt's _recv_len called")
