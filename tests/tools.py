@@ -90,3 +90,19 @@ def bounded(fn, limit_s, what="still running"):
     t.join(limit_s)
     assert not t.is_alive(), f"{what} after {limit_s} s"
     return box.get("value"), box.get("exc"), time.monotonic() - started
+
+
+def wait_until(predicate, timeout_s, what, interval_s=0.02):
+    """Poll predicate() until it returns something true, and return that. Fails the test
+    naming `what` when timeout_s passes first: a wait is always for something observable,
+    never a bare sleep. interval_s only paces the polling."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = predicate()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout_s} s")
+        time.sleep(interval_s)

@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -59,7 +58,7 @@ def test_cli_provision_and_status(board_factory, cloud, ca, thing, tmp_path):
     cmd = [sys.executable, "-m", "upcert.cli"]
     out = subprocess.run(
         cmd + ["provision", "--port", board.port, "--thing", thing, "--endpoint",
-               f"localhost:{cloud.port}", "--ca-dir", str(ca.directory), "--no-reset"],
+               f"localhost:{cloud.port}", "--ca-dir", str(ca.directory), "--no-reset", "--no-wifi"],
         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "certificate id" in out.stdout
@@ -101,9 +100,20 @@ def test_broker_restart_agent_reconnects(board_factory, cloud, ca, thing):
 
 
 def test_two_boards_at_once(board_factory, cloud, ca, thing):
+    from upcert.cloud.standin import Subscription
+
     a, b = board_factory(), board_factory()
     _provision(a, cloud, ca, thing + "a")
     _provision(b, cloud, ca, thing + "b")
     for brd in (a, b):
         brd.wait_for_line("upcert: connected", timeout_s=60)
-    time.sleep(0.5)
+    # Both at once: telemetry from each, sent after both were connected, and neither link
+    # dropped meanwhile (one board's connection must not end the other's).
+    marks = [brd.log_size() for brd in (a, b)]
+    with Subscription(cloud, "things/+/telemetry") as sub:
+        for name in (thing + "a", thing + "b"):
+            sub.wait_for(lambda m, name=name: json.loads(m.payload)["thing"] == name,
+                         timeout_s=30)
+    for brd, mark in zip((a, b), marks, strict=True):
+        since = brd.log_since(mark)
+        assert "link lost" not in since and "connection failed" not in since, since

@@ -107,7 +107,7 @@ def test_partition_store_needs_the_table(board_factory, cloud, ca, thing):
     board = board_factory()  # MicroPython's stock table: no 'upcert' partition
     out = _cli("provision", "--port", board.port, "--thing", thing, "--endpoint",
                f"localhost:{cloud.port}", "--store", "partition", "--ca-dir", ca.directory,
-               "--cloud-dir", cloud.state_dir, ok=False)
+               "--cloud-dir", cloud.state_dir, "--no-wifi", ok=False)
     assert "no data partition labelled 'upcert'" in out.stderr
     assert "upcert board run --partitions boards/esp32_generic/partitions.csv" in out.stderr
     with Board(board.port) as b:  # refused before anything was written
@@ -131,23 +131,60 @@ def test_table_change_refused_while_state_does_not_fit(tmp_path):
                                      "size": 0x4000, "offset": 0x3F0000}
 
 
-@pytest.mark.parametrize("answer, size, error", [
-    ("4 4096", 8128, None),  # one half (2 blocks) minus the 64-byte record header: fits
-    ("4 4096", 8129, "take 8129 bytes, but a record of partition 'upcert' holds 8128"),
-    ("-", 10, "no data partition labelled 'upcert'"),
-    ("no-esp32", 10, "needs an ESP32"),
-])
-def test_partition_check_before_writing(answer, size, error):
-    from upcert.board import provision
-    from upcert.errors import UpcertError
+class _PastTheCheck(Exception):
+    """provision() asked the board for something after the partition check: it passed."""
 
-    class Probe:  # what the board printed for the probe provision runs on it
-        def exec(self, code):
-            assert "esp32.Partition.find(esp32.Partition.TYPE_DATA, label='upcert')" in code
+
+@pytest.mark.parametrize("answer, spare, error", [
+    ("2 {room}", 0, None),  # one half (1 block) minus the 64-byte record header: fits exactly
+    ("2 {room}", -1, "take {size} bytes, but a record of partition 'upcert' holds {less}"),
+    ("-", 0, "no data partition labelled 'upcert'"),
+    ("no-esp32", 0, "needs an ESP32"),
+])
+def test_partition_check_before_writing(ca, monkeypatch, answer, spare, error):
+    """provision() with store partition asks the board for the partition's size before it
+    writes anything (a stand-in Board answers), and refuses credentials a record cannot hold."""
+    from upcert.board import provision as prov
+    from upcert.board.transport import BoardInfo
+    from upcert.errors import UpcertError
+    from upcert.pki import certs
+
+    key = certs.generate_key("ec")
+    cert = ca.issue_device("part1", key.public_key())
+    size = len(certs.cert_to_der(cert)) + len(certs.key_to_der(key))
+    block = size + 64 + spare  # two blocks: one per record
+    answer = answer.format(room=block)
+
+    class StandIn:  # the board: an ESP32 with the device code's modules, then the probe
+        def __init__(self, port, **kw):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+        def probe(self, modules):
+            return BoardInfo("micropython", (1, 24, 1), None, "ESP32", "esp32",
+                             {name: [] for name, _ in modules})
+
+        def exec(self, code, **kw):
+            if "esp32.Partition.find(esp32.Partition.TYPE_DATA, label='upcert')" not in code:
+                raise _PastTheCheck()
             return answer + "\n"
 
+        def __getattr__(self, name):  # anything else comes after the check (or writes)
+            raise _PastTheCheck()
+
+    monkeypatch.setattr("upcert.board.provision.Board", StandIn)
+    cfg = prov.make_config("part1", "localhost:8883", "partition", wifi=("lab", "pw"))
     if error is None:
-        provision._check_partition(Probe(), "upcert", size)
+        with pytest.raises(_PastTheCheck):
+            prov.provision("/dev/stand-in", cfg, cert, key, [ca.certificate], install=False,
+                           reset=False, log=lambda m: None)
     else:
-        with pytest.raises(UpcertError, match=re.escape(error)):
-            provision._check_partition(Probe(), "upcert", size)
+        with pytest.raises(UpcertError, match=re.escape(error.format(size=size,
+                                                                     less=size - 1))):
+            prov.provision("/dev/stand-in", cfg, cert, key, [ca.certificate], install=False,
+                           reset=False, log=lambda m: None)

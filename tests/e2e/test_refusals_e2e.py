@@ -127,4 +127,8 @@ def test_unset_clock_refuses_to_connect(board_factory, cloud, ca, thing):
     _provision(board, cloud, ca, thing, cert, key, [ca.certificate])
     line = board.wait_for_line("upcert: clock not set", timeout_s=60)
     assert "2000-01-01" in line
+    # The agent connects only once the clock is trusted: its next attempt (after the backoff)
+    # still refuses, and nothing connected before that.
+    again = board.log_path.read_bytes().index(b"upcert: clock not set") + 1
+    board.wait_for_line("upcert: clock not set", timeout_s=60, since=again)
     assert "upcert: connected" not in board.log_text()

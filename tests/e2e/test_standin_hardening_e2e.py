@@ -8,11 +8,10 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from tests.e2e.conftest import telemetry_config
-from tests.tools import require_plugin_build
+from tests.tools import require_plugin_build, wait_until
 
 
 def _provision(board, cloud, ca, thing):
@@ -89,9 +88,7 @@ def test_board_is_back_after_a_crash_and_cloud_up(board_factory, ca, thing, tmp_
         mark = board.log_size()
         for pid in pids:  # the crash: broker and service killed
             os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while any(map(_alive, pids)) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(lambda: not any(map(_alive, pids)), 5, "the killed broker and service gone")
         board.wait_for_line("upcert: (link lost|connection failed)", timeout_s=60, since=mark)
         assert f"cloud up: mqtts://localhost:{cloud.port} " in cli("up")
         pids += [int((state / n).read_text()) for n in ("mosquitto.pid", "provisioning.pid")]

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_ds
 from upcert.emu.atecc import Atecc608
 from upcert.emu.i2c_bridge import serve
 
-from tests.tools import ROOT, micropython_cmd, require
+from tests.tools import ROOT, micropython_cmd, require, wait_until
 
 PRELUDE = """
 import json, time, emu_i2c, emu_machine
@@ -248,7 +248,11 @@ t0 = time.ticks_ms()
 out["too_slow"] = err(c.info)
 out["too_slow_ms"] = time.ticks_diff(time.ticks_ms(), t0)
 emu_i2c.control(0x35, {{"fault": "clear"}})
-time.sleep_ms(500)  # the slow command is still running in the chip
+t0 = time.ticks_ms()
+while emu_i2c.control(0x35, {{"query": "state"}})["busy"]:  # the slow command still runs
+    if time.ticks_diff(time.ticks_ms(), t0) > 2000:
+        raise AssertionError("the chip still busy 2 s after a 405 ms command")
+    time.sleep_ms(10)
 out["after"] = h(c.sign_digest(0, d))
 fast = ATECC(emu_machine.I2C(1, freq=400000), 0x35)
 out["fast_bus"] = err(fast.info)
@@ -281,14 +285,21 @@ def test_watchdog_firing_mid_sequence_is_recovered(bus):
     chip = chips["tng"]
     landed, stop = [], threading.Event()
 
+    def signing():  # the board's loop has begun (its public key read before it)
+        return stop.is_set() or any(cmd == "Sign" for cmd, _, _ in list(chip.history))
+
     def fire():
-        time.sleep(0.5)
+        try:
+            wait_until(signing, 60, "the board's first Sign")
+        except AssertionError:
+            return  # nothing lands: the test fails on `landed` below
+        # The sleeps here pace the injected fault; they wait for nothing.
         while not stop.is_set() and len(landed) < 5:
             if chip.state == "awake":
                 chip.inject("watchdog", ms=0)
                 landed.append(1)
                 time.sleep(0.4)  # at most one hit per signing sequence and its rerun
-            time.sleep(0.003)
+            time.sleep(0.003)  # how often the chip is looked at for an awake moment
 
     thread = threading.Thread(target=fire, daemon=True)
     thread.start()

@@ -14,6 +14,7 @@ MicroPython 1.22. provision's own probe then runs unchanged against it.
 """
 
 import ast
+import hashlib
 import os
 import select
 import threading
@@ -283,3 +284,100 @@ def test_check_room_counts_blocks():
     firmware.check_room(info, [("/a", b"y" * 4096 * 350)], {"/a": (4096 * 300, "old")})
     with pytest.raises(UpcertError, match="needs 1632 KB"):
         firmware.check_room(info, [("/a", b"y" * 4096 * 400)], {"/a": (4096 * 300, "old")})
+
+
+# ---- calls into the device package (Board.call, firmware/upcert/hostcalls*.py) -------------
+
+class _Sent(Board):
+    """A Board that records the code it would send and answers `reply` (or raises it)."""
+
+    def __init__(self, reply):
+        super().__init__("/dev/null")
+        self.reply, self.sent = reply, []
+
+    def exec(self, code, timeout_s=None, what=None):
+        self.sent.append((code, what))
+        if isinstance(self.reply, Exception):
+            raise self.reply
+        return self.reply
+
+
+def test_call_sends_plain_literals_and_reads_the_answer():
+    b = _Sent("noise\r\n{'cert': b'\\x00\\x01', 'n': 3, 'cn': 'a\u2028b', 'ok': None}\r\n")
+    got = b.call("hostcalls.status", "/upcert.d/config.json", b"\x00", [1, (2,)], flag=True,
+                 what="reading what it holds")
+    assert got == {"cert": b"\x00\x01", "n": 3, "cn": "a\u2028b", "ok": None}
+    code, what = b.sent[0]
+    assert what == "reading what it holds"
+    assert "from upcert import hostcalls as _c\n" in code
+    assert "print(repr(_c.status('/upcert.d/config.json', b'\\x00', [1, (2,)], flag=True)))" \
+        in code
+    # The package is loaded afresh for the call (modules from before an install forgotten),
+    # and forgotten again after it.
+    assert code.count("del sys.modules[_m]") == 2 and "globals().pop('app', None)" in code
+    for bad in (1.5, object(), {1: "x"}, [set()]):
+        with pytest.raises(TypeError, match="not a plain literal"):
+            b.call("hostcalls.status", bad)
+    with pytest.raises(ValueError, match="module.function"):
+        b.call("hostcalls.status(); import os")
+
+
+def test_call_errors_are_one_line():
+    from upcert.board.transport import BoardError
+
+    b = _Sent("Traceback (most recent call last):\n")
+    with pytest.raises(BoardError, match="answer makes no sense"):
+        b.call("hostcalls.status")
+    b = _Sent(BoardError("reading what it holds on the board failed: ImportError: no module "
+                         "named 'upcert.hostcalls'"))
+    with pytest.raises(BoardError) as e:
+        b.call("hostcalls.status", what="reading what it holds")
+    assert "has no upcert.hostcalls" in _one_line(e.value) and "upcert provision" in str(e.value)
+    b = _Sent(BoardTimeout("board status on /dev/null gave up at its 60 s deadline"))
+    with pytest.raises(BoardTimeout):
+        b.call("hostcalls.status")
+
+
+def test_host_calls_ship_with_the_package_and_are_not_resident():
+    import importlib.util
+
+    require("mpy-cross")
+    paths = [p for p, _ in firmware.files()]
+    assert "/lib/upcert/hostcalls.mpy" in paths and "/lib/upcert/hostcalls_atecc.mpy" in paths
+    spec = importlib.util.spec_from_file_location("mpy_size", firmware.ROOT / "bench" /
+                                                  "mpy_size.py")
+    size = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(size)
+    group = [g for g, members in size.GROUPS.items() if "hostcalls" in members]
+    assert group == ["host calls (not resident)"], group
+    assert "hostcalls_atecc" in size.GROUPS[group[0]]
+    # the agent's modules never import them
+    for src in (firmware.FIRMWARE / "upcert").glob("*.py"):
+        if not src.stem.startswith("hostcalls"):
+            assert "hostcalls" not in src.read_text(), src.name
+    assert "hostcalls" not in (firmware.FIRMWARE / "main.py").read_text()
+
+
+def test_calls_and_file_operations_on_the_board(board):
+    from upcert.board.transport import BoardError
+
+    with Board(board.port) as b:
+        firmware.install(b)
+        st = b.call("hostcalls.status", prov.CONFIG_PATH)
+        assert st["board"] == "esp32-generic" and st["error"].startswith("ConfigError: "), st
+        with pytest.raises(BoardError) as e:
+            b.call("hostcalls.write_credentials", b"", b"", prov.CONFIG_PATH,
+                   what="writing the credentials")
+        assert _one_line(e.value).startswith("writing the credentials on the board failed: "
+                                             "ConfigError: "), e.value
+        # mpremote's file operations: folders made on the way, digests, missing files.
+        b.write_file("/x/y/z.bin", b"\x00" * 1000)
+        assert b.sha256_file("/x/y/z.bin") == hashlib.sha256(b"\x00" * 1000).hexdigest()
+        assert b.sha256_file("/x/y/none.bin") is None
+        assert b.read_file("/x/y/z.bin") == b"\x00" * 1000
+        b.remove_files(["/x/y/z.bin", "/x/y/none.bin"])
+        assert b.sha256_file("/x/y/z.bin") is None
+        b.write_file("/x/y/z.bin", b"again")  # the folders are known: not made again
+        with pytest.raises(BoardError, match="making the folder /x/y/z.bin/w on the board "
+                                             "failed"):
+            b.makedirs("/x/y/z.bin/w")

@@ -333,8 +333,9 @@ def test_ca_files_and_modes(ca):
     assert ku.critical and ku.value.key_cert_sign and ku.value.crl_sign
     c.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
     assert 3650 <= (c.not_valid_after_utc - c.not_valid_before_utc).days <= 3655
-    want = {"rsa": "sha256WithRSAEncryption", "ec": "ecdsa-with-SHA256"}[ca.key_type]
-    assert c.signature_algorithm_oid._name == want
+    want = {"rsa": SignatureAlgorithmOID.RSA_WITH_SHA256,
+            "ec": SignatureAlgorithmOID.ECDSA_WITH_SHA256}[ca.key_type]
+    assert c.signature_algorithm_oid == want
     loaded = LocalCa.load(ca.directory)
     assert loaded.certificate == c and loaded.key_type == ca.key_type
 

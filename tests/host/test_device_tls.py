@@ -21,7 +21,7 @@ from cryptography.x509.oid import NameOID
 
 from tests.tools import ROOT, micropython_cmd, missing, require
 
-# AWS IoT TLS 1.2 suites (DESIGN.md §3) in OpenSSL names, as the stand-in broker offers them.
+# AWS IoT TLS 1.2 suites (Developer Guide, "Transport security in AWS IoT Core") in OpenSSL names, as the stand-in broker offers them.
 AWS_OPENSSL_SUITES = (
     ":".join(
         f"{kx}{c}"
@@ -73,9 +73,11 @@ if mode == "mqtt":
     c.publish("things/dev1/telemetry", b"hello from micropython", qos=1)
     print("PUBACK")
     t0 = time.ticks_ms()
-    while not got and time.ticks_diff(time.ticks_ms(), t0) < 20000:
+    while not got and time.ticks_diff(time.ticks_ms(), t0) < 20000:  # bounded poll
         c.service()
         time.sleep_ms(20)
+    if not got:
+        raise AssertionError("no command on things/dev1/commands within 20 s")
     c.publish("things/dev1/replies", b"echo " + got[0], qos=1)
     print("ANSWERED")
     c.disconnect()
@@ -105,7 +107,7 @@ def clock():
     from upcert.clock import Clock
     return Clock()
 def store(config):
-    from upcert.store import FsStore
+    from upcert.store_fs import FsStore
     return FsStore(config["store"]["root"])
 """
 

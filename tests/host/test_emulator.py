@@ -154,6 +154,7 @@ def test_main_runs_at_hard_reset_and_reset_cause(board, tmp_path):
 
 def test_mpremote_interrupts_endless_main(board, tmp_path):
     main_py = tmp_path / "main.py"
+    # The board's endless program, not a wait of the test's: only a Ctrl-C ends it.
     main_py.write_text("import time\nprint('looping')\nwhile True:\n    time.sleep_ms(20)\n")
     mpr(board, "fs", "cp", str(main_py), ":main.py")
     mark = board.log_size()
@@ -176,7 +177,7 @@ def test_power_cut_keeps_committed_nvs_only(board, tmp_path):
         "open('after.txt', 'w').write('written')\n"
         "print('ready for the cut')\n"
         "while True:\n"
-        "    time.sleep_ms(20)\n")
+        "    time.sleep_ms(20)\n")  # the board idles until the cut (not a wait of the test's)
     mpr(board, "fs", "cp", str(main_py), ":main.py")
     mark = board.log_size()
     mpr(board, "reset")
@@ -217,8 +218,9 @@ def test_clock_unset_starts_in_2000_until_ntp(tools, tmp_path):
         now = mpr(board, "exec", "import ntptime, time; ntptime.settime(); print(time.time())")
         assert abs(int(now) - time.time()) < 5
         # The RTC survives a soft reset and a machine.reset(), not a power cut.
+        mark = board.log_size()
         mpr(board, "reset")
-        time.sleep(0.5)
+        board.wait_for_log('Type "help()"', since=mark)  # booted again: its REPL's banner
         assert abs(int(mpr(board, "exec", "import time; print(time.time())")) - time.time()) < 5
         mark = board.log_size()
         board.power_cut()

@@ -39,7 +39,7 @@ def wake(i2c, addr=0x60):
         i2c.writeto(0, b"\x00")
     except OSError:
         pass
-    time.sleep_us(1500)
+    time.sleep_us(1500)  # tWHI: the chip answers 1500 us after the wake pulse (protocol)
     return i2c.readfrom(addr, 4)
 def response(i2c, addr):
     for _ in range(300):
@@ -47,7 +47,7 @@ def response(i2c, addr):
             i2c.writeto(addr, b"\x00")
             n = i2c.readfrom(addr, 1)
             return n + i2c.readfrom(addr, n[0] - 1)
-        except OSError:
+        except OSError:  # NACK while it executes: polled, for at most about 300 ms
             time.sleep_ms(1)
     raise OSError("no response")
 def cmd(i2c, op, p1=0, p2=0, data=b"", addr=0x60):
@@ -72,7 +72,7 @@ try:
     i2c.writeto(0, b"\x00")
 except OSError as e:
     out["wake_ack"] = e.args[0]
-time.sleep_us(1500)
+time.sleep_us(1500)  # tWHI after the pulse, as wake() does: protocol timing, not a wait
 out["scan_400k"] = i2c.scan()
 i2c.init(freq=100000)
 out["wake"] = hx(wake(i2c))

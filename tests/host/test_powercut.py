@@ -27,7 +27,7 @@ from upcert.errors import UpcertError
 from upcert.pki import certs
 from upcert.pki.ca import LocalCa
 
-from tests.tools import require
+from tests.tools import require, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLE = ROOT / "boards" / "esp32_generic" / "partitions.csv"
@@ -100,36 +100,37 @@ def _steps(ids):
     ]
 
 
-def _log_since(board, mark):
-    return board.log_path.read_bytes()[mark:].decode("utf-8", "replace")
-
-
 def run_step(conn, board, code, cuts_before, timeout_s=30):
     """Run code without waiting on the serial line: its output (str) once it printed OK, None
     when the armed power cut struck. Raises with the log tail on an error or a hang."""
     mark = board.log_size()
-    conn._t.exec_raw_no_follow(code)
-    deadline = time.monotonic() + timeout_s
-    while True:
+    conn.start_exec(code)
+
+    def ended():  # "cut", "ok", "error" or None while the step still runs
         if board.power_cuts() > cuts_before:
-            return None
-        text = _log_since(board, mark)
-        if OK in text:
-            out, err = conn._t.follow(timeout=10)  # the rest of the raw-REPL reply
-            if err:
-                raise AssertionError(f"step failed on the board:\n{err.decode()[-2000:]}")
-            return out.decode()
-        if "Traceback" in text or time.monotonic() > deadline:
-            raise AssertionError(f"step failed on the board:\n{text[-2000:]}")
-        time.sleep(0.005)
+            return "cut"
+        text = board.log_since(mark)
+        return "ok" if OK in text else "error" if "Traceback" in text else None
+
+    try:  # polled often: the board reboots at once after a cut
+        how = wait_until(ended, timeout_s, "the step ended", interval_s=0.005)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}:\n{board.log_since(mark)[-2000:]}") from None
+    if how == "cut":
+        return None
+    if how == "error":
+        raise AssertionError(f"step failed on the board:\n{board.log_since(mark)[-2000:]}")
+    out, err = conn.finish(timeout_s=10)  # the rest of the raw-REPL reply
+    if err:
+        raise AssertionError(f"step failed on the board:\n{err[-2000:]}")
+    return out
 
 
 def reopen(conn, board, cuts_before, mark):
     """A new connection after the steps: at once, or after a power cut once the board has booted
     again (the log from `mark` on)."""
     if board.power_cuts() > cuts_before:
-        conn._t.close()  # not close(): its Ctrl-B would reach the rebooted board
-        conn._t = None
+        conn.abandon()  # not close(): its Ctrl-B would reach the rebooted board
         board.wait_for_log(REBOOTED, timeout_s=20, since=mark)
     else:
         conn.close()
@@ -294,8 +295,7 @@ def test_power_cut_api_and_settings(tmp_path):
             mark = board.log_size()
             assert run_step(conn, board, WRITE, 0) is None, "the first write must cut the power"
             assert board.power_cuts() == 1 and board.write_count() == 1
-            conn._t.close()
-            conn._t = None
+            conn.abandon()
         board.wait_for_log(REBOOTED, timeout_s=20, since=mark)
         with Board(board.port) as conn:  # booted again, disarmed: writes go on
             assert run_step(conn, board, WRITE, 1) is not None and board.power_cuts() == 1
@@ -304,8 +304,7 @@ def test_power_cut_api_and_settings(tmp_path):
     with board, Board(board.port) as conn:  # armed from the start by board.json
         assert run_step(conn, board, WRITE, 0) is None
         assert (board.power_cuts(), board.write_count()) == (1, 2)
-        conn._t.close()
-        conn._t = None
+        conn.abandon()
 
 
 def test_partition_csv_settings(tmp_path):

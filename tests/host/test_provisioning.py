@@ -30,7 +30,7 @@ from upcert.errors import UpcertError
 from upcert.pki.ca import LocalCa
 from upcert.pki.certs import cert_id, generate_key, write_certificate, write_private_key
 
-from tests.tools import require_plugin_build
+from tests.tools import require_plugin_build, wait_until
 
 CSR_TOPIC = "$aws/certificates/create-from-csr/json"
 PROVISION_TOPIC = "$aws/provisioning-templates/upcert-rotation/provision/json"
@@ -113,13 +113,14 @@ class Device:
         outcome, payload = self.request(topic, body, timeout_s)
         return outcome, json.loads(payload)
 
-    def received(self, within_s=1.0):
-        """Topics received within within_s (to show that nothing came)."""
-        time.sleep(within_s)
-        out = []
-        while not self.inbox.empty():
-            out.append(self.inbox.get().topic)
-        return out
+    def topics_before(self, marker, timeout_s=10):
+        """Topics received before the first message on `marker`, which the test has something
+        send once whatever must not arrive has had its chance (to show that nothing came).
+        mosquitto handles one packet at a time and queues to each client in that order, so a
+        message it was sending here before the marker's PUBLISH arrives ahead of the marker."""
+        seen = []
+        self.wait(lambda m: seen.append(m.topic) or m.topic == marker, timeout_s)
+        return seen[:-1]
 
     def close(self):
         self.client.disconnect()
@@ -235,14 +236,19 @@ def test_reply_reaches_only_the_requester(cloud, device):
     seen, subscribed = [], threading.Event()
     observer.on_message = lambda c, u, m: seen.append(m.topic)
     observer.on_subscribe = lambda *a: subscribed.set()
-    observer.subscribe("$aws/#", 1)
+    marker = "things/leak2/marker"  # `other` may read it (its own things/ topics)
+    observer.subscribe([("$aws/#", 1), (marker, 1)])
     assert subscribed.wait(5)
     try:
         outcome, reply = asker.json_request(CSR_TOPIC, {"certificateSigningRequest":
                                                         make_csr("leak1")[0]})
         assert outcome == "accepted" and reply["certificateOwnershipToken"]
-        assert other.received(1.0) == []  # no ownership token, no upcert/from copy
-        assert seen == [CSR_TOPIC]  # the request, as AWS's own topic; never the reply
+        # The reply has passed through the broker: a copy of it to anyone else was queued
+        # before the marker published now (Device.topics_before).
+        observer.publish(marker, b"", qos=1).wait_for_publish(5)
+        assert other.topics_before(marker) == []  # no ownership token, no upcert/from copy
+        wait_until(lambda: marker in seen, 5, "the marker at the observer")
+        assert seen == [CSR_TOPIC, marker]  # the request, as AWS's own topic; never the reply
     finally:
         observer.disconnect()
         observer.loop_stop()
@@ -483,6 +489,13 @@ def _spki(key):
                             serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
+def _issuer_key_id(cert):
+    """The authority key identifier: the SHA-1 of the issuer's public key (RFC 5280 §4.2.1.1,
+    as pki.ca writes it)."""
+    return cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value \
+        .key_identifier
+
+
 def test_no_fault_issues_for_the_csr_key(ca, tmp_path):
     outcome, reply, key, _ = _ask(ca, tmp_path, None)
     cert = x509.load_pem_x509_certificate(reply["certificatePem"].encode())
@@ -518,8 +531,11 @@ def test_fault_other_issuer(ca, tmp_path):
     [(_, data)], _ = prov.handle(f"{provisioning.FROM}flt1/{CSR_TOPIC}",
                                  json.dumps({"certificateSigningRequest": pem2}).encode())
     cert2 = x509.load_pem_x509_certificate(json.loads(data)["certificatePem"].encode())
-    assert _spki(prov.fault._impostor.certificate.public_key()) != _spki(ca.certificate.public_key())
-    cert2.verify_directly_issued_by(prov.fault._impostor.certificate)  # one impostor per service
+    # One impostor per service: both certificates name the same issuer key, not the CA's.
+    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca.certificate.public_key()).digest
+    assert _issuer_key_id(cert) == _issuer_key_id(cert2) != ca_ski
+    with pytest.raises(InvalidSignature):
+        cert2.verify_directly_issued_by(ca.certificate)
 
 
 def test_fault_reject(ca, tmp_path):
@@ -545,10 +561,16 @@ def test_fault_silent_through_the_service(ca, tmp_path):
         _, certfile, keyfile = identity(ca, tmp_path, "flt2")
         dev = Device(c, "flt2", certfile, keyfile)
         try:
-            dev.subscribe(CSR_TOPIC + "/accepted", CSR_TOPIC + "/rejected")
+            dev.subscribe(CSR_TOPIC + "/accepted", CSR_TOPIC + "/rejected",
+                          PROVISION_TOPIC + "/rejected")
             dev.client.publish(CSR_TOPIC, json.dumps(
-                {"certificateSigningRequest": make_csr("flt2")[0]})).wait_for_publish(5)
-            assert dev.received(1.5) == []
+                {"certificateSigningRequest": make_csr("flt2")[0]}), qos=1).wait_for_publish(5)
+            # Then a request the silent service still answers (a forged token: rejected). One
+            # connection, one service working through its inbox in order, one client for the
+            # replies: an answer to the CSR would reach the device before this rejection.
+            dev.client.publish(PROVISION_TOPIC, json.dumps(
+                {"certificateOwnershipToken": "forged"}), qos=1).wait_for_publish(5)
+            assert dev.topics_before(PROVISION_TOPIC + "/rejected") == []
         finally:
             dev.close()
         log = (c.state_dir / "provisioning.log").read_text()

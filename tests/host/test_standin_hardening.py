@@ -45,7 +45,7 @@ from tests.host.test_provisioning import (
     identity,
     make_csr,
 )
-from tests.tools import require_plugin_build
+from tests.tools import require_plugin_build, wait_until
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -72,15 +72,6 @@ def registry(cloud):
 def close(client):
     client.disconnect()
     client.loop_stop()
-
-
-def until(predicate, timeout_s=10, what="the condition"):
-    """Wait for predicate() to become true, polling, at most timeout_s."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout_s} s")
-        time.sleep(0.02)
 
 
 # --- 1. a device connects only under its own client id ------------------------------------
@@ -146,7 +137,7 @@ def test_a_username_sent_by_a_device_grants_nothing(cloud, ca, tmp_path):
         for topic, allowed in (("things/other/x", False), ("$aws/things/other/jobs/get", False),
                                ("things/thing-u/x", True)):
             info = c.publish(topic, b"x", qos=1)
-            until(lambda info=info: info.mid in acks, 5, f"PUBACK for {topic}")
+            wait_until(lambda info=info: info.mid in acks, 5, f"PUBACK for {topic}")
             assert acks[info.mid].is_failure != allowed, (topic, acks[info.mid])
         assert "u'thing-u'" in cloud.log_text()
     finally:
@@ -185,7 +176,7 @@ def alive(pid, state):
 def crash(pid, state):
     """SIGKILL, and wait until the process is gone."""
     os.kill(pid, signal.SIGKILL)
-    until(lambda: not alive(pid, state), 5, f"pid {pid} gone")
+    wait_until(lambda: not alive(pid, state), 5, f"pid {pid} gone")
 
 
 def served(state, ca, tmp_path, thing):
@@ -368,7 +359,7 @@ def test_pending_certificate_past_its_token_is_deleted_by_the_service(cloud, reg
         assert registry.get(cid)["status"] == "PENDING_ACTIVATION" and serial in crl_serials(cloud)
         # as if an hour had passed: the token expired (AWS then deletes the certificate)
         token = registry.issue_token(cid, now=time.time() - 3601)
-        until(lambda: registry.get(cid) is None, 10, "the expired pending certificate deleted")
+        wait_until(lambda: registry.get(cid) is None, 10, "the expired pending certificate deleted")
         # Deleted must not mean usable: AWS accepts registered certificates only, and this
         # stand-in refuses by CRL, so the serial stays listed.
         assert serial in crl_serials(cloud)
@@ -469,7 +460,8 @@ def test_rotation_abandoned_event_deactivates_the_things_own_certificate(cloud, 
         event(thing, pending)  # PENDING_ACTIVATION: INACTIVE too (never expires into use)
         event(thing, new_id)
         # in order, through one connection and one service: once this is refused, all were seen
-        until(lambda: _refused(cloud, certfile, keyfile), 10, "the abandoned certificate refused")
+        wait_until(lambda: _refused(cloud, certfile, keyfile), 10,
+                   "the abandoned certificate refused")
         assert registry.get(new_id)["status"] == "INACTIVE"
         assert registry.get(pending)["status"] == "INACTIVE"
         assert registry.get(victim["cert_id"])["status"] == "ACTIVE"

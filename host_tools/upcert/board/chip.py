@@ -1,8 +1,8 @@
 """Provisioning an ATECC608 through the board (store "atecc608"): configure and lock a blank chip
 (only with lock=True), make the key inside it, have it sign the CSR on the board, get the
 certificate from the local CA, store it; and rotation to a spare key slot. The board runs the
-snippets in CODE (through mpremote); every signature the chip makes is checked here with
-`cryptography`.
+steps of its own module upcert.hostcalls_atecc (Board.call); every signature the chip makes is
+checked here with `cryptography`.
 """
 
 import hashlib
@@ -39,10 +39,39 @@ class ChipError(UpcertError):
     """The chip cannot be provisioned as asked; the message says why and what to do."""
 
 
-# Board-side steps (MicroPython, run through mpremote): arguments arrive as JSON in A, the
-# answer is one JSON line. chip(): the driver from board.atecc; store(): the board's store.
-# The raw REPL keeps what main.py and earlier steps loaded: each step starts and ends by dropping
-# the device package's modules and its own globals, or a 110 KB heap runs out in a few steps.
+# Board-side steps: functions of firmware/upcert/hostcalls_atecc.py, called by name with JSON-like
+# arguments (Board.call); each answers a dict, bytes as hex.
+STEPS = ("probe", "configure", "lock_config", "lock_data", "key", "store_write", "verify",
+         "new_key", "stage")
+_WHAT = {"probe": "reading the chip", "configure": "writing the chip's configuration",
+         "lock_config": "locking the config zone", "lock_data": "locking the data zone",
+         "key": "making the key and the CSR on the chip", "store_write": "storing the identity",
+         "verify": "checking the stored identity", "new_key": "making a new key in a spare slot",
+         "stage": "staging the new identity"}
+_STEP_TIMEOUT_S = 60  # between characters of a step's answer: a GenKey, a CSR signed on the chip
+
+
+def run(b, step, **args):
+    """Run board-side step `step` (hostcalls_atecc.<step>, one of STEPS) with keyword
+    arguments; its answer. ChipError naming the step when it fails on the board (a deadline
+    passed or a reboot stays a BoardTimeout/BoardReset, which names it)."""
+    what = _WHAT[step]
+    try:
+        return b.call(f"hostcalls_atecc.{step}", what=what, timeout_s=_STEP_TIMEOUT_S, **args)
+    except (BoardTimeout, BoardReset):
+        raise
+    except BoardError as e:
+        raise ChipError(str(e)) from None
+
+
+# The same steps as code for run_code (with A = the arguments): for scripts that wrap each step
+# in a prelude of their own (tests/host/test_powercut_atecc.py counts flash writes per step).
+CODE = {step: f"from upcert import hostcalls_atecc\nout = hostcalls_atecc.{step}(**A)"
+        for step in STEPS}
+
+# run_code: any code, with helpers, for tests and investigations on a board (provisioning uses
+# run()). The raw REPL keeps what main.py and earlier code loaded: the code starts and ends by
+# dropping the device package's modules and its own globals, or a 110 KB heap runs out.
 _DROP = """
 for _m in [m for m in sys.modules if m.startswith('upcert') or m == 'board']:
     sys.modules.pop(_m)
@@ -66,64 +95,6 @@ def store():
 _EPILOGUE = """
 print(json.dumps(out))
 """ + _DROP
-CODE = {
-    "probe": "c = chip()\nout = {'config': h(c.read_config()), 'serial': h(c.serial())}",
-    "configure": "c = chip()\nc.write_config(20, u(A['slot_config']))\n"
-                 "c.write_config(96, u(A['key_config']))\nout = {'config': h(c.read_config())}",
-    "lock_config": "c = chip()\nc.lock_config(confirm='LOCK')\nout = {'locked': list(c.locked())}",
-    "lock_data": "c = chip()\nc.lock_data(confirm='LOCK')\nout = {'locked': list(c.locked())}",
-    "key": """
-from upcert import csr
-from upcert.atecc import Signer
-c, n = chip(), A['slot']
-pub = c.genkey(n) if A['gen'] else c.public_key(n)
-out = {'pub': h(pub), 'pub_again': h(c.public_key(n)),
-       'csr': h(csr.build(Signer(c, n), A['subject']))}
-""",
-    "store_write": "s = store()\ns.write(u(A['cert']), s.ref(A['slot']))\nout = {}",
-    "verify": """
-s = store()
-g = s.signer()
-r, t = g.sign_digest(u(A['digest']))
-out = {'cert': h(hashlib.sha256(s.certificate()).digest()), 'point': h(g.public_point()),
-       'r': '%x' % r, 's': '%x' % t, 'no_key': s.private_key() is None, 'describe': s.describe()}
-""",
-    "new_key": """
-from upcert import config
-cfg = config.load(A['config_path'])
-sys.modules.pop('upcert.config')  # keygen + CSR need the room (p256, csr: ~30 KB of code)
-config = sys.modules['upcert'].__dict__.pop('config')
-config = None
-s = board.store(cfg)
-old = s.key_slot()
-g, ref = s.new_key()
-from upcert.store_atecc import parse_ref  # loaded already by board.store
-n = parse_ref(ref)[0]
-out = {'thing': cfg['thing'], 'old': old, 'slot': n, 'ref': ref.decode(),
-       'pub': h(s.chip.public_key(n)), 'old_pub': h(s.chip.public_key(old))}
-gc.collect()
-from upcert import csr
-out['csr'] = h(csr.build(g, [['CN', cfg['thing']]]))
-""",
-    "stage": """
-s = store()
-s.stage(u(A['cert']), A['ref'].encode())
-out = {'staged': s.staged() is not None, 'old_pub': h(s.chip.public_key(A['old']))}
-if A['commit']:
-    s.commit()
-out['slot'] = store().key_slot()
-""",
-}
-_WHAT = {"probe": "reading the chip", "configure": "writing the chip's configuration",
-         "lock_config": "locking the config zone", "lock_data": "locking the data zone",
-         "key": "making the key and the CSR on the chip", "store_write": "storing the identity",
-         "verify": "checking the stored identity", "new_key": "making a new key in a spare slot",
-         "stage": "staging the new identity"}
-
-
-def run(b, step, **args):
-    """Run board-side step `step` (a CODE key) with JSON arguments; its JSON answer."""
-    return run_code(b, CODE[step], _WHAT[step], **args)
 
 
 def run_code(b, code, what, **args):
@@ -131,11 +102,12 @@ def run_code(b, code, what, **args):
     it sets `out`, returned as JSON. ChipError naming `what` when it fails on the board (a
     deadline passed or a reboot stays a BoardTimeout/BoardReset, which names it)."""
     try:
-        text = b.exec(_PRELUDE % json.dumps(args) + code + _EPILOGUE, timeout_s=60, what=what)
+        text = b.exec(_PRELUDE % json.dumps(args) + code + _EPILOGUE,
+                      timeout_s=_STEP_TIMEOUT_S, what=what)
     except (BoardTimeout, BoardReset):
         raise
     except BoardError as e:
-        raise ChipError(f"{what}: {e}") from None
+        raise ChipError(str(e)) from None
     try:
         return json.loads(text.strip().splitlines()[-1])
     except (ValueError, IndexError):

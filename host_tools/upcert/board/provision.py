@@ -11,7 +11,6 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
-from textwrap import dedent
 
 from upcert.board import firmware
 from upcert.board.transport import Board, BoardReset
@@ -26,15 +25,6 @@ PARTITION_LABEL = "upcert"  # boards/esp32_generic/partitions.csv
 _RECORD_HEADER = 64  # bytes before cert + key in a partition record (store_part.py _DATA)
 _TABLE = "boards/esp32_generic/partitions.csv"
 DEADLINE_S = 120  # a provisioning session, plus the time its files take to send
-# Each step on the board starts without the device modules an earlier step (or the agent that
-# our Ctrl-C interrupted) loaded: a package shipped as .py source is compiled on the board,
-# and a heap holding every module at once runs out.
-FRESH = """
-import sys, gc
-for _m in [m for m in sys.modules if m.startswith('upcert') or m == 'board']:
-    del sys.modules[_m]
-gc.collect()
-"""
 
 
 @dataclass
@@ -239,44 +229,17 @@ def provision(port, cfg, cert, key, roots, *, board="esp32_generic", install=Tru
                 if (path, data) in p.extra:
                     _write_checked(b, path, data)
             reg.register()  # before the board is told to use the certificate
-            # Credentials go through the device's own store code, so host and device agree on
-            # layout.
-            b.exec(
-                FRESH + dedent(f"""
-                import board, json
-                from upcert import config
-                cfg = config.load({CONFIG_PATH!r})
-                board.store(cfg).write({cert_der!r}, {key_der!r})
-                """),
-                what="writing the credentials",
-            )
-            back = b.exec(
-                FRESH + dedent(f"""
-                import board, hashlib, binascii
-                from upcert import config
-                s = board.store(config.load({CONFIG_PATH!r}))
-                h = lambda d: binascii.hexlify(hashlib.sha256(d).digest()).decode()
-                print(h(s.certificate()), h(s.private_key()))
-                """),
-                what="reading the credentials back",
-            ).split()
+            # Credentials go through the device's own store code (firmware/upcert/hostcalls.py),
+            # so host and device agree on layout. Each call loads the package afresh: the one
+            # just installed, not what the interrupted agent had loaded (Board.call).
+            b.call("hostcalls.write_credentials", cert_der, key_der, CONFIG_PATH,
+                   what="writing the credentials")
+            back = b.call("hostcalls.credential_digests", CONFIG_PATH,
+                          what="reading the credentials back")
             if back != [_sha(cert_der), _sha(key_der)]:
                 raise UpcertError(f"credentials in the {kind} store do not read back as written")
-            loaded = b.exec(
-                FRESH + dedent(f"""
-                import board, tls
-                from upcert import config, store
-                s = board.store(config.load({CONFIG_PATH!r}))
-                ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
-                ctx.load_cert_chain(s.certificate(), s.private_key())
-                for r in store.load_roots({ROOTS_PATH!r}):
-                    ctx.load_verify_locations(r)
-                print('loaded')
-                """),
-                what="loading the credentials into tls",
-            ).strip()
-            if loaded != "loaded":
-                raise UpcertError(f"the board could not load the credentials into tls: {loaded}")
+            b.call("hostcalls.load_tls", CONFIG_PATH, ROOTS_PATH,
+                   what="loading the credentials into tls")
             if reset:
                 b.hard_reset()
     except Exception as exc:
@@ -288,7 +251,8 @@ def provision(port, cfg, cert, key, roots, *, board="esp32_generic", install=Tru
 
 def _check_partition(b, label, size):
     """Before any write: the board's partition table has a data partition `label` whose half
-    (one credential record, store_part.py) holds the record header, certificate and key."""
+    (one credential record, store_part.py) holds the record header, certificate and key.
+    Code sent inline, not a device call (Board.call): it runs before the package is installed."""
     found = b.exec(
         f"""
         try:
@@ -316,42 +280,18 @@ def _check_partition(b, label, size):
             f"{room}: make the partition bigger in {_TABLE}, or use a smaller (EC) key")
 
 
-STATUS_CODE = """
-import json, time, board
-from upcert import config, x509
-out = {}
-try:
-    cfg = config.load('/upcert.d/config.json')
-    out['thing'] = cfg['thing']
-    out['endpoint'] = '%s:%d' % (cfg['endpoint'], cfg['port'])
-    s = board.store(cfg)
-    out['store'] = s.describe()
-    c = x509.Certificate(s.certificate())
-    out['cert_id'] = c.cert_id()
-    t = c.not_after_tuple
-    out['not_after'] = '%04d-%02d-%02dT%02d:%02d:%02dZ' % t
-    out['days_left'] = round(c.days_left(time.time()), 1)
-    out['subject_cn'] = c.subject_cn
-except Exception as e:
-    out['error'] = '%s: %s' % (type(e).__name__, e)
-out['board'] = board.NAME
-print(json.dumps(out))
-"""
-
-
 def status(port, timeout_s=10, resume=True, deadline_s=60, boot_wait_s=0):
-    """What the board holds: thing, store, certificate id and expiry (read by the device).
-    Reading interrupts main.py (Ctrl-C); resume=True soft-reboots the board afterwards.
-    boot_wait_s: the board has just rebooted (Board.open)."""
+    """What the board holds: thing, store, certificate id and expiry, as the device reads them
+    (hostcalls.status). Reading interrupts main.py (Ctrl-C); resume=True soft-reboots the board
+    afterwards. boot_wait_s: the board has just rebooted (Board.open)."""
     b = Board(port, timeout_s=timeout_s, deadline_s=deadline_s, operation="board status")
     b.open(boot_wait_s)
     try:
-        out = b.exec(STATUS_CODE, what="reading what it holds")
+        st = b.call("hostcalls.status", CONFIG_PATH, what="reading what it holds")
         if resume:
             b.soft_reboot()
     finally:
         b.close()
-    try:
-        return json.loads(out.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        raise UpcertError(f"board status gave no answer: {out.strip()[:200]}") from None
+    if not isinstance(st, dict):
+        raise UpcertError(f"board status gave no answer: {st!r:.200}")
+    return st

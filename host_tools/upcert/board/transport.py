@@ -14,6 +14,7 @@ EN button) ends it at once instead of at the deadline.
 """
 
 import ast
+import errno
 import hashlib
 import os
 import re
@@ -140,7 +141,9 @@ class BoardInfo:
 
 
 # Runs on the board: facts about its firmware, printed as one Python literal (no json needed:
-# a board without json must still be able to say so).
+# a board without json must still be able to say so). Sent as code, not a call into the device
+# package (Board.call): it runs first, before anything is written, on a board whose package may
+# be missing, older or half-installed, to learn which firmware and .mpy version to install for.
 _PROBE = """
 def _upcert_probe(wanted):
     import sys, os
@@ -164,6 +167,39 @@ _upcert_probe(%r)
 del _upcert_probe
 """
 
+# Board.call: before and after each call the device package's modules are forgotten (the
+# agent's, which our Ctrl-C interrupted, an earlier call's, or ones an install just replaced),
+# and main.py's globals (the interrupted agent) dropped: the call imports the package as the
+# flash holds it now, and has the heap to itself (a package shipped as .py source is compiled
+# on the board).
+_FORGET = ("for _m in [m for m in sys.modules if m.startswith('upcert') or m == 'board']:\n"
+           " del sys.modules[_m]\n")
+_CALL = ("import sys, gc\n" + _FORGET + "globals().pop('app', None)\n"
+         "globals().pop('board', None)\ngc.collect()\n"
+         "from upcert import {module} as _c\n"
+         "try:\n print(repr(_c.{function}({args})))\nfinally:\n del _c\n"
+         + "".join(" " + line + "\n" for line in _FORGET.splitlines()) + " gc.collect()\n")
+_CALL_NAME = re.compile(r"([a-z][a-z0-9_]*)\.([a-z][a-z0-9_]*)")
+_LITERALS = (str, bytes, int, bool, type(None))
+
+
+def _literal(value):
+    """repr() of value for code sent to the board; TypeError unless it is a plain literal (str,
+    bytes, int, bool, None, and lists, tuples and str-keyed dicts of them), so a call's
+    arguments can never be code."""
+    if isinstance(value, bytearray | memoryview):
+        value = bytes(value)
+    if isinstance(value, _LITERALS):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        inner = ", ".join(_literal(v) for v in value)
+        if isinstance(value, list):
+            return f"[{inner}]"
+        return f"({inner}{',' if len(value) == 1 else ''})"
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return "{" + ", ".join(f"{k!r}: {_literal(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"not a plain literal for a board call: {type(value).__name__}")
+
 
 class Board:
     """A connection to a MicroPython board in the raw REPL. Use as a context manager.
@@ -186,6 +222,7 @@ class Board:
         self._failure = None  # ("deadline",) or ("reset", cause) once the session is over
         self._tail = b""
         self._watch_resets = False
+        self._dirs = set()  # folders made or seen on the board in this session (makedirs)
 
     # -- the deadline and the reset watch ------------------------------------------------------
     def _check(self):
@@ -386,25 +423,12 @@ class Board:
         self.close()
 
     # -- commands ------------------------------------------------------------------------------
-    def exec(self, code, timeout_s=None, what=None):
-        """Run code on the board; return what it printed. A device exception -> BoardError.
-        what: what the code does, for error messages ("writing the credentials")."""
-        code = textwrap.dedent(code)
-        self.doing = what or "running a command on the board"
-        try:
-            out = self._t.exec_raw(code, timeout=timeout_s or self.timeout_s * 3)
-        except _Gone:
-            raise self._gone_error() from None
-        except (TransportError, OSError) as exc:
-            raise self._lost(exc) from None
-        stdout, stderr = out
-        if stderr:
-            text = stderr.decode(errors="replace")
-            raise BoardError(f"on the board: {_last_line(text)}")
-        return stdout.decode(errors="replace")
-
-    def _fs(self, doing, fn, *args):
-        """An mpremote file call, its errors as BoardError saying what we were doing."""
+    def _do(self, doing, fn, *args):
+        """Run an mpremote call; its errors as one BoardError line saying what we were doing.
+        This is the one place where the board's errors are translated: mpremote's
+        TransportExecError (the board raised; its traceback's last line names the exception),
+        its OSError for a file operation (errno mapped from the board's traceback), a lost
+        line, and the session's end (deadline, reboot)."""
         self.doing = doing
         try:
             return fn(*args)
@@ -419,23 +443,90 @@ class Board:
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
             raise BoardError(f"{doing} on the board failed: {reason}") from None
 
+    def _exec(self, code, timeout_s):
+        # mpremote's Transport.exec, with our own timeout between characters (its exec always
+        # waits 10 s: too short for a key made on the board's CPU).
+        try:
+            stdout, stderr = self._t.exec_raw(code, timeout=timeout_s)
+        except OSError as exc:  # the serial line's (pyserial), never the board's: a lost line
+            raise TransportError(str(exc)) from exc
+        if stderr:
+            raise TransportExecError(stdout, stderr.decode(errors="replace"))
+        return stdout
+
+    def exec(self, code, timeout_s=None, what=None):
+        """Run code on the board; return what it printed. A device exception -> BoardError.
+        what: what the code does, for error messages ("writing the credentials")."""
+        code = textwrap.dedent(code)
+        out = self._do(what or "running a command", self._exec, code,
+                       timeout_s or self.timeout_s * 3)
+        return out.decode(errors="replace")
+
+    def call(self, name, *args, what=None, timeout_s=None, **kwargs):
+        """Call function `name` ("module.function" of the device package, e.g.
+        "hostcalls.status") on the board with plain literal arguments (_literal); return the
+        literal it returns. The package's modules are loaded afresh for the call and forgotten
+        after it (_CALL). A device exception -> BoardError naming `what`; a board whose package
+        lacks the module (older than these host tools) -> BoardError saying to install it."""
+        m = _CALL_NAME.fullmatch(name)
+        if not m:
+            raise ValueError(f"board call {name!r}: want 'module.function'")
+        if not all(k.isidentifier() for k in kwargs):
+            raise ValueError(f"board call {name!r}: keyword names must be identifiers")
+        parts = [_literal(a) for a in args] + [f"{k}={_literal(v)}" for k, v in kwargs.items()]
+        code = _CALL.format(module=m.group(1), function=m.group(2), args=", ".join(parts))
+        what = what or f"running upcert.{name}"
+        try:
+            text = self.exec(code, timeout_s=timeout_s, what=what)
+        except BoardError as exc:
+            text = str(exc)
+            if not isinstance(exc, BoardTimeout | BoardReset) and "ImportError" in text and (
+                    f"'upcert.{m.group(1)}'" in text or "'upcert'" in text):
+                raise BoardError(
+                    f"{what}: the board has no upcert.{m.group(1)} (its upcert package is "
+                    "missing, or older than these host tools): install it (upcert provision) "
+                    "and run it again") from None
+            raise
+        # The answer is the last line: a repr() holds no raw newline (split("\n"), not
+        # splitlines(): a certificate's CN may hold U+2028 or U+0085, which repr() leaves raw).
+        lines = [ln.strip("\r") for ln in text.split("\n") if ln.strip()]
+        try:
+            return ast.literal_eval(lines[-1])
+        except (ValueError, SyntaxError, IndexError, MemoryError, RecursionError):
+            raise BoardError(f"{what}: the board's answer makes no sense: "
+                             f"{text.strip()[-160:]!r}") from None
+
     def write_file(self, path, data):
         """Write bytes to a file on the board, making parent folders."""
         parent = path.rsplit("/", 1)[0]
         if parent:
             self.makedirs(parent)
-        self._fs(f"writing {path}", self._t.fs_writefile, path, data, 1024)
+        self._do(f"writing {path}", self._t.fs_writefile, path, data, 1024)
 
     def read_file(self, path):
-        return bytes(self._fs(f"reading {path}", self._t.fs_readfile, path, 1024))
+        return bytes(self._do(f"reading {path}", self._t.fs_readfile, path, 1024))
 
     def sha256_file(self, path):
-        """Hex SHA-256 of a file on the board, or None when it does not exist."""
-        return self.file_digests([path])[path][1]
+        """Hex SHA-256 of a file on the board (mpremote's fs_hashfile), or None when it does
+        not exist."""
+
+        def digest():
+            try:
+                return self._t.fs_hashfile(path, "sha256", 512).hex()
+            except OSError as exc:
+                if exc.errno == errno.ENOENT:
+                    return None
+                raise
+
+        return self._do(f"reading {path}", digest)
 
     def file_digests(self, paths):
         """{path: (size, hex SHA-256)} for files on the board, in one command; (None, None) for
-        a path that is not there."""
+        a path that is not there.
+
+        Code sent inline, not a device call: install plans run it before the package is on the
+        board (or while it is older), and one command for all files beats fs_hashfile's three
+        round trips per file (and gives the sizes, for the room check)."""
         out = self.exec(
             f"""
             def _upcert_digests(paths):
@@ -474,28 +565,34 @@ class Board:
         return result
 
     def makedirs(self, path):
-        self.exec(
-            f"""
-            import os
-            p = ''
-            for part in {path!r}.strip('/').split('/'):
-                p += '/' + part
-                try:
-                    os.mkdir(p)
-                except OSError:
-                    pass
-            """,
-            what=f"making the folder {path}",
-        )
+        """Make folder `path` and its parents on the board (mpremote's fs_mkdir); those made or
+        seen in this session are not asked for again."""
+        p = ""
+        for part in path.strip("/").split("/"):
+            p += "/" + part
+            if p in self._dirs:
+                continue
+            self._do(f"making the folder {p}", self._mkdir, p)
+            self._dirs.add(p)
+
+    def _mkdir(self, path):
+        try:
+            self._t.fs_mkdir(path)
+        except OSError as exc:
+            if exc.errno != errno.EEXIST:
+                raise
 
     def remove_files(self, paths):
-        """Remove files on the board; missing ones are fine."""
-        if paths:
-            self.exec(
-                f"import os\nfor p in {list(paths)!r}:\n try:\n  os.remove(p)\n"
-                " except OSError:\n  pass\n",
-                what="removing stale files",
-            )
+        """Remove files on the board (mpremote's fs_rmfile); missing ones are fine."""
+        for path in paths:
+            self._do(f"removing {path}", self._rmfile, path)
+
+    def _rmfile(self, path):
+        try:
+            self._t.fs_rmfile(path)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
 
     def sync_file(self, path, data):
         """Write data to path unless the board already holds exactly that. True if written."""
@@ -547,3 +644,39 @@ class Board:
         self._stop_watchdog()
         self._t.close()
         self._t = None
+
+    # -- a command run in two halves (tests that cut the power in the middle of one) -----------
+    def start_exec(self, code, what=None):
+        """Send code to run and return once the board has taken it, without waiting for what
+        it prints (finish() reads that): meanwhile the caller watches the board, e.g. for a
+        power cut it armed."""
+        self.doing = what or "running a command on the board"
+        try:
+            self._t.exec_raw_no_follow(textwrap.dedent(code))
+        except _Gone:
+            raise self._gone_error() from None
+        except (TransportError, OSError) as exc:
+            raise self._lost(exc) from None
+
+    def finish(self, timeout_s=None):
+        """(stdout, stderr) as text of the command start_exec() sent, once it has ended."""
+        try:
+            out, err = self._t.follow(timeout=timeout_s or self.timeout_s * 3)
+        except _Gone:
+            raise self._gone_error() from None
+        except (TransportError, OSError) as exc:
+            raise self._lost(exc) from None
+        return out.decode(errors="replace"), err.decode(errors="replace")
+
+    def abandon(self):
+        """Drop the connection without a word to the board: after a reset the caller caused
+        (a power cut), close()'s Ctrl-B, which leaves the raw REPL, would reach the rebooted
+        board instead."""
+        self._watch_resets = False
+        self._stop_watchdog()
+        if self._t is not None:
+            try:
+                self._t.close()
+            except Exception:
+                pass
+            self._t = None

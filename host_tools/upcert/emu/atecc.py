@@ -4,7 +4,7 @@ times (NACK while busy), fault injection and a state file that survives reboots.
 
 Bus interface (what i2c_bridge.py calls): `address`, `wake_pulse(low_us)`,
 `i2c_write(data, freq_hz) -> ack`, `i2c_read(n, freq_hz) -> bytes | None (NACK)`,
-`control(dict) -> dict`. Commands live in atecc_cmds.py, the zones in atecc_zones.py.
+`control(dict) -> dict`. Commands live in atecc_commands.py, the zones in atecc_zones.py.
 """
 
 import threading
@@ -17,7 +17,7 @@ from upcert.emu.atecc_commands import COMM, COMMANDS, PARSE, WAKE, WATCHDOG, Cmd
 from upcert.emu.atecc_zones import crc16
 from upcert.errors import UpcertError
 
-WAKE_LOW_US = 60  # tWLO: SDA low at least 60 us wakes the chip (DESIGN.md §4)
+WAKE_LOW_US = 60  # tWLO: SDA low at least 60 us wakes the chip (data sheet, "Wake")
 WAKE_DELAY_S = 0.0015  # tWHI: the chip answers 1500 us after the wake pulse
 MAX_FREQ_HZ = 1000000  # the 608's I2C interface runs up to 1 MHz
 FAULTS = ("crc", "nack", "nowake", "watchdog", "busy_ms", "clear")
@@ -208,15 +208,18 @@ class Atecc608:
         return {"error": 'use {"fault": ...} or {"query": "state"}'}
 
     def describe(self):
-        """What a test may want to see: serial, locks, slots with keys, sleep state, faults,
-        the last error's reason. Never a key."""
+        """What a test may want to see: serial, locks, slots with keys, sleep state, whether a
+        command still runs ("busy": the chip NACKs until it ends), faults, the last error's
+        reason. Never a key."""
         z = self.zones
         with self._lock:
-            self._tick(self._clock())
+            now = self._clock()
+            self._tick(now)
             return {"serial": (bytes(z.config[0:4]) + bytes(z.config[8:13])).hex(),
                     "revision": bytes(z.config[4:8]).hex(), "address": self.address,
                     "layout": z.layout, "config_locked": z.config_locked(),
                     "data_locked": z.data_locked(), "key_slots": sorted(z.keys),
                     "locked_slots": [n for n in range(16) if z.slot_locked(n)],
-                    "state": self.state, "tempkey_valid": self.tempkey is not None,
+                    "state": self.state, "busy": self.state == "awake" and now < self.ready_at,
+                    "tempkey_valid": self.tempkey is not None,
                     "faults": dict(self.faults), "last_error": self.last_error}

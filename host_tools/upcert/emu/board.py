@@ -202,6 +202,14 @@ class EmulatedBoard:
         except FileNotFoundError:
             return 0
 
+    def log_since(self, mark):
+        """What the board printed from byte `mark` of serial.log (a log_size()) on, decoded
+        leniently."""
+        try:
+            return self.log_path.read_bytes()[mark:].decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
     def wait_for_log(self, text_or_regex, timeout_s=30, since=0):
         """Wait until serial.log (from byte `since`) contains the text or matches the regex
         (str or compiled); returns the log from `since` on. TimeoutError shows the tail."""

@@ -3,7 +3,7 @@ by the device's own reader (firmware/upcert/x509.py) on the MicroPython unix por
 have the same keys and, for every certificate the device can read, the same values.
 """
 
-import json
+import ast
 import os
 import re
 import subprocess
@@ -27,34 +27,15 @@ _PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-
 DEVICE_HEAP = "96K"  # about the free heap of an ESP32 running the agent
 DEVICE_TIMEOUT_S = 60
 
-# Runs under MicroPython: argv[1] is the file. Prints one JSON line: the reader's fields, or
-# {"error": reason}. PEM: the first CERTIFICATE block; DER: one or several concatenated.
+# Runs under MicroPython: the device's own view, hostcalls.certificate_view (the function a host
+# can also call on a board), of the file argv[1]; prints it as one Python literal.
 _DEVICE_SCRIPT = r"""
-import json, sys
-from upcert import der, x509
-from upcert.errors import CertificateError
-with open(sys.argv[1], "rb") as f:
-    data = f.read()
-try:
-    if data[:1] != b"\x30" and data.find(b"-----BEGIN") >= 0:
-        count = data.count(b"-----BEGIN CERTIFICATE-----")
-        c = x509.load(data)
-    else:
-        try:  # one certificate, or several concatenated like /upcert.d/roots.der
-            parts = der.split_certs(data) or [data]
-        except CertificateError:
-            parts = [data]  # garbage after a certificate: let the reader say where
-        count = len(parts)
-        c = x509.Certificate(parts[0])
-        parts = data = None
-    print(json.dumps({"subject_cn": c.subject_cn, "issuer_cn": c.issuer_cn, "serial": c.serial,
-        "not_before": c.not_before_tuple, "not_after": c.not_after_tuple,
-        "key_type": c.key_type, "key_bits": c.key_bits, "sig_alg": c.sig_alg,
-        "sig_alg_aws_ok": c.sig_alg_aws_ok, "cert_id": c.cert_id(), "count": count}))
-except CertificateError as exc:
-    print(json.dumps({"error": str(exc)}))
-except MemoryError:
-    print(json.dumps({"error": "out of memory on a %s heap" % sys.argv[2]}))
+import sys
+from upcert.hostcalls import certificate_view
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read()
+print(repr(certificate_view(_read(sys.argv[1]))))
 """
 
 
@@ -165,8 +146,7 @@ def inspect_device(data, label="<data>"):
         script.write_text(_DEVICE_SCRIPT)
         cert.write_bytes(data)
         env = dict(os.environ, MICROPYPATH=str(FIRMWARE))
-        cmd = [find_micropython(), "-X", f"heapsize={DEVICE_HEAP}", str(script), str(cert),
-               DEVICE_HEAP]
+        cmd = [find_micropython(), "-X", f"heapsize={DEVICE_HEAP}", str(script), str(cert)]
         try:
             proc = subprocess.run(cmd, capture_output=True, timeout=DEVICE_TIMEOUT_S, env=env)
         except subprocess.TimeoutExpired:
@@ -177,7 +157,14 @@ def inspect_device(data, label="<data>"):
     if proc.returncode or not lines[-1]:
         tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
         raise CertError(f"{label}: the device reader crashed (a bug: please report it): {tail[0]}")
-    r = json.loads(lines[-1])
+    try:
+        r = ast.literal_eval(lines[-1])
+    except (ValueError, SyntaxError):
+        raise CertError(f"{label}: the device reader's answer makes no sense (a bug: please "
+                        f"report it): {lines[-1][:120]!r}") from None
+    if r.get("error") == "out of memory":
+        raise CertError(f"{label}: the device reader refuses it: out of memory on a "
+                        f"{DEVICE_HEAP} heap")
     if "error" in r:
         raise CertError(f"{label}: the device reader refuses it: {r['error']}")
     return _view(r["subject_cn"], r["issuer_cn"], r["serial"], r["not_before"], r["not_after"],
