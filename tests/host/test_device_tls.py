@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from tests.tools import ROOT, micropython_cmd, missing, require
+from tests.tools import ROOT, micropython_cmd, require
 
 # AWS IoT TLS 1.2 suites (Developer Guide, "Transport security in AWS IoT Core") in OpenSSL names, as the stand-in broker offers them.
 AWS_OPENSSL_SUITES = (
@@ -39,7 +39,7 @@ AWS_OPENSSL_SUITES = (
 )
 DEPS = ROOT / ".build" / "deps"
 # GC heap (-X heapsize) of the device runs; mbedTLS allocates outside it on the unix port.
-# The link layer (tlsconn + diagnose + mqtt + umqtt, loaded as .mpy) does connect, subscribe,
+# The link layer (tlsconn + diagnose + mqtt, loaded as .mpy) does connect, subscribe,
 # QoS 1 publish and a command round trip in 48K. The whole app also loads config/store/der/
 # x509/clock/agent: ~60 KB of RAM for module code alone when .mpy files are loaded into RAM on
 # this 64-bit port (measured minimum 78K); frozen modules keep that code in flash.
@@ -265,13 +265,11 @@ class Watcher:
 
 @pytest.fixture(scope="module")
 def lib(tmp_path_factory):
-    """The device package and umqtt compiled to .mpy, as a board runs them (compiling .py on
-    the device would not fit the small heap)."""
+    """The device package compiled to .mpy, as a board runs it (compiling .py on the device
+    would not fit the small heap)."""
     require("micropython")
-    if not (DEPS / "umqtt" / "simple.py").exists():
-        missing("umqtt.simple not fetched to .build/deps: run `make setup`")
     out = tmp_path_factory.mktemp("lib")
-    for src in [*(ROOT / "firmware" / "upcert").glob("*.py"), *(DEPS / "umqtt").glob("*.py")]:
+    for src in (ROOT / "firmware" / "upcert").glob("*.py"):
         (out / src.parent.name).mkdir(exist_ok=True)
         dst = out / src.parent.name / (src.stem + ".mpy")
         subprocess.run([require("mpy-cross"), "-o", str(dst), str(src)], check=True)

@@ -1,6 +1,6 @@
 """The last will of upcert.mqtt against the local AWS IoT stand-in (mosquitto with the AWS TLS 1.2
 policy, per-thing ACL, identity plugin): the device side runs on the MicroPython unix port (the
-.mpy of tlsconn + mqtt + umqtt, as a board loads them) with a device certificate, and an admin
+.mpy of tlsconn + mqtt, as a board loads them) with a device certificate, and an admin
 subscriber (paho-mqtt) watches things/<thing>/#. A link dropped without DISCONNECT (process
 killed, socket closed) delivers the will with its payload, QoS and retain flag; a clean
 DISCONNECT delivers none, proven against a positive control that arrives after it; nor does a
@@ -15,7 +15,7 @@ from upcert.pki.ca import LocalCa
 
 from tests.host.test_device_tls import HEAP_LINK
 from tests.host.test_rotation_device import make_device, mpy_lib
-from tests.tools import ROOT, micropython_cmd, missing, require, require_plugin_build
+from tests.tools import micropython_cmd, require, require_plugin_build
 
 # argv: device folder, port, thing, mode, will payload, will QoS, will retain (0/1).
 SCRIPT = r"""
@@ -67,8 +67,6 @@ def _components():
     require_plugin_build()  # mosquitto, gcc and headers for the identity plugin
     require("micropython")
     require("mpy-cross")
-    if not (ROOT / ".build" / "deps" / "umqtt" / "simple.py").exists():
-        missing("umqtt.simple not fetched to .build/deps: run `make setup`")
 
 
 @pytest.fixture(scope="module")

@@ -172,16 +172,11 @@ def make_device(folder, cloud, thing, left_days):
 
 
 def mpy_lib(folder, firmware=ROOT / "firmware"):
-    """Every device module of firmware/upcert as .mpy (mpy-cross), as the board loads them, and
-    umqtt."""
+    """Every device module of firmware/upcert as .mpy (mpy-cross), as the board loads them."""
     lib = folder / "lib"
-    for sub in ("upcert", "umqtt"):
-        (lib / sub).mkdir(parents=True, exist_ok=True)
+    (lib / "upcert").mkdir(parents=True, exist_ok=True)
     for src in (firmware / "upcert").glob("*.py"):
         (lib / "upcert" / f"{src.stem}.mpy").write_bytes(compile_mpy(src, folder / "cache"))
-    (lib / "umqtt" / "__init__.py").write_bytes(b"")
-    simple = ROOT / ".build" / "deps" / "umqtt" / "simple.py"
-    (lib / "umqtt" / "simple.mpy").write_bytes(compile_mpy(simple, folder / "cache"))
     return lib
 
 

@@ -1,7 +1,8 @@
 """The device files: which repo files go where on the board, compiled to .mpy with mpy-cross.
 
-`/lib/upcert/*.mpy` (the device package), `/lib/board.py` (the board definition), `/lib/umqtt/`
-(fetched at set-up), `/boot.py` and `/main.py` (kept as source, as MicroPython runs them by name).
+`/lib/upcert/*.mpy` (the device package), `/lib/board.py` (the board definition), `/boot.py` and
+`/main.py` (kept as source, as MicroPython runs them by name). Nothing else: the MQTT client is
+upcert's own (firmware/upcert/mqtt.py), so umqtt.simple is not installed.
 
 Before anything is written the board is asked what it runs (`Board.probe`): the modules the
 device code needs (`NEEDS`; `tls` came with MicroPython 1.23), the .mpy version it imports
@@ -19,13 +20,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from upcert.board.deps import fetch_umqtt
 from upcert.errors import UpcertError
 from upcert.paths import BOARDS, BUILD, FIRMWARE, ROOT  # noqa: F401 (users import them from here)
 
 MIN_VERSION = (1, 23)  # the `tls` module (1.22 and older have `ssl`)
 DOWNLOAD = "https://micropython.org/download/ESP32_GENERIC/"
-# What the device code (firmware/upcert, boards/esp32_generic/board.py, umqtt) takes from the
+# What the device code (firmware/upcert, boards/esp32_generic/board.py) takes from the
 # firmware: (module, attributes it uses, where a firmware that lacks it can get it).
 _STOCK = "stock MicroPython builds for the ESP32 have it"
 NEEDS = (
@@ -160,15 +160,12 @@ def board_network(board="esp32_generic"):
 def files(board="esp32_generic", mpy=True, flags=()):
     """[(board_path, bytes)] for everything the device needs, in install order. mpy: the device
     package as .mpy compiled with `flags` (mpy_flags), else as .py source."""
-    umqtt = fetch_umqtt(BUILD / "deps")
     out = []
     for src in sorted((FIRMWARE / "upcert").glob("*.py")):
         if mpy:
             out.append((f"/lib/upcert/{src.stem}.mpy", compile_mpy(src, flags=flags)))
         else:
             out.append((f"/lib/upcert/{src.name}", src.read_bytes()))
-    out.append(("/lib/umqtt/__init__.py", b""))
-    out.append(("/lib/umqtt/simple.py", umqtt.read_bytes()))
     out.append(("/lib/board.py", board_definition(board).read_bytes()))
     out.append(("/boot.py", (FIRMWARE / "boot.py").read_bytes()))
     out.append(("/main.py", (FIRMWARE / "main.py").read_bytes()))
