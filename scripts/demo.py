@@ -83,20 +83,28 @@ def chip_demo(home, ca_dir, cloud):
     thing = "demo-thing-3"
     step(f"{thing}: a blank ATECC608 (emulated, I2C 0x60): the key is made inside the chip")
     shutil.rmtree(home / "board3", ignore_errors=True)
+    from upcert.cloud.registry import Registry
+
     board = EmulatedBoard(home / "board3", atecc608="blank")
     port = board.start()
     try:
         cfg = chip.make_chip_config(thing, f"localhost:{cloud.port}",
                                     wifi=("upcert-lab", "demo-password"))
-        res = chip.provision_chip(port, cfg, ca_dir, lock=True, log=say)
+        res = chip.provision_chip(port, cfg, ca_dir, lock=True, log=say,
+                                  registry=Registry(cloud.registry_path))
         say(f"chip {res.serial} rev {res.revision}: config and data zones locked, key in slot "
             f"{res.slot}; the CSR's signature and public key checked on the host")
         say(f"certificate {res.cert_id[:16]} from the local CA, on the flash")
-        rot = chip.rotate_chip(port, ca_dir, log=say)
+        # The port's tls module takes only key bytes: upcert's own TLS 1.2 client connects, with
+        # the CertificateVerify signature and the ECDHE key made inside the chip.
+        say(board.wait_for_line("upcert: connected", timeout_s=60).strip())
+        mark = board.log_path.stat().st_size
+        say(board.wait_for_line("upcert: published telemetry", timeout_s=60).strip())
+        rot = chip.rotate_chip(port, ca_dir, log=say, registry=Registry(cloud.registry_path))
         say(f"rotated in the chip: key slot {rot.old_slot} -> {rot.new_slot}, "
             f"certificate {rot.cert_id[:16]} committed (the old slot kept for rollback)")
-        # The built-in tls module takes only key bytes: the agent says so, never a software key.
-        say(board.wait_for_line("secure element", timeout_s=30))
+        say(board.wait_for_line(f"connected .* cert {rot.cert_id[:16]}", timeout_s=60,
+                                since=mark))
     finally:
         board.stop()
 

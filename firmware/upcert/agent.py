@@ -72,6 +72,7 @@ class Agent:
         self.sleep_ms = sleep_ms  # replaceable in tests
         self.seq = 0
         self.connected = False
+        self.tls = "builtin"
         self._cert = None
         self._good = False  # a telemetry PUBACK arrived on this connection
         self._backoff_s = 0
@@ -172,10 +173,12 @@ class Agent:
         info = getattr(sock, "cipher", None)
         info = info() if info else None
         suite = info[0] if info else "offered %d AWS suites" % len(tlsconn.aws_suites())
+        self.tls = getattr(sock, "impl", "builtin")  # upcert's TLS client, or the tls module
         self.log(
-            "upcert: connected TLS 1.2 %s cert %s expires %s (%d days)"
+            "upcert: connected TLS 1.2 %s (%s) cert %s expires %s (%d days)"
             % (
                 suite,
+                self.tls,
                 cert.cert_id()[:16],
                 self.clock.iso(cert.not_after),
                 int(cert.days_left(self.clock.now())),
@@ -203,6 +206,7 @@ class Agent:
             "days_left": int(cert.days_left(self.clock.now())),
             "clock": "trusted" if self.clock.trusted() else "untrusted",
             "seq": self.seq,
+            "tls": self.tls,
         }
         if self.rot:
             m["rotation"] = self.rot.state  # idle, due, in-progress, failed:<step>, done

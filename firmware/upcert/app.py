@@ -9,7 +9,7 @@ import time
 from micropython import const
 
 from upcert import backoff, drop, tlsconn
-from upcert.errors import ClockNotSetError, ConnectError, UpcertError
+from upcert.errors import ClockNotSetError, ConnectError, StoreError, UpcertError
 
 _HEADROOM = const(64)  # a rotation's spare block: one TLS context object and this much more
 
@@ -72,9 +72,9 @@ def _start(board, config_path, log, sleep_ms):
         store = board.store(config)
         roots = store_mod.load_roots(roots_path)
         drop("x509", "der")  # the agent reads its certificate once per connection, then drops them
-        ctx = tlsconn.make_context(store.certificate(), store.private_key(), roots)
-        del roots
         clock = board.clock()
+        connect = _connector(config, store, clock)(store.certificate(), store.private_key(), roots)
+        del roots
         _retry("clock not set", lambda: _sync(clock), log, sleep_ms)
     except UpcertError as e:  # ConfigError, StoreError, CertificateError, ConnectError
         log("upcert: cannot start: %s" % e)
@@ -85,7 +85,27 @@ def _start(board, config_path, log, sleep_ms):
 
     room = getattr(board, "heap_room", gc.mem_free)
     rot = _rotation(config, store, clock, store_mod, roots_path, log, room)
-    return Agent(config, store, clock, tlsconn.Connector(ctx).connect, log, rot, room)
+    return Agent(config, store, clock, connect, log, rot, room)
+
+
+def _connector(config, store, clock):
+    # make(cert, key, roots) -> connect(host, port): the port's tls module (a fresh context per
+    # identity), or upcert's own TLS client (tls12.py) when tlsconn.own() says so: the key in a
+    # secure element (key None: the store's signer holds it), or ALPN (port 443).
+    def make(cert, key, roots):
+        if not tlsconn.own(config, key):
+            return tlsconn.Connector(tlsconn.make_context(cert, key, roots)).connect
+        from upcert.tls12 import Connector
+
+        # the key's DER for a software key (p256.Key made per handshake), else the chip's signer
+        signer = store.signer() if key is None else bytes(key)
+        if signer is None:
+            raise StoreError("%s holds neither a private key nor a signer: run `upcert "
+                             "provision`" % store.location)
+        alpn = [n.encode() for n in config["alpn"]] or None
+        return Connector(cert, signer, roots, clock, alpn).connect
+
+    return make
 
 
 def _rotation(config, store, clock, store_mod, roots_path, log, room):
@@ -98,6 +118,7 @@ def _rotation(config, store, clock, store_mod, roots_path, log, room):
     spare_n = tlsconn.context_bytes() + _HEADROOM
     gc.collect()
     spare = []
+    make = _connector(config, store, clock)
 
     def connector(cert, key, roots=None):  # a fresh context for a new pair (trial, then for good)
         roots = roots or store_mod.load_roots(roots_path)
@@ -107,7 +128,7 @@ def _rotation(config, store, clock, store_mod, roots_path, log, room):
         spare.clear()
         gc.collect()
         try:
-            return tlsconn.Connector(tlsconn.make_context(cert, key, roots)).connect
+            return make(cert, key, roots)
         finally:
             try:
                 spare.append(bytearray(spare_n))

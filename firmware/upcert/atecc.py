@@ -106,10 +106,14 @@ class ATECC(Crypto):
     def wake(self):
         """Wake the chip (write 0x00 to address 0, wait 1.5 ms) and check its 04 11 33 43 reply."""
         r = self._r
-        for i in range(2):
+        for i in range(3):
             if i:
-                self.idle()  # an awake chip ignores the pulse: idle it so the next one wakes it
-                sleep_ms(_POST_MS)
+                # An awake chip ignores the pulse: idle it so the next one wakes it. One still
+                # running a command (a program interrupted in the middle of one, e.g. by
+                # Ctrl-C) NACKs the idle until it is done: 115 ms at most (GenKey, Sign).
+                self.idle()
+                sleep_ms(_POST_MS if i == 1 else 120)
+                self.idle()
             try:
                 self._i2c.writeto(0, b"\x00")
             except OSError:

@@ -119,6 +119,14 @@ class Signer:
             self._q = b"\x04" + self.chip.public_key(self.slot)
         return self._q
 
+    def ecdhe(self, peer65):
+        """Ephemeral ECDH inside the chip (GenKey into TempKey, then ECDH from it, one wake):
+        (our public point 65 bytes, the shared secret 32 bytes); the private key never leaves."""
+        if len(peer65) != 65 or peer65[0] != 4:
+            raise ValueError("peer point must be 65 bytes 04||X||Y")
+        pub, shared = self.chip.ecdh_ephemeral(peer65[1:])
+        return b"\x04" + pub, shared
+
     def sign_digest(self, digest32):
         """ECDSA (r, s) of a 32-byte SHA-256 digest, computed inside the chip."""
         sig = self.chip.sign_digest(self.slot, digest32)

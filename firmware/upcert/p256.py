@@ -267,6 +267,18 @@ def generate(rng=None):
     raise ValueError("rng keeps returning values above n-2: is it broken (stuck at 0xff)?")
 
 
+def ecdhe(peer65, rng=None):
+    """Ephemeral ECDH on P-256 (RFC 8422 §5.10): a new key, then (its public point, 65 bytes;
+    the shared secret, the X coordinate of d*Q, 32 bytes). ValueError for a point not on the
+    curve (checked before it is used, SEC 1 §3.2.2)."""
+    q = decode_point(peer65)
+    k = generate(rng)
+    xy = _affine(_mul(k._d, q + (1,)))
+    if xy is None:
+        raise ValueError("ECDH gave the point at infinity")
+    return k.public_point(), xy[0].to_bytes(32, "big")
+
+
 def verify_digest(point65, digest32, r, s):
     """True if (r, s) is a valid ECDSA signature of digest32 by the public key point65.
 

@@ -36,8 +36,8 @@ def make_context(cert_der, key_der, roots_der_list):
     """
     if key_der is None:
         raise ConnectError(
-            "key in a secure element: TLS needs upcert's own TLS client (not available yet);"
-            " the tls module takes only key bytes"
+            "key in a secure element: the tls module takes only key bytes; set config \"tls\""
+            " to \"auto\" (upcert's own TLS client)"
         )
     if not roots_der_list:
         raise CertificateError("no trust anchors: roots.der holds no certificate")
@@ -79,6 +79,14 @@ def context_bytes():
     n = mem_alloc()
     tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
     return max(mem_alloc() - n, 0)
+
+
+def own(config, key):
+    """True when upcert's own TLS client (tls12.py) must connect instead of the tls module: the
+    key stays in a secure element (key None: the tls module takes only key bytes), ALPN is
+    configured (the tls module has none), or config "tls" says "upcert"."""
+    t = config.get("tls", "auto")
+    return t == "upcert" or (t == "auto" and (key is None or bool(config.get("alpn"))))
 
 
 def check_validity(cert, clock):

@@ -1,5 +1,6 @@
 # X.509 v3 certificate reader (RFC 5280 §4.1): the fields a device needs to judge its identity
-# (serial, names, validity, key, signature algorithm), parsed eagerly from DER.
+# (serial, names, validity, key, signature algorithm), parsed eagerly from DER; what path
+# validation needs (tbsCertificate, raw names, extensions) is found by offset, read when asked.
 import hashlib
 
 from micropython import const
@@ -56,16 +57,20 @@ class Certificate:
     Attributes: serial (hex str), subject_cn, issuer_cn (str or None), not_before, not_after
     (seconds, port epoch), not_before_tuple, not_after_tuple ((y, m, d, H, M, S) UTC),
     key_type ("EC", "RSA" or the OID), key_bits, public_key (EC: 04||X||Y; RSA: modulus),
-    sig_alg (AWS name or dotted OID), sig_alg_aws_ok, signature (bytes), ski and aki (the
-    subject's and the issuer's key identifiers, bytes, or None when absent or unreadable).
+    key_exp (RSA public exponent, int; None for other keys), sig_alg (AWS name or dotted OID),
+    sig_alg_aws_ok, signature (bytes), ski and aki (the subject's and the issuer's key
+    identifiers, bytes, or None when absent or unreadable). `data` given as a memoryview is kept,
+    not copied, and signature is then a memoryview into it: the buffer must not change while the
+    Certificate is in use.
     Raises CertificateError naming what is wrong and where.
     """
 
     def __init__(self, data):
-        self.der = bytes(data)
+        view = isinstance(data, memoryview)
+        self.der = data if view else bytes(data)
         # Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue } §4.1.1
         if self.der[:1] != b"\x30":
-            raise error("not a certificate: expected SEQUENCE", 0, "got %r" % self.der[:1])
+            raise error("not a certificate: expected SEQUENCE", 0, "got %r" % bytes(self.der[:1]))
         buf, s, e = der.single(self.der, SEQUENCE, "certificate")
         ts, te = der.expect(buf, s, e, SEQUENCE, "tbsCertificate")
         as_, ae = der.expect(buf, te, e, SEQUENCE, "signatureAlgorithm")
@@ -73,8 +78,67 @@ class Certificate:
         ss, se = der.expect(buf, ae, e, BIT_STRING, "signatureValue")
         if se != e:
             raise error("trailing bytes", se, "inside Certificate")
-        self.signature = der.read_bits(buf, ss, se)
+        if ss == se or buf[ss]:
+            raise error("bad BIT STRING", ss, "unused bits not 0")
+        sig = buf[ss + 1 : se]  # a view into der when der is one (no copy)
+        self.signature = sig if view else bytes(sig)
         self._tbs_fields(buf, ts, te, outer_alg)
+        # Where the parts path validation reads are (offsets into der: a few ints, no copies):
+        # tbsCertificate (what the issuer signed, §4.1.1.3), the signature AlgorithmIdentifier's
+        # content, the issuer and subject Names, the extensions ([3] content; 0, 0 for none).
+        self._at = (s, te) + self._at
+        try:
+            self._key_ids()
+        except CertificateError:
+            self.ski = self.aki = None  # read leniently: only the checks that use them
+
+    def tbs(self):
+        """tbsCertificate's DER, the bytes the signature covers (memoryview)."""
+        return memoryview(self.der)[self._at[0] : self._at[1]]
+
+    def sig_alg_der(self):
+        """Content of the signature AlgorithmIdentifier: the OID's TLV, then the parameters'
+        (e.g. RSASSA-PSS-params, RFC 4055 §3.1), as a memoryview."""
+        return memoryview(self.der)[self._at[2] : self._at[3]]
+
+    def issuer_der(self):
+        """The issuer Name's DER (memoryview); chains compare it byte for byte with the issuing
+        certificate's subject_der()."""
+        return memoryview(self.der)[self._at[4] : self._at[5]]
+
+    def subject_der(self):
+        """The subject Name's DER (memoryview)."""
+        return memoryview(self.der)[self._at[6] : self._at[7]]
+
+    def extensions(self):
+        """Yield (oid, critical, value) per extension (RFC 5280 §4.1.2.9, §4.2): oid the OID's
+        content octets, critical a bool, value extnValue's content (the extension's own DER),
+        both memoryviews. Raises CertificateError for a malformed Extension."""
+        buf = memoryview(self.der)
+        s, e = self._at[8], self._at[9]
+        if s == e:
+            return
+        # Extensions ::= SEQUENCE SIZE (1..MAX) OF Extension
+        s, p = der.expect(buf, s, e, SEQUENCE, "extensions")
+        if p != e:
+            raise error("trailing bytes", p, "after extensions")
+        for t, xs, xe in der.children(buf, s, e):
+            # Extension ::= SEQUENCE { extnID, critical BOOLEAN DEFAULT FALSE, extnValue }
+            if t != SEQUENCE:
+                raise error("extension: expected SEQUENCE", xs)
+            os_, oe = der.expect(buf, xs, xe, OID, "extnID")
+            t, vs, p = der.tlv(buf, oe, xe)
+            crit = t == _BOOLEAN
+            if crit:
+                if p - vs != 1:
+                    raise error("bad BOOLEAN", vs, "critical")
+                crit = buf[vs] != 0
+            else:
+                p = oe
+            vs, ve = der.expect(buf, p, xe, _OCTETS, "extnValue")
+            if ve != xe:
+                raise error("trailing bytes", ve, "inside Extension")
+            yield buf[os_:oe], crit, buf[vs:ve]
 
     def _tbs_fields(self, buf, p, end, outer_alg):
         # TBSCertificate §4.1.2: [0] version, serial, signature, issuer, validity, subject, spki.
@@ -88,6 +152,7 @@ class Certificate:
         self.serial = der.hexstr(der.read_uint_bytes(buf, s, p)).lstrip("0") or "0"
         # signature AlgorithmIdentifier: must equal the outer one (§4.1.1.2).
         t, s, e = der.tlv(buf, p, end)
+        at = (s, e)
         if buf[p:e] != outer_alg:
             raise error(
                 "signature algorithm mismatch",
@@ -99,6 +164,7 @@ class Certificate:
         self.sig_alg = SIG_ALGS.get(oid, oid)
         self.sig_alg_aws_ok = oid in SIG_ALGS
         s, p = der.expect(buf, e, end, SEQUENCE, "issuer")
+        at += (e, p)
         self.issuer_cn = _cn(buf, s, p)
         # Validity ::= SEQUENCE { notBefore Time, notAfter Time } §4.1.2.5
         s, p = der.expect(buf, p, end, SEQUENCE, "validity")
@@ -110,40 +176,32 @@ class Certificate:
             raise error("trailing bytes", te, "inside Validity")
         self.not_before = utc_seconds(self.not_before_tuple)
         self.not_after = utc_seconds(self.not_after_tuple)
+        n = p
         s, p = der.expect(buf, p, end, SEQUENCE, "subject")
+        at += (n, p)
         self.subject_cn = _cn(buf, s, p)
         s, p = der.expect(buf, p, end, SEQUENCE, "subjectPublicKeyInfo")
         self._spki(buf, s, p)
         # issuerUniqueID [1], subjectUniqueID [2], extensions [3] (§4.1.2.8-9): checked for framing.
         self.ski = self.aki = None
+        x = (0, 0)
         for t, s, e in der.children(buf, p, end):
             if t not in (0x81, 0xA1, 0x82, 0xA2, 0xA3):
                 raise error("unexpected field in tbsCertificate", s, "tag 0x%02x" % t)
             if t == 0xA3:
-                try:
-                    self._key_ids(buf, s, e)
-                except CertificateError:
-                    self.ski = self.aki = None  # read leniently: only the checks that use them
+                x = (s, e)
+        self._at = at + x
 
-    def _key_ids(self, buf, s, e):
-        # Extensions ::= SEQUENCE OF Extension {extnID, critical DEFAULT FALSE, extnValue} §4.1
-        es, ee = der.expect(buf, s, e, SEQUENCE, "extensions")
-        for t, xs, xe in der.children(buf, es, ee):
-            os_, oe = der.expect(buf, xs, xe, OID, "extnID")
-            oid = buf[os_:oe]
-            if oid != _SKI and oid != _AKI:
-                continue
-            t, vs, ve = der.tlv(buf, oe, xe)
-            if t == _BOOLEAN:
-                t, vs, ve = der.tlv(buf, ve, xe)
+    def _key_ids(self):
+        for oid, _, v in self.extensions():
             if oid == _SKI:  # SubjectKeyIdentifier ::= OCTET STRING
-                s2, e2 = der.expect(buf, vs, ve, _OCTETS, "subjectKeyIdentifier")
-                self.ski = bytes(buf[s2:e2])
-            else:  # AuthorityKeyIdentifier ::= SEQUENCE { keyIdentifier [0] IMPLICIT ... }
-                s2, e2 = der.expect(buf, vs, ve, SEQUENCE, "authorityKeyIdentifier")
-                for t, ks, ke in der.children(buf, s2, e2):
+                s, e = der.expect(v, 0, len(v), _OCTETS, "subjectKeyIdentifier")
+                self.ski = bytes(v[s:e])
+            elif oid == _AKI:  # AuthorityKeyIdentifier ::= SEQUENCE { keyIdentifier [0] ... }
+                s, e = der.expect(v, 0, len(v), SEQUENCE, "authorityKeyIdentifier")
+                for t, ks, ke in der.children(v, s, e):
                     if t == 0x80:
-                        self.aki = bytes(buf[ks:ke])
+                        self.aki = bytes(v[ks:ke])
 
     def _spki(self, buf, s, end):
         # SubjectPublicKeyInfo ::= SEQUENCE { algorithm AlgorithmIdentifier, BIT STRING } §4.1.2.7
@@ -152,7 +210,7 @@ class Certificate:
         oid = der.read_oid(buf, os_, oe)
         bs, be = der.expect(buf, ae, end, BIT_STRING, "subjectPublicKey")
         key = der.read_bits(buf, bs, be)
-        self.key_type, self.key_bits, self.public_key = oid, None, key
+        self.key_type, self.key_bits, self.public_key, self.key_exp = oid, None, key, None
         if oid == _EC:
             # ECParameters namedCurve (RFC 5480 §2.1.1); the key is the uncompressed point.
             t, cs, ce = der.tlv(buf, oe, ae)
@@ -164,6 +222,8 @@ class Certificate:
             ks, ke = der.expect(buf, bs + 1, be, SEQUENCE, "RSAPublicKey")
             ms, me = der.expect(buf, ks, ke, INTEGER, "RSA modulus")
             mod = der.read_uint_bytes(buf, ms, me)
+            es, ee = der.expect(buf, me, ke, INTEGER, "RSA exponent")
+            self.key_exp = int.from_bytes(der.read_uint_bytes(buf, es, ee), "big")
             self.key_type = "RSA"
             self.public_key = mod
             self.key_bits = len(mod) * 8 - 8 + _bitlen(mod[0])

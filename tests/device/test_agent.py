@@ -42,7 +42,7 @@ def test_connect_publish_log_lines():
     m = json.loads(p)
     eq(
         sorted(m.keys()),
-        sorted(["thing", "uptime_s", "free_heap", "cert_id", "days_left", "clock", "seq"]),
+        sorted(["thing", "uptime_s", "free_heap", "cert_id", "days_left", "clock", "seq", "tls"]),
         "keys",
     )
     eq(
@@ -264,12 +264,23 @@ def test_app_missing_roots():
     has(lines[-1], "upcert: cannot start: trust anchors ", "roots.der missing")
 
 
-def test_app_secure_element_key_refused():
+def test_app_no_key_and_no_signer_refused():
+    # key None: the key is in a secure element, so upcert's own TLS client would connect with
+    # the store's signer; a store with neither is refused at start-up
     from certdata import EC_DER
 
     path = _files("se", roots=EC_DER)
     lines = _main(_Board(FakeStore(key=None)), path)
-    has(lines[-1], "upcert: cannot start: ", "secure element", "own TLS client")
+    has(lines[-1], "upcert: cannot start: ", "memory holds neither a private key nor a signer")
+
+
+def test_app_secure_element_key_with_the_builtin_tls_refused():
+    from certdata import EC_DER
+
+    path = _files("se2", cfg='{"thing": "dev1", "endpoint": "localhost", "tls": "builtin"}',
+                  roots=EC_DER)
+    lines = _main(_Board(FakeStore(key=None)), path)
+    has(lines[-1], "upcert: cannot start: ", "secure element", "takes only key bytes")
 
 
 def test_app_bad_key_retries_network_never_logs_key():

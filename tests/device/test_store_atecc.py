@@ -124,7 +124,7 @@ def test_tlsconn_refuses_this_store_plainly():
     s = _store()
     s.write(EC_DER, s.ref(0))
     raises(ConnectError, tlsconn.make_context, s.certificate(), s.private_key(), [EC_DER],
-           contains=("secure element", "not available yet"))
+           contains=("secure element", "takes only key bytes"))
 
 
 def test_rotation_with_key_references():

@@ -67,7 +67,7 @@ def test_context_bytes_is_one_context_object():
 
 def test_secure_element_key_refused_without_fallback():
     e = raises(ConnectError, tlsconn.make_context, b"cert", None, [AMAZON_ROOT_CA_3])
-    has(str(e), "secure element", "upcert's own TLS client", "not available yet")
+    has(str(e), "secure element", "takes only key bytes", "upcert's own TLS client")
 
 
 def test_roots_checked():

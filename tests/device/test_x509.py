@@ -142,3 +142,37 @@ def test_unknown_signature_algorithm_is_the_oid():
     c = x509.Certificate(data)
     eq(c.sig_alg, "1.2.840.10045.4.3.1", "dotted OID")
     eq(c.sig_alg_aws_ok, False, "not accepted by AWS")
+
+
+def test_path_validation_parts():
+    # What upcert.chain reads, found by offset: tbsCertificate, algorithm, names, extensions.
+    c = x509.Certificate(EC_DER)
+    t, s, e = der.tlv(EC_DER, 4)
+    eq(bytes(c.tbs()), EC_DER[4:e], "tbsCertificate TLV")
+    eq(bytes(c.sig_alg_der()), b"\x06\x08\x2a\x86\x48\xce\x3d\x04\x03\x02", "ecdsa-with-SHA256")
+    issuer, subject = bytes(c.issuer_der()), bytes(c.subject_der())
+    true(issuer[0] == 0x30 and b"upcert test CA" in issuer, "issuer Name DER")
+    eq(subject, b"\x30\x0f\x31\x0d\x30\x0b\x06\x03\x55\x04\x03\x0c\x04dev1", "subject Name DER")
+    eq([(bytes(o), k, bytes(v)) for o, k, v in c.extensions()],
+       [(b"\x55\x1d\x13", True, b"\x30\x00")], "basicConstraints, critical, cA FALSE")
+    eq(c.key_exp, None, "no exponent for EC")
+    eq(x509.Certificate(RSA_DER).key_exp, 65537, "RSA public exponent")
+
+
+def test_memoryview_is_not_copied():
+    mv = memoryview(bytearray(EC_DER))
+    c = x509.Certificate(mv)
+    true(c.der is mv, "der is the caller's view")
+    true(isinstance(c.signature, memoryview), "signature is a view too")
+    eq(bytes(c.signature), x509.Certificate(EC_DER).signature, "same signature")
+    eq(c.cert_id(), EC_EXPECT["cert_id"], "cert_id over a view")
+    true(isinstance(x509.Certificate(EC_DER).signature, bytes), "bytes in, bytes out")
+
+
+def test_bad_extension_is_lenient_until_read():
+    data = bytearray(EC_DER)
+    at = bytes(data).find(b"\x01\x01\xff\x04\x02\x30\x00")
+    data[at + 3] = 0x05  # extnValue is no OCTET STRING
+    c = x509.Certificate(bytes(data))
+    eq((c.ski, c.aki), (None, None), "key ids read leniently")
+    raises(CertificateError, list, c.extensions(), contains="extnValue")

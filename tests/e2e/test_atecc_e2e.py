@@ -13,20 +13,20 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
 
-ENDPOINT = "localhost:8883"  # the agent never gets that far: TLS with the chip is not available
+ENDPOINT = "localhost:8883"  # where no test here needs a broker
 
 
 @pytest.fixture
 def chip_board(board_factory):
     """make(layout) -> a started EmulatedBoard with an emulated ATECC608 on its I2C bus
     (board.json "atecc608": blank at 0x60, Trust&Go-style at 0x35)."""
-    return lambda layout="blank": board_factory(atecc608=layout)
+    return lambda layout="blank", **kw: board_factory(atecc608=layout, **kw)
 
 
-def _cfg(thing, address=0x60, cert="fs"):
+def _cfg(thing, address=0x60, cert="fs", endpoint=ENDPOINT):
     from upcert.board.chip import make_chip_config
 
-    return make_chip_config(thing, ENDPOINT, address=address, cert=cert,
+    return make_chip_config(thing, endpoint, address=address, cert=cert,
                             wifi=("upcert-lab", "test-password"))
 
 
@@ -99,21 +99,27 @@ def test_blank_chip_without_lock_is_refused_and_nothing_written(chip_board, ca, 
             assert b.sha256_file(path) is None, path
 
 
-def test_blank_chip_lock_provision_status_agent_and_rotation(chip_board, ca, thing):
+def test_blank_chip_lock_provision_connect_status_and_rotation(chip_board, ca, cloud, thing):
     from upcert.board.chip import KEY_CONFIG, SLOT_CONFIG, decode_config, provision_chip
+    from upcert.cloud.registry import Registry
+    from upcert.cloud.standin import Subscription
 
-    board = chip_board("blank")
-    res = provision_chip(board.port, _cfg(thing), ca.directory, lock=True, log=lambda m: None)
-    assert res.configured and res.config_locked and res.data_locked and res.slot == 0
-    # After the reset the agent refuses plainly (no software-key fallback), once: it does not
-    # reboot in a loop.
-    line = board.wait_for_line("upcert: cannot start", timeout_s=60)
-    assert "secure element" in line and "not available yet" in line, line
-    # main.py returns after that line and the board waits at its REPL, where nothing restarts
-    # it: from the line to the prompt, no second refusal and no reboot.
-    mark = board.log_path.read_bytes().index(b"upcert: cannot start")
-    after = board.wait_for_log(">>> ", timeout_s=30, since=mark)
-    assert after.count("cannot start") == 1 and "rst:" not in after and "boot" not in after, after
+    board = chip_board("blank")  # at emu/config.py's OWN_TLS_HEAPSIZE (a chip is fitted)
+    assert json.loads((board.state_dir / "board.json").read_text())["heapsize"] == "200K"
+    cfg = _cfg(thing, endpoint=f"localhost:{cloud.port}")
+    cfg["telemetry_interval_s"] = 2
+    with Subscription(cloud, f"things/{thing}/telemetry") as sub:
+        res = provision_chip(board.port, cfg, ca.directory, lock=True, log=lambda m: None,
+                             registry=Registry(cloud.registry_path))
+        assert res.configured and res.config_locked and res.data_locked and res.slot == 0
+        # After the reset the agent connects with upcert's own TLS client: the key stays in the
+        # chip (CertificateVerify and the ECDHE key are the chip's), and the broker, which
+        # requires a client certificate, takes it.
+        line = board.wait_for_line("upcert: connected", timeout_s=90)
+        assert "(upcert)" in line and "TLS-ECDHE-RSA-WITH-AES-128-GCM-SHA256" in line, line
+        m = json.loads(sub.wait_for(lambda m: b'"tls"' in m.payload, timeout_s=60).payload)
+    assert m["tls"] == "upcert" and m["cert_id"] == res.cert_id, m
+    assert "cannot start" not in board.log_text()
 
     cert = res.certificate
     cert.verify_directly_issued_by(ca.certificate)

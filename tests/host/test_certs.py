@@ -84,6 +84,7 @@ def issued(issuer_cert, issuer_key, key, cn="dev1", **sign):
 @pytest.mark.parametrize("kind", ["rsa", "ec"])
 def test_good_credentials_are_verified(ca, kind):
     key = generate_key(kind)
+    now = datetime.datetime.now(datetime.timezone.utc)  # not NOW: taken at collection time
     cert = ca.issue_device("dev-1", key.public_key())
     report = check_device_credentials(cert, key, root=ca.certificate)
     assert report.issuer_check == "verified"
@@ -92,7 +93,7 @@ def test_good_credentials_are_verified(ca, kind):
     assert report.signature_algorithm == (
         "SHA256WITHRSA" if ca.key_type == "rsa" else "ECDSA-WITH-SHA256")
     assert report.not_before.tzinfo is not None and report.not_after.tzinfo is not None
-    assert report.not_before <= NOW < report.not_after
+    assert report.not_before <= now < report.not_after
     assert report.warnings == []
 
 

@@ -419,7 +419,7 @@ def test_app_agent_round_trip_with_ping(pki, brokers, tmp_path):
     lines = out.splitlines()
     assert lines[0] == f"upcert: connecting localhost:{broker.port} as dev1", out
     assert lines[1].startswith(
-        "upcert: connected TLS 1.2 TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256 "
+        "upcert: connected TLS 1.2 TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256 (builtin) "
         f"cert {telemetry['cert_id'][:16]} expires "
     ), out
     assert "upcert: command ping id=41 answered" in out, out

@@ -25,6 +25,12 @@ DEFAULT_PARTITIONS = [
     {"label": "factory", "type": "app", "subtype": "factory", "size": 0x1F0000},
     {"label": "vfs", "type": "data", "subtype": "fat", "size": FLASH_SIZE},
 ]
+# A board whose key is in an ATECC608 connects with upcert's own TLS client (tls12.py): no mbedTLS
+# session in the IDF heap (31-32 KB at a handshake's peak on a 32-bit build, measured), which the
+# ESP32's Python heap can grow into instead: 112 KB + 32 KB of 32-bit objects, / 0.716 = 200K.
+# Fitting a chip to a board at the plain default gives it this one (boards/unix/README.md,
+# "Memory").
+OWN_TLS_HEAPSIZE = "200K"
 DEFAULTS = {
     # The 64-bit heap that matches an ESP32's after growing once: 56 KB doubled = 112 KB of
     # 32-bit objects (ports/esp32/mpconfigport.h), divided by the measured 32/64-bit ratio of
@@ -81,6 +87,8 @@ def load(state_dir, *, heapsize=None, clock=None, ntp=None, atecc608=None):
             cfg[key] = value
     if atecc608 is not None:
         cfg["atecc608"] = chip_setting(atecc608, cfg["atecc608"])
+        if heapsize is None and cfg["atecc608"] and cfg["heapsize"] == DEFAULTS["heapsize"]:
+            cfg["heapsize"] = OWN_TLS_HEAPSIZE
     check(cfg, path)
     _save(path, cfg)
     return cfg

@@ -1,0 +1,427 @@
+# Server certificate path validation for upcert's own TLS client: RFC 5280 §6.1 (simplified as
+# verify() says) and host names per RFC 6125 §6.4. Loaded only with that client.
+import hashlib
+
+from micropython import const
+
+from upcert import der
+from upcert.clock import iso
+from upcert.der import BIT_STRING, INTEGER, OID, SEQUENCE
+from upcert.errors import CLOCK, SERVER, CertificateError
+from upcert.x509 import Certificate
+
+# TLS alerts (RFC 5246 §7.2.2) for ChainError.alert.
+BAD_CERTIFICATE = const(42)
+UNSUPPORTED_CERTIFICATE = const(43)
+CERTIFICATE_EXPIRED = const(45)  # "has expired or is not currently valid"
+CERTIFICATE_UNKNOWN = const(46)
+ILLEGAL_PARAMETER = const(47)
+UNKNOWN_CA = const(48)
+_MAX_PATH = const(4)  # certificates in a path, the trust anchor included
+_MAX_DER = const(8192)  # bytes per certificate
+_BOOLEAN = const(0x01)
+_NULL = b"\x05\x00"
+_DNS = const(0x82)  # GeneralName dNSName [2] IA5String (RFC 5280 §4.2.1.6)
+_IP = const(0x87)  # GeneralName iPAddress [7] OCTET STRING
+_DIGITAL_SIGNATURE = const(0x80)  # KeyUsage bit 0 (RFC 5280 §4.2.1.3), first octet
+_KEY_CERT_SIGN = const(0x04)  # KeyUsage bit 5
+# Extensions understood here (RFC 5280 §4.2), in the order _extensions() numbers them: basic
+# constraints, key usage, extended key usage, subject alternative name, SKI, AKI.
+_KNOWN = (b"U\x1d\x13", b"U\x1d\x0f", b"U\x1d%", b"U\x1d\x11", b"U\x1d\x0e", b"U\x1d#")
+_SERVER_AUTH = b"+\x06\x01\x05\x05\x07\x03\x01"  # id-kp-serverAuth 1.3.6.1.5.5.7.3.1
+_ANY_EKU = b"U\x1d%\x00"  # anyExtendedKeyUsage 2.5.29.37.0
+# OID arcs whose last byte picks the algorithm: PKCS #1 1.2.840.113549.1.1 (.8 MGF1, .10 PSS,
+# .11-.13 sha256/384/512WithRSAEncryption, RFC 4055 §5), ecdsa-with-SHA2 1.2.840.10045.4.3
+# (.2 SHA-256, .3 SHA-384, RFC 5758 §3.2), hash algorithms 2.16.840.1.101.3.4.2 (.1-.3).
+_PKCS1 = b"*\x86H\x86\xf7\r\x01\x01"
+_ECDSA = b"*\x86H\xce=\x04\x03"
+_SHA2 = b"`\x86H\x01e\x03\x04\x02"
+_HASHES = ("sha256", "sha384", "sha512")
+
+
+class ChainError(CertificateError):
+    """The server's certificate chain is not trusted: ChainError(message, alert, reason=SERVER).
+    .alert: the TLS alert to send (RFC 5246 §7.2.2, the constants above); .reason: SERVER, or
+    CLOCK when the clock is not trusted so validity could not be judged."""
+
+    def __init__(self, message, alert, reason=SERVER):
+        super().__init__(message, reason)
+        self.alert = alert
+
+
+def verify(chain, roots, hostname, now, trusted_clock=True):
+    """Validate the server's Certificate message as a TLS client must; return the leaf
+    (x509.Certificate, kept over chain[0]'s buffer, not copied) or raise ChainError (.alert
+    says which TLS alert applies). ValueError for a hostname that is no name (empty, "*", a
+    malformed IPv6 literal).
+
+    chain: the DER certificates the server sent (bytes or memoryview), leaf first (RFC 5246
+    §7.4.2), then intermediates in any order; unrelated ones are skipped and a root is allowed.
+    roots: trust anchors (DER). hostname: the name dialled (str): a DNS name, or an IPv4/IPv6
+    literal matched against iPAddress entries only. now: seconds, port epoch; trusted_clock:
+    False refuses (reason CLOCK) instead of judging validity.
+
+    The path runs from the leaf through the sent certificates to an anchor whose subject equals
+    the issuer name (byte equality of the DER, simpler than RFC 5280 §7.1) and whose subject key
+    id equals the authority key id, when both are present; the first candidate is taken, with no
+    backtracking. At most 4 certificates with the anchor, 8 KB each. Every certificate and the
+    anchor must be valid at `now`. Sent CA certificates need cA, keyCertSign (if keyUsage is
+    present), their pathLenConstraint (self-issued ones are counted too) and no unknown critical
+    extension; an anchor is trusted as is (its signature and unknown extensions are not looked
+    at) but its basicConstraints and keyUsage, when present, are obeyed as a CA's. A CA with
+    extendedKeyUsage must allow serverAuth too (as browsers require). Policies and name
+    constraints are not processed (critical ones are refused), revocation is not checked. The leaf
+    needs digitalSignature (if keyUsage is present), serverAuth or anyExtendedKeyUsage (if
+    extendedKeyUsage is present) and a subjectAltName matching hostname: the subject CN is never
+    used (RFC 6125 §6.4.4), so a certificate without subjectAltName is refused. A leaf equal to
+    an anchor is trusted as is. Signatures: RSA PKCS #1 v1.5 and PSS (2048-4096 bits) with
+    SHA-256/384/512, ECDSA P-256 with SHA-256/384; P-384 keys are refused as unsupported.
+    """
+    if not chain:
+        raise ChainError("the server sent no certificate", BAD_CERTIFICATE)
+    if not hostname or "*" in hostname:
+        raise ValueError("hostname %r: want the name dialled" % hostname)
+    ip = _ip(hostname)
+    host = None if ip else hostname.lower().rstrip(".").encode()
+    path, anchor = _build(chain, roots)
+    if not trusted_clock:
+        raise ChainError("clock not trusted: cannot judge validity", CERTIFICATE_UNKNOWN, CLOCK)
+    n = len(path)
+    for k in range(n + (anchor is not path[0])):
+        c = path[k] if k < n else anchor
+        v = c.validity(now)
+        if v != "valid":
+            raise ChainError("%r is %s (valid %s..%s, now %s)" % (
+                c.subject_cn, v.replace("_", " "), iso(c.not_before), iso(c.not_after),
+                iso(now)), CERTIFICATE_EXPIRED)
+        if k:
+            _check_ca(c, _read(_extensions, c, None, None, k == n), k - 1, k == n)
+        else:
+            _check_leaf(c, _read(_extensions, c, host, ip, False), hostname)
+    c = None
+    # Signatures last: they are the slow part. Each sent CA is dropped once it is checked.
+    for k in range(n if anchor is not path[0] else 0):
+        _signed_by(path[k], path[k + 1] if k + 1 < n else anchor)
+        if k:
+            path[k] = None
+    return path[0]
+
+
+def _build(chain, roots):
+    # (path, anchor): path is the leaf then sent CA certificates, each issued by the next, the
+    # last one by the anchor (a parsed root; the leaf itself when it equals a root).
+    leaf = _parse(chain[0], 0)
+    for r in roots:
+        if len(r) == len(leaf.der) and memoryview(r) == leaf.der:
+            return [leaf], leaf
+    path = [leaf]
+    used = 1  # bit i: chain[i] is on the path
+    c = leaf
+    while True:
+        anchor = _issuer(c, roots, -1)[1]
+        if anchor:
+            return path, anchor
+        i, c2 = _issuer(c, chain, used)
+        if c2 is None or len(path) == _MAX_PATH - 1:
+            why = "no trust anchor" if c2 is None else "more than %d certificates" % _MAX_PATH
+            raise ChainError("%s for %r (issuer %r)" % (why, c.subject_cn, c.issuer_cn),
+                              UNKNOWN_CA)
+        used |= 1 << i
+        c = c2
+        path.append(c)
+
+
+def _check_leaf(c, ext, hostname):
+    # The server's own certificate: usable for an ECDHE handshake, and for hostname.
+    _, _, ku, eku, san = ext
+    why = None
+    if ku is not None and not ku & _DIGITAL_SIGNATURE:
+        why = "keyUsage lacks digitalSignature"
+    elif eku is False:
+        why = "extendedKeyUsage lacks serverAuth"
+    if why:
+        raise ChainError("server certificate %r: %s" % (c.subject_cn, why),
+                          UNSUPPORTED_CERTIFICATE)
+    if san is None:
+        why = "has no subjectAltName (the CN is not used, RFC 6125 §6.4.4)"
+    elif not san:
+        why = "is not for %r" % hostname
+    if why:
+        raise ChainError("server certificate %r %s" % (c.subject_cn, why), BAD_CERTIFICATE)
+
+
+def _check_ca(c, ext, below, anchor):
+    # A CA certificate with `below` CA certificates under it on the path: RFC 5280 §6.1.4 (k),
+    # (l)-(m), (n). An anchor without basicConstraints (an X.509 v1 root) passes.
+    ca, plen, ku, eku, _ = ext
+    if not ca and (not anchor or ca is False):
+        why = "is not a CA (basicConstraints cA)"
+    elif plen is not None and below > plen:
+        why = "allows %d CA certificate(s) below it, has %d (pathLenConstraint)" % (plen, below)
+    elif ku is not None and not ku & _KEY_CERT_SIGN:
+        why = "keyUsage lacks keyCertSign"
+    elif eku is False:  # as browsers do: an issuer restricted to other purposes
+        why = "extendedKeyUsage lacks serverAuth"
+    else:
+        return
+    raise ChainError("issuer %r %s" % (c.subject_cn, why), UNKNOWN_CA)
+
+
+def _parse(data, i):
+    if len(data) > _MAX_DER:
+        raise ChainError("certificate %d: %d bytes, over %d" % (i, len(data), _MAX_DER),
+                          UNSUPPORTED_CERTIFICATE)
+    try:
+        return Certificate(memoryview(data))
+    except CertificateError as exc:
+        raise ChainError("certificate %d: %s" % (i, exc), BAD_CERTIFICATE) from None
+
+
+def _issuer(c, certs, used):
+    # (index, Certificate) of the first of certs not in `used` (bits; -1: certs are the anchors)
+    # whose subject is c's issuer and whose key id matches (RFC 5280 §4.2.1.1), or (0, None).
+    # The others are dropped as soon as they are read.
+    name = c.issuer_der()
+    for i in range(len(certs)):
+        if used >= 0 and used >> i & 1:
+            continue
+        d = _parse(certs[i], i) if used >= 0 else Certificate(certs[i])
+        if d.subject_der() == name and not (c.aki and d.ski and c.aki != d.ski):
+            return i, d
+        d = None
+    return 0, None
+
+
+def _read(fn, c, *args):
+    # fn(c, *args), with a malformed part of c (CertificateError) made a bad_certificate.
+    try:
+        return fn(c, *args)
+    except ChainError:
+        raise
+    except CertificateError as exc:
+        raise ChainError("%r: %s" % (c.subject_cn, exc), BAD_CERTIFICATE) from None
+
+
+def _extensions(c, host, ip, anchor):
+    # (cA (None: no basicConstraints), pathLenConstraint or None, KeyUsage's first octet or None,
+    # extendedKeyUsage allows serverAuth (None: absent), a subjectAltName matches host or ip
+    # (None: no SAN, or neither given)). ChainError for an extension c must be refused for.
+    ca = plen = ku = eku = san = None
+    seen = 0
+    for oid, crit, v in c.extensions():
+        k = 0
+        for x in _KNOWN:
+            if oid == x:
+                break
+            k += 1
+        if k == len(_KNOWN):
+            if crit and not anchor:  # RFC 5280 §4.2: MUST reject
+                raise ChainError("%r has an unknown critical extension %s" % (
+                    c.subject_cn, der.read_oid(oid, 0, len(oid))), UNSUPPORTED_CERTIFICATE)
+            continue
+        if seen >> k & 1:  # RFC 5280 §4.2: at most one instance of an extension
+            raise ChainError("%r repeats an extension" % c.subject_cn, BAD_CERTIFICATE)
+        seen |= 1 << k
+        if k == 0:  # BasicConstraints ::= SEQUENCE { cA DEFAULT FALSE, pathLen OPTIONAL }
+            s, e = der.expect(v, 0, len(v), SEQUENCE, "basicConstraints")
+            ca = False
+            for t, fs, fe in der.children(v, s, e):
+                if t == _BOOLEAN and fe - fs == 1:
+                    ca = v[fs] != 0
+                elif t == INTEGER and fe > fs and not v[fs] & 0x80:
+                    plen = int.from_bytes(der.read_uint_bytes(v, fs, fe), "big")
+                else:
+                    raise der.error("bad basicConstraints", fs)
+        elif k == 1:  # KeyUsage ::= BIT STRING; first octet after the unused-bits count
+            s, e = der.expect(v, 0, len(v), BIT_STRING, "keyUsage")
+            ku = v[s + 1] if e - s > 1 else 0
+        elif k == 2:  # ExtKeyUsageSyntax ::= SEQUENCE SIZE (1..MAX) OF KeyPurposeId
+            s, e = der.expect(v, 0, len(v), SEQUENCE, "extendedKeyUsage")
+            eku = False
+            for t, fs, fe in der.children(v, s, e):
+                if t != OID:
+                    raise der.error("bad extendedKeyUsage", fs)
+                if v[fs:fe] == _SERVER_AUTH or v[fs:fe] == _ANY_EKU:
+                    eku = True
+        elif k == 3 and (host or ip):  # GeneralNames ::= SEQUENCE OF GeneralName
+            s, e = der.expect(v, 0, len(v), SEQUENCE, "subjectAltName")
+            san = False
+            for t, fs, fe in der.children(v, s, e):
+                if t == _DNS and host and _dns_match(host, v[fs:fe]):
+                    san = True
+                elif t == _IP and ip and v[fs:fe] == ip:
+                    san = True
+    return ca, plen, ku, eku, san
+
+
+def _dns_match(host, pat):
+    # RFC 6125 §6.4.3: host (lowercase ASCII bytes, no final dot) against one dNSName, ASCII
+    # case-insensitively. A wildcard only as the whole left-most label, standing for exactly
+    # one label, with at least two labels after it (no "*.com"); no partial wildcards ("f*o").
+    pat = bytes(pat).lower()
+    if pat[-1:] == b".":
+        pat = pat[:-1]
+    if pat == host:
+        return True
+    rest = pat[1:]
+    if pat[:2] != b"*." or rest.count(b".") < 2 or b"*" in rest:
+        return False
+    i = host.find(b".")
+    return i > 0 and host[i:] == rest
+
+
+def _ip(host):
+    # The 4 or 16 octets of an IPv4 dotted quad or an IPv6 literal (RFC 4291 §2.2, without the
+    # embedded IPv4 form), as an iPAddress SAN holds them; None for a DNS name.
+    if ":" not in host:
+        parts = host.split(".")
+        if len(parts) != 4:
+            return None
+        for p in parts:
+            if not (0 < len(p) < 4 and p.isdigit() and int(p) < 256):
+                return None
+        return bytes([int(p) for p in parts])
+    halves = host.strip("[]").split("::")
+    groups = [h.split(":") if h else [] for h in halves]
+    fill = 8 - len(groups[0]) - (len(groups[1]) if len(halves) == 2 else 0)
+    if len(halves) > 2 or (fill < 1 if len(halves) == 2 else fill):
+        raise ValueError("hostname %r: not an IPv6 address" % host)
+    out = bytearray()
+    for g in groups[0] + ["0"] * fill + (groups[1] if len(halves) == 2 else []):
+        if not 0 < len(g) < 5 or g.strip("0123456789abcdefABCDEF"):
+            raise ValueError("hostname %r: not an IPv6 address" % host)
+        out += int(g, 16).to_bytes(2, "big")
+    return bytes(out)
+
+
+def _hash(buf, s, e):
+    # Name of the SHA-2 hash of the AlgorithmIdentifier at buf[s:e] (parameters NULL or absent,
+    # RFC 4055 §2.1); None for any other algorithm.
+    s, e = der.expect(buf, s, e, SEQUENCE, "hash algorithm")
+    os_, oe = der.expect(buf, s, e, OID, "hash algorithm")
+    oid = buf[os_:oe]
+    if oid[:-1] == _SHA2 and 0 < oid[-1] <= len(_HASHES) and buf[oe:e] in (b"", _NULL):
+        return _HASHES[oid[-1] - 1]
+    return None
+
+
+def _sig_alg(c):
+    # (scheme, hash name, PSS salt length) of c's signature algorithm, or ChainError
+    # (unsupported). RFC 4055 §5 (PKCS #1 v1.5 parameters: NULL; RFC 4055 §3.1:
+    # RSASSA-PSS-params, whose SHA-1 defaults are refused), RFC 5758 §3.2 (ECDSA: absent).
+    a = c.sig_alg_der()
+    s, e = der.expect(a, 0, len(a), OID, "signature algorithm")
+    oid, last, params = a[s : e - 1], a[e - 1], a[e:]
+    if oid == _PKCS1 and 11 <= last <= 13 and params in (b"", _NULL):
+        return "pkcs1", _HASHES[last - 11], 0
+    if oid == _ECDSA and 2 <= last <= 3 and not params:
+        return "ecdsa", _HASHES[last - 2], 0
+    if oid == _PKCS1 and last == 10:
+        h = mgf = None
+        salt = 20
+        ps, pe = der.expect(a, e, len(a), SEQUENCE, "RSASSA-PSS-params")
+        for t, fs, fe in der.children(a, ps, pe):
+            if t == 0xA0:  # hashAlgorithm [0]
+                h = _hash(a, fs, fe)
+            elif t == 0xA1:  # maskGenAlgorithm [1]: {id-mgf1, hash AlgorithmIdentifier}
+                ms, me = der.expect(a, fs, fe, SEQUENCE, "maskGenAlgorithm")
+                os_, oe = der.expect(a, ms, me, OID, "maskGenAlgorithm")
+                if a[os_:oe] == _PKCS1 + b"\x08":
+                    mgf = _hash(a, oe, me)
+            elif t == 0xA2 or t == 0xA3:  # saltLength [2], trailerField [3] (must be 1)
+                is_, ie = der.expect(a, fs, fe, INTEGER, "RSASSA-PSS-params")
+                x = int.from_bytes(der.read_uint_bytes(a, is_, ie), "big")
+                if t == 0xA2:
+                    salt = x
+                elif x != 1:
+                    h = None
+        if h and mgf == h:  # MGF1 with another hash than the message's: not supported
+            return "pss", h, salt
+    raise ChainError("%r: signature algorithm %s (parameters %s) unsupported" % (
+        c.subject_cn, der.read_oid(a, s, e), der.hexstr(a[e:])), UNSUPPORTED_CERTIFICATE)
+
+
+def verify_signed(leaf, scheme, data, sig):
+    """True if sig is the server's signature of data (ServerKeyExchange, RFC 5246 §7.4.3) by the
+    key of leaf (verify()'s result) under TLS SignatureScheme `scheme` (RFC 8446 §4.2.3 code
+    points: 0x0403/0x0503 ECDSA SHA-256/384, 0x0401/0x0501/0x0601 PKCS #1 v1.5, 0x0804-0x0806
+    RSA-PSS rsae with a hash-length salt); False if it does not verify or the key is of another
+    type. ChainError for a scheme or key that is not supported."""
+    hi, lo = scheme >> 8, scheme & 0xFF
+    if lo == 3 and 4 <= hi <= 5:
+        alg = ("ecdsa", _HASHES[hi - 4], 0)
+    elif lo == 1 and 4 <= hi <= 6:
+        alg = ("pkcs1", _HASHES[hi - 4], 0)
+    elif hi == 8 and 4 <= lo <= 6:
+        alg = ("pss", _HASHES[lo - 4], 16 * lo - 32)  # 32, 48, 64 bytes
+    else:
+        raise ChainError("signature scheme 0x%04x unsupported" % scheme, ILLEGAL_PARAMETER)
+    if _key_unfit(alg, leaf):
+        return False
+    try:
+        return _check_signature(alg, leaf, data, sig)
+    except (ValueError, CertificateError):
+        return False
+
+
+def _signed_by(c, issuer):
+    # ChainError unless issuer's key signed c.
+    alg = _read(_sig_alg, c)
+    why = _key_unfit(alg, issuer)
+    if not why:
+        try:
+            if not _check_signature(alg, issuer, c.tbs(), c.signature):
+                why = "a signature that does not verify"
+        except (ValueError, CertificateError) as exc:
+            why = "a bad signature (%s)" % exc
+    if why:
+        raise ChainError("%r has %s (issuer %r)" % (c.subject_cn, why, issuer.subject_cn),
+                         BAD_CERTIFICATE)
+
+
+def _key_unfit(alg, key):
+    # Why key (a Certificate's) cannot make alg's signatures, or None; ChainError for a key
+    # this module does not support.
+    if alg[0] == "ecdsa":
+        if key.key_type != "EC":
+            return "an ECDSA signature, key %s" % key.key_type
+        if key.key_bits != 256:
+            raise ChainError("unsupported: P-%s keys (%r)" % (key.key_bits, key.subject_cn),
+                             UNSUPPORTED_CERTIFICATE)
+    elif key.key_type != "RSA":
+        return "an RSA signature, key %s" % key.key_type
+    elif not 2048 <= key.key_bits <= 4096:
+        raise ChainError("unsupported: %d-bit RSA key (%r)" % (key.key_bits, key.subject_cn),
+                         UNSUPPORTED_CERTIFICATE)
+    return None
+
+
+def _check_signature(alg, issuer, tbs, sig):
+    # True if `sig` over `tbs` verifies with issuer's key: the one place that calls the signature
+    # primitives (p256, rsa, sha512). alg: (scheme, hash name, PSS salt length).
+    scheme, hash_name, salt = alg
+    if hash_name == "sha256":
+        digest = hashlib.sha256(tbs).digest()
+    else:
+        from upcert import sha512
+
+        digest = getattr(sha512, hash_name)(tbs).digest()
+    if scheme == "ecdsa":
+        from upcert import p256
+
+        # Ecdsa-Sig-Value ::= SEQUENCE { r INTEGER, s INTEGER } (RFC 3279 §2.2.3); a SHA-384
+        # digest is cut to the curve's 256 bits (FIPS 186-4 §6.4).
+        b, s, e = der.single(sig, SEQUENCE, "ECDSA signature")
+        rs, re_ = der.expect(b, s, e, INTEGER, "r")
+        ss, se = der.expect(b, re_, e, INTEGER, "s")
+        if se != e:
+            return False
+        r = int.from_bytes(der.read_uint_bytes(b, rs, re_), "big")
+        s = int.from_bytes(der.read_uint_bytes(b, ss, se), "big")
+        return p256.verify_digest(issuer.public_key, digest[:32], r, s)
+    from upcert import rsa
+
+    key = rsa.PublicKey(int.from_bytes(issuer.public_key, "big"), issuer.key_exp)
+    if scheme == "pss":  # MGF1 with hash_name too
+        return rsa.verify_pss(key, hash_name, digest, sig, salt)
+    return rsa.verify_pkcs1(key, hash_name, digest, sig)

@@ -1,0 +1,226 @@
+"""upcert's own TLS 1.2 client (firmware/upcert/tls12.py, run by the MicroPython unix port)
+against peers nobody here wrote, client certificate required, TLS 1.2 only: CPython's ssl
+(OpenSSL) with each of the four suites, `openssl s_server` with ALPN, and the refusals, each a
+failed connection with the right alert and a closed socket, never a hang."""
+
+import json
+import os
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from upcert.pki.ca import LocalCa
+from upcert.pki.certs import generate_key
+
+from tests.tools import ROOT, micropython_cmd, require
+
+SUITES = {  # OpenSSL name -> what the device reports
+    "ECDHE-ECDSA-AES128-GCM-SHA256": "TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256",
+    "ECDHE-RSA-AES128-GCM-SHA256": "TLS-ECDHE-RSA-WITH-AES-128-GCM-SHA256",
+    "ECDHE-ECDSA-AES128-SHA256": "TLS-ECDHE-ECDSA-WITH-AES-128-CBC-SHA256",
+    "ECDHE-RSA-AES128-SHA256": "TLS-ECDHE-RSA-WITH-AES-128-CBC-SHA256",
+}
+DEVICE = r"""
+import json, socket, sys, time
+import gc
+from upcert import tls12
+a = json.load(open(sys.argv[1]))
+roots = [bytes.fromhex(r) for r in a["roots"]]
+key = bytes.fromhex(a["key"])  # the key's DER: a p256.Key only during the handshake
+s = socket.socket()
+s.connect(socket.getaddrinfo("127.0.0.1", a["port"])[0][-1])
+out = {}
+del json
+sys.modules.pop("json", None)
+gc.collect()
+base = gc.mem_alloc()
+t0 = time.ticks_ms()
+try:
+    c = tls12.TlsClient(s, a["host"], roots, a.get("now", time.time()),
+                        (bytes.fromhex(a["cert"]), key),
+                        alpn=[p.encode() for p in a["alpn"]] if a.get("alpn") else None,
+                        timeout_s=a.get("timeout", 10))
+    out["ms"] = time.ticks_diff(time.ticks_ms(), t0)
+    gc.collect()
+    out["held"] = gc.mem_alloc() - base  # what the open connection keeps
+    out["cipher"] = c.cipher()[0]
+    out["alpn"] = c.alpn.decode() if c.alpn else None
+    c.write(a.get("send", "ping").encode())
+    got = b""
+    while len(got) < a.get("expect", 4):
+        d = c.read(100)
+        if not d:
+            break
+        got += d
+    out["got"] = got.decode()
+    c.close()
+except tls12.TlsError as e:
+    out["error"] = str(e)
+    out["alert"] = e.alert
+    out["received"] = e.received
+    out["reason"] = e.reason
+import json
+print("RESULT " + json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    require("micropython")
+    out = {}
+    for kind in ("ec", "rsa"):
+        ca = LocalCa.init(tmp_path_factory.mktemp(f"ca-{kind}"), key_type=kind)
+        key = generate_key("ec")
+        cert = ca.issue_device("tls-dev", key.public_key())
+        out[kind] = {
+            "ca": ca,
+            "roots": [ca.certificate.public_bytes(serialization.Encoding.DER).hex()],
+            "cert": cert.public_bytes(serialization.Encoding.DER).hex(),
+            "key": key.private_bytes(serialization.Encoding.DER,
+                                     serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption()).hex(),
+        }
+    return out
+
+
+def device(tmp_path, pki_kind, port, host="localhost", **extra):
+    args = {"port": port, "host": host, "roots": pki_kind["roots"], "cert": pki_kind["cert"],
+            "key": pki_kind["key"], **extra}
+    (tmp_path / "args.json").write_text(json.dumps(args))
+    (tmp_path / "dev.py").write_text(DEVICE)
+    env = dict(os.environ, MICROPYPATH=str(ROOT / "firmware"))
+    proc = subprocess.run(micropython_cmd("2M") + [str(tmp_path / "dev.py"),
+                                                   str(tmp_path / "args.json")],
+                          capture_output=True, text=True, timeout=120, env=env)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert lines, proc.stdout + proc.stderr
+    return json.loads(lines[-1][7:])
+
+
+class PyServer:
+    """One-connection TLS 1.2 server on CPython's ssl (OpenSSL): requires a client certificate
+    from the CA, answers "pong" to what it reads; .error is what OpenSSL said, if it failed."""
+
+    def __init__(self, ca, cipher=None, alpn=None, cert=None, key=None):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(cert or ca.server_pem, key or ca.server_key)
+        ctx.load_verify_locations(ca.ca_pem)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        if cipher:
+            ctx.set_ciphers(cipher)
+        if alpn:
+            ctx.set_alpn_protocols(alpn)
+        self.ctx = ctx
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.error = self.cipher = self.peer = None
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        self.sock.settimeout(60)
+        try:
+            raw, _ = self.sock.accept()
+            with self.ctx.wrap_socket(raw, server_side=True) as tls:
+                tls.settimeout(20)
+                self.cipher = tls.cipher()[0]
+                self.peer = tls.getpeercert()
+                data = tls.recv(100)
+                tls.sendall(b"pong" if data == b"ping" else b"??")
+                try:
+                    tls.recv(10)  # the client's close_notify
+                except (ssl.SSLError, OSError):
+                    pass
+        except (ssl.SSLError, OSError) as e:
+            self.error = str(e)
+        finally:
+            self.sock.close()
+
+    def join(self):
+        self.thread.join(30)
+        assert not self.thread.is_alive()
+
+
+@pytest.mark.parametrize("suite", list(SUITES))
+def test_each_aws_suite_against_openssl(pki, tmp_path, suite):
+    kind = "ec" if "ECDSA" in suite else "rsa"
+    srv = PyServer(pki[kind]["ca"], cipher=suite)
+    out = device(tmp_path, pki[kind], srv.port)
+    srv.join()
+    assert "error" not in out, out
+    assert out["cipher"] == SUITES[suite] and srv.cipher == suite
+    assert out["got"] == "pong"
+    assert srv.peer and dict(x[0] for x in srv.peer["subject"])["commonName"] == "tls-dev"
+
+
+def test_alpn_is_offered_and_agreed(pki, tmp_path):
+    srv = PyServer(pki["ec"]["ca"], alpn=["x-amzn-mqtt-ca"])
+    out = device(tmp_path, pki["ec"], srv.port, alpn=["x-amzn-mqtt-ca"])
+    srv.join()
+    assert out.get("alpn") == "x-amzn-mqtt-ca", out
+
+
+def test_hostname_mismatch_is_refused(pki, tmp_path):
+    srv = PyServer(pki["ec"]["ca"])
+    out = device(tmp_path, pki["ec"], srv.port, host="other.example")
+    srv.join()
+    assert out.get("alert") == 42 and not out["received"], out  # bad_certificate
+    assert "other.example" in out["error"]
+    assert srv.error  # the server saw the alert or the close
+
+
+def test_unknown_ca_is_refused(pki, tmp_path):
+    srv = PyServer(pki["rsa"]["ca"])  # the device trusts only the EC CA
+    out = device(tmp_path, dict(pki["ec"], cert=pki["rsa"]["cert"], key=pki["rsa"]["key"]),
+                 srv.port)
+    srv.join()
+    assert out.get("alert") == 48, out  # unknown_ca
+
+
+@pytest.mark.parametrize("offset_days, alert", [(-900, 45), (900, 45)])
+def test_server_certificate_outside_its_validity_is_refused(pki, tmp_path, offset_days, alert):
+    srv = PyServer(pki["ec"]["ca"])
+    now = time.time() + offset_days * 86400
+    out = device(tmp_path, pki["ec"], srv.port, now=now)
+    srv.join()
+    assert out.get("alert") == alert, out
+
+
+def test_a_server_that_stalls_times_out(pki, tmp_path):
+    sock = socket.create_server(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    conns = []
+    t = threading.Thread(target=lambda: conns.append(sock.accept()), daemon=True)
+    t.start()
+    t0 = time.monotonic()
+    out = device(tmp_path, pki["ec"], port, timeout=2)
+    assert time.monotonic() - t0 < 30
+    assert out.get("reason") == 3, out  # TIMEOUT
+    sock.close()
+
+
+def test_a_server_that_closes_mid_handshake(pki, tmp_path):
+    sock = socket.create_server(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+
+    def serve():
+        c, _ = sock.accept()
+        c.recv(2000)
+        c.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    out = device(tmp_path, pki["ec"], port)
+    assert out.get("reason") == 2 and "closed" in out["error"], out  # CLOSED
+    sock.close()
+
+
+def test_the_leaf_key_is_parsed_by_cryptography_too(pki):
+    # the fixture's certificate is what the device sends: sanity for the test itself
+    cert = x509.load_der_x509_certificate(bytes.fromhex(pki["ec"]["cert"]))
+    assert cert.subject.rfc4514_string() == "CN=tls-dev"
