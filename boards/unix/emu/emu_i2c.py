@@ -70,6 +70,12 @@ class Bridge:
             if e.args[0] in (errno.ETIMEDOUT, errno.EAGAIN):
                 raise OSError(errno.ETIMEDOUT) from None
             raise OSError(errno.ENODEV) from None  # the host went away: a vanished device
+        except BaseException:
+            # Ctrl-C (KeyboardInterrupt) between a request and its reply: a wire has no such
+            # state, but this stream would be out of step (the next call would read this
+            # reply), so it is dropped and the next call starts afresh.
+            self.close()
+            raise
 
     def writeto(self, addr, buf, stop, freq):
         if self._call(_OP_WRITE, addr, stop, freq, buf, len(buf)) is None:
@@ -79,6 +85,9 @@ class Bridge:
         got = self._call(_OP_READ, addr, stop, freq, None, len(buf))
         if got is None:
             raise OSError(errno.ENODEV)
+        if len(got) != len(buf):  # out of step (cannot happen after the close above): resync
+            self.close()
+            raise OSError(errno.EIO)
         buf[:] = got
 
     def scan(self, freq):
