@@ -224,3 +224,122 @@ def test_the_leaf_key_is_parsed_by_cryptography_too(pki):
     # the fixture's certificate is what the device sends: sanity for the test itself
     cert = x509.load_der_x509_certificate(bytes.fromhex(pki["ec"]["cert"]))
     assert cert.subject.rfc4514_string() == "CN=tls-dev"
+
+
+class Tamper:
+    """A TCP relay between the device and a PyServer that flips one bit in the first server
+    record of type `ctype` (23: application data, 22: handshake) after `skip` such records."""
+
+    def __init__(self, upstream_port, ctype=23, skip=0):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.up, self.ctype, self.skip = upstream_port, ctype, skip
+        self.flipped = False
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        c, _ = self.sock.accept()
+        s = socket.create_connection(("127.0.0.1", self.up))
+        threading.Thread(target=self._pipe, args=(c, s), daemon=True).start()
+        buf = b""
+        try:
+            while True:
+                d = s.recv(65536)
+                if not d:
+                    break
+                buf += d
+                while len(buf) >= 5 and len(buf) >= 5 + int.from_bytes(buf[3:5], "big"):
+                    n = 5 + int.from_bytes(buf[3:5], "big")
+                    rec, buf = bytearray(buf[:n]), buf[n:]
+                    if rec[0] == self.ctype and not self.flipped:
+                        if self.skip:
+                            self.skip -= 1
+                        else:
+                            rec[-1] ^= 1  # the tag's / MAC's last byte
+                            self.flipped = True
+                    c.sendall(rec)
+        except OSError:
+            pass
+        finally:
+            c.close()
+            s.close()
+
+    @staticmethod
+    def _pipe(a, b):
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                b.sendall(d)
+        except OSError:
+            pass
+
+
+@pytest.mark.parametrize("suite", ["ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES128-SHA256"])
+def test_a_tampered_record_is_refused_with_bad_record_mac(pki, tmp_path, suite):
+    srv = PyServer(pki["ec"]["ca"], cipher=suite)
+    relay = Tamper(srv.port, ctype=23)
+    out = device(tmp_path, pki["ec"], relay.port)
+    assert relay.flipped and out.get("alert") == 20, out  # bad_record_mac
+    assert not out["received"] and "check" in out["error"], out
+
+
+def test_a_tampered_finished_fails_the_handshake(pki, tmp_path):
+    # the server's encrypted Finished is the first handshake record after its ChangeCipherSpec;
+    # the records before it (ServerHello .. ServerHelloDone) are skipped
+    srv = PyServer(pki["ec"]["ca"], cipher="ECDHE-ECDSA-AES128-GCM-SHA256")
+    relay = Tamper(srv.port, ctype=22, skip=1)
+    out = device(tmp_path, pki["ec"], relay.port)
+    assert relay.flipped and out.get("alert") in (20, 51), out  # bad_record_mac or decrypt_error
+    srv.join()
+    assert srv.error  # OpenSSL saw the alert or the close: no session
+
+
+def test_a_renegotiation_request_is_refused(pki, tmp_path):
+    # openssl s_server sends a HelloRequest when it reads "r" on stdin (s_server(1)); the device
+    # answers no_renegotiation and closes: it never renegotiates
+    openssl = require("openssl")
+    ca = pki["ec"]["ca"]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [openssl, "s_server", "-accept", str(port), "-cert", str(ca.server_pem), "-key",
+         str(ca.server_key), "-CAfile", str(ca.ca_pem), "-Verify", "1", "-tls1_2",
+         "-no_ticket"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+
+        def renegotiate_after_handshake():
+            for line in proc.stdout:
+                if "CIPHER is" in line or "Shared ciphers" in line:
+                    proc.stdin.write("r\n")
+                    proc.stdin.flush()
+                    return
+
+        threading.Thread(target=renegotiate_after_handshake, daemon=True).start()
+        out = device(tmp_path, pki["ec"], port, send="ping", expect=100)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert out.get("alert") == 100 and "renegotiate" in out["error"], out
+
+
+@pytest.mark.parametrize("kind", ["ec", "rsa"])
+def test_a_bad_server_key_exchange_signature_is_refused(pki, tmp_path, kind):
+    # OpenSSL sends each handshake message of its first flight in a record of its own:
+    # ServerHello, Certificate, then ServerKeyExchange, whose last byte is its signature's
+    suite = {"ec": "ECDHE-ECDSA-AES128-GCM-SHA256", "rsa": "ECDHE-RSA-AES128-GCM-SHA256"}[kind]
+    srv = PyServer(pki[kind]["ca"], cipher=suite)
+    relay = Tamper(srv.port, ctype=22, skip=2)
+    out = device(tmp_path, pki[kind], relay.port)
+    assert relay.flipped and out.get("alert") == 51, out  # decrypt_error
+    assert "ServerKeyExchange signature does not verify" in out["error"], out
