@@ -92,13 +92,19 @@ def _connector(config, store, clock):
     # make(cert, key, roots) -> connect(host, port): the port's tls module (a fresh context per
     # identity), or upcert's own TLS client (tls12.py) when tlsconn.own() says so: the key in a
     # secure element (key None: the store's signer holds it), or ALPN (port 443).
+    chip = store.kind == "atecc608"  # key: None (the active identity) or a key reference
+
     def make(cert, key, roots):
-        if not tlsconn.own(config, key):
-            return tlsconn.Connector(tlsconn.make_context(cert, key, roots)).connect
+        if config.get("tls") == "builtin" or not (chip or tlsconn.own(config, key)):
+            return tlsconn.Connector(tlsconn.make_context(cert, None if chip else key,
+                                                          roots)).connect
         from upcert.tls12 import Connector
 
-        # the key's DER for a software key (p256.Key made per handshake), else the chip's signer
-        signer = store.signer() if key is None else bytes(key)
+        # the chip's signer, else the key's DER (a p256.Key made per handshake only)
+        if chip:
+            signer = store.signer(key)
+        else:
+            signer = store.signer() if key is None else bytes(key)
         if signer is None:
             raise StoreError("%s holds neither a private key nor a signer: run `upcert "
                              "provision`" % store.location)

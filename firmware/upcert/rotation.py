@@ -280,19 +280,28 @@ class Rotation:
         self.say("start (%s; %d bytes of RAM)" % (why, self.room()))
         step = "key"
         try:
-            from upcert import csr, p256
+            from upcert import csr
 
-            key = p256.generate()
-            self.say("new P-256 key")
+            new_key = getattr(self.store, "new_key", None)
+            if new_key:  # a secure element: the key made in a spare slot, never leaves it
+                key, ref = new_key()
+                self.say("new P-256 key in the chip")
+            else:
+                from upcert import p256
+
+                key = p256.generate()
+                ref = None
+                self.say("new P-256 key")
             step = "csr"
             t = self.config["thing"]
             pem = csr.pem(csr.build(key, [("CN", t)] + list(self.config["fleet"]["subject"])))
             self.say("CSR for CN=%s (%d bytes)" % (t, len(pem)))
-            return [pem, key.private_der(), key.public_point()]  # run() frees items as it goes
+            # run() frees items as it goes; the chip's key is staged by its reference
+            return [pem, ref or key.private_der(), key.public_point()]
         except Exception as e:
             self.fail(client, step, e)
         finally:
-            key = csr = p256 = None
+            key = csr = p256 = new_key = None
             drop(*_WORK)
 
     def refused(self, e, why):

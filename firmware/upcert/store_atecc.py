@@ -100,12 +100,13 @@ class AteccStore(FsStore):
         self.key_slot()
         return None
 
-    def signer(self):
-        """upcert.atecc.Signer over the active key slot: sign_digest(digest32) -> (r, s),
+    def signer(self, key_ref=None):
+        """upcert.atecc.Signer over the active key slot (or over key_ref's, e.g. a staged
+        identity's for its trial connection): sign_digest(digest32) -> (r, s), ecdhe(point),
         public_point() -> 65 bytes 04||X||Y."""
         from upcert.atecc import Signer
 
-        return Signer(self.chip, self.key_slot())
+        return Signer(self.chip, self.key_slot() if key_ref is None else self._check(key_ref))
 
     def write(self, cert, key_ref):
         """Provisioning: make (cert DER, key reference of this chip) the active identity."""

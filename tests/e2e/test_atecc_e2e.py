@@ -248,3 +248,36 @@ def test_certificate_in_data_slot_8(chip_board, ca, thing):
     assert bytes.fromhex(out["cert"]) == der and out["slot"] == 0
     assert bytes.fromhex(out["raw"])[: len(der)] == der  # in the chip, not on the flash
     assert out["files"] == ["key.ref"]
+
+
+def test_chip_board_rotates_itself_over_fleet_provisioning(chip_board, ca, cloud, thing):
+    # A rotation job: the agent makes the new key in a spare chip slot, the chip signs the CSR,
+    # CreateCertificateFromCsr and RegisterThing over upcert's TLS, the trial connection with
+    # the new slot's key, then the atomic flip; the old slot stays for rollback.
+    from upcert.board.chip import provision_chip
+    from upcert.board.provision import status
+    from upcert.cloud import admin
+    from upcert.cloud.registry import Registry
+    from upcert.cloud.standin import Subscription
+
+    board = chip_board("blank")
+    cfg = _cfg(thing, endpoint=f"localhost:{cloud.port}")
+    cfg["telemetry_interval_s"] = 2
+    reg = Registry(cloud.registry_path)
+    with Subscription(cloud, f"things/{thing}/telemetry") as sub:
+        res = provision_chip(board.port, cfg, ca.directory, lock=True, log=lambda m: None,
+                             registry=reg)
+        sub.wait_for(lambda m: json.loads(m.payload)["cert_id"] == res.cert_id, timeout_s=90)
+        mark = board.log_path.stat().st_size
+        admin.create_rotation_job(cloud.state_dir, thing)
+        done = board.wait_for_line("upcert: rotation: done", timeout_s=120, since=mark)
+        new = json.loads(sub.wait_for(lambda m: json.loads(m.payload)["cert_id"] != res.cert_id,
+                                      timeout_s=60).payload)
+    log = board.log_text()[mark:]
+    assert "new P-256 key in the chip" in log and "trial connection" in log, log
+    assert new["tls"] == "upcert" and new["cert_id"][:16] in done, (new, done)
+    assert reg.get(new["cert_id"])["status"] == "ACTIVE"
+    assert reg.get(res.cert_id)["status"] == "INACTIVE"  # retired once the new one is proven
+    st = status(board.port, timeout_s=30)
+    assert st["cert_id"] == new["cert_id"] and st["store"]["key_slot"] == 2, st
+    assert st["store"]["idle_key_slot"] == 0  # the old key kept for rollback
