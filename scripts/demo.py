@@ -97,14 +97,22 @@ def chip_demo(home, ca_dir, cloud):
         say(f"certificate {res.cert_id[:16]} from the local CA, on the flash")
         # The port's tls module takes only key bytes: upcert's own TLS 1.2 client connects, with
         # the CertificateVerify signature and the ECDHE key made inside the chip.
-        say(board.wait_for_line("upcert: connected", timeout_s=60).strip())
-        mark = board.log_path.stat().st_size
-        say(board.wait_for_line("upcert: published telemetry", timeout_s=60).strip())
-        rot = chip.rotate_chip(port, ca_dir, log=say, registry=Registry(cloud.registry_path))
-        say(f"rotated in the chip: key slot {rot.old_slot} -> {rot.new_slot}, "
-            f"certificate {rot.cert_id[:16]} committed (the old slot kept for rollback)")
-        say(board.wait_for_line(f"connected .* cert {rot.cert_id[:16]}", timeout_s=60,
-                                since=mark))
+        with Subscription(cloud, f"things/{thing}/#") as sub:
+            say(board.wait_for_line("upcert: connected", timeout_s=60).strip())
+            say(board.wait_for_line("upcert: published telemetry", timeout_s=60).strip())
+            sub.client.publish(f"things/{thing}/commands",
+                               json.dumps({"cmd": "ping", "id": "demo-3"}), qos=1)
+            reply = sub.wait_for(lambda m: m.topic.endswith("/replies"), timeout_s=30)
+            say(f"ping answered: {reply.payload.decode()}")
+            mark = board.log_path.stat().st_size
+            from upcert.cloud.admin import create_rotation_job
+
+            job = create_rotation_job(cloud.state_dir, thing)
+            say(f"job {job}: rotate over Fleet Provisioning, key in a spare chip slot")
+            board.wait_for_line("upcert: rotation: done", timeout_s=90, since=mark)
+            for line in board.log_path.read_bytes()[mark:].decode("utf-8", "replace").splitlines():
+                if "upcert: rotation:" in line or "upcert: connected" in line:
+                    say(line.strip())
     finally:
         board.stop()
 

@@ -273,7 +273,7 @@ def test_chip_board_rotates_itself_over_fleet_provisioning(chip_board, ca, cloud
         done = board.wait_for_line("upcert: rotation: done", timeout_s=120, since=mark)
         new = json.loads(sub.wait_for(lambda m: json.loads(m.payload)["cert_id"] != res.cert_id,
                                       timeout_s=60).payload)
-    log = board.log_text()[mark:]
+    log = board.log_path.read_bytes()[mark:].decode("utf-8", "replace")
     assert "new P-256 key in the chip" in log and "trial connection" in log, log
     assert new["tls"] == "upcert" and new["cert_id"][:16] in done, (new, done)
     assert reg.get(new["cert_id"])["status"] == "ACTIVE"
