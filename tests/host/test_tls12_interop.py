@@ -343,3 +343,85 @@ def test_a_bad_server_key_exchange_signature_is_refused(pki, tmp_path, kind):
     out = device(tmp_path, pki[kind], relay.port)
     assert relay.flipped and out.get("alert") == 51, out  # decrypt_error
     assert "ServerKeyExchange signature does not verify" in out["error"], out
+
+
+def _chain(tmp_path, kind):
+    """(root DER hex, leaf.pem, key.pem, chain.pem): a server chain for localhost like Amazon's,
+    made with cryptography: RSA-2048 root -> RSA intermediate (CA) -> RSA leaf, sha256WithRSA;
+    or P-256 root -> P-256 leaf, ecdsa-with-SHA256."""
+    import datetime
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def key():
+        return rsa.generate_private_key(65537, 2048) if kind == "rsa" else \
+            ec.generate_private_key(ec.SECP256R1())
+
+    def cert(cn, pub, issuer_cn, issuer_key, ca, path_len=None):
+        b = (x509.CertificateBuilder()
+             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+             .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_cn)]))
+             .public_key(pub).serial_number(x509.random_serial_number())
+             .not_valid_before(now - datetime.timedelta(hours=1))
+             .not_valid_after(now + datetime.timedelta(days=30))
+             .add_extension(x509.BasicConstraints(ca=ca, path_length=path_len), critical=True))
+        if not ca:
+            b = (b.add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), False)
+                 .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False))
+        return b.sign(issuer_key, hashes.SHA256())
+
+    rk, lk = key(), key()
+    root = cert(f"{kind} root", rk.public_key(), f"{kind} root", rk, True)
+    pem = serialization.Encoding.PEM
+    chain = b""
+    if kind == "rsa":
+        ik = key()
+        inter = cert("rsa intermediate", ik.public_key(), "rsa root", rk, True, 0)
+        leaf = cert("localhost", lk.public_key(), "rsa intermediate", ik, False)
+        chain = inter.public_bytes(pem)
+    else:
+        leaf = cert("localhost", lk.public_key(), "ec root", rk, False)
+    (tmp_path / "leaf.pem").write_bytes(leaf.public_bytes(pem))
+    (tmp_path / "key.pem").write_bytes(lk.private_bytes(
+        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    (tmp_path / "chain.pem").write_bytes(chain)
+    return root.public_bytes(serialization.Encoding.DER).hex()
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ec"])
+def test_openssl_s_server_with_a_chain_and_alpn(pki, tmp_path, kind):
+    # RSA: root -> intermediate -> leaf, the intermediate sent by the server (-cert_chain);
+    # ECC: root -> leaf. Client certificate required (-Verify), TLS 1.2 only, ALPN.
+    openssl = require("openssl")
+    root_hex = _chain(tmp_path, kind)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cmd = [openssl, "s_server", "-accept", str(port), "-cert", str(tmp_path / "leaf.pem"),
+           "-key", str(tmp_path / "key.pem"), "-CAfile", str(pki["ec"]["ca"].ca_pem),
+           "-Verify", "1", "-tls1_2", "-alpn", "x-amzn-mqtt-ca", "-rev", "-no_ticket"]
+    if kind == "rsa":
+        cmd += ["-cert_chain", str(tmp_path / "chain.pem")]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        out = device(tmp_path, dict(pki["ec"], roots=[root_hex]), port, send="ping\n",
+                     alpn=["x-amzn-mqtt-ca"], expect=4)
+    finally:
+        proc.kill()
+        log = proc.communicate()[0]
+    assert "error" not in out, (out, log[-1500:])
+    assert out["alpn"] == "x-amzn-mqtt-ca" and out["got"].startswith("gnip"), out
+    want = "TLS-ECDHE-RSA-" if kind == "rsa" else "TLS-ECDHE-ECDSA-"
+    assert out["cipher"].startswith(want), out
