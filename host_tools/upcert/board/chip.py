@@ -16,6 +16,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
+
 from upcert.board import firmware
 from upcert.board.provision import CONFIG_PATH, DEADLINE_S, ROOTS_PATH, Registration, make_config
 from upcert.board.transport import Board, BoardError, BoardReset, BoardTimeout

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from mpremote.transport import TransportError, TransportExecError
 from mpremote.transport_serial import SerialTransport
 from serial import SerialException
+
 from upcert.errors import UpcertError
 
 DEFAULT_DEADLINE_S = 120  # a whole Board session, unless the caller gives another

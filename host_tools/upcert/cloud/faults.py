@@ -46,6 +46,7 @@ def impostor_ca(ca):
     what it signs looks like ca's work by name, and verifies against nothing anyone trusts."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
+
     from upcert.pki.ca import LocalCa
     from upcert.pki.certs import generate_key
 

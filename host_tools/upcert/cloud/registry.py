@@ -16,6 +16,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+
 from upcert.errors import UpcertError
 from upcert.pki.certs import cert_id as _cert_id
 from upcert.pki.certs import common_name, load_certificate

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
 from upcert.cloud import jobs
 from upcert.cloud.cbor import cbor
 from upcert.cloud.faults import Fault

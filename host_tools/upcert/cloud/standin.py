@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+
 from upcert.cloud import daemon
 from upcert.cloud.limits import Throttle, parse_validity
 from upcert.errors import UpcertError

@@ -6,6 +6,7 @@ the source with ast, so the two can never disagree."""
 import ast
 
 from cryptography.x509 import ObjectIdentifier
+
 from upcert.paths import FIRMWARE
 
 SOURCE = FIRMWARE / "upcert" / "x509.py"

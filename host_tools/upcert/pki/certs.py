@@ -12,6 +12,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
+
 from upcert.errors import UpcertError
 from upcert.pki.algorithms import AWS_SIGNATURE_ALGORITHMS
 from upcert.validate import write_private

@@ -15,6 +15,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
+
 from upcert.paths import FIRMWARE, find_micropython
 from upcert.pki.certs import AWS_SIGNATURE_ALGORITHMS, CertError, _split_der, cert_id
 

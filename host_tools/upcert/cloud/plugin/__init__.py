@@ -12,6 +12,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+
 from upcert.errors import UpcertError
 from upcert.paths import ROOT
 from upcert.pki.certs import load_private_key
