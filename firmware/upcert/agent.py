@@ -173,7 +173,7 @@ class Agent:
         info = getattr(sock, "cipher", None)
         info = info() if info else None
         suite = info[0] if info else "offered %d AWS suites" % len(tlsconn.aws_suites())
-        self.tls = getattr(sock, "impl", "builtin")  # upcert's TLS client, or the tls module
+        self.tls = getattr(sock, "tls", "builtin")  # upcert's TLS client, or the tls module
         self.log(
             "upcert: connected TLS 1.2 %s (%s) cert %s expires %s (%d days)"
             % (

@@ -9,7 +9,7 @@ import time
 from micropython import const
 
 from upcert import backoff, drop, tlsconn
-from upcert.errors import ClockNotSetError, ConnectError, StoreError, UpcertError
+from upcert.errors import ClockNotSetError, ConnectError, UpcertError
 
 _HEADROOM = const(64)  # a rotation's spare block: one TLS context object and this much more
 
@@ -90,26 +90,20 @@ def _start(board, config_path, log, sleep_ms):
 
 def _connector(config, store, clock):
     # make(cert, key, roots) -> connect(host, port): the port's tls module (a fresh context per
-    # identity), or upcert's own TLS client (tls12.py) when tlsconn.own() says so: the key in a
-    # secure element (key None: the store's signer holds it), or ALPN (port 443).
-    chip = store.kind == "atecc608"  # key: None (the active identity) or a key reference
+    # identity), or upcert's own TLS client (tls12.connector) when the key is in a secure
+    # element (the atecc608 store; key None or a key reference), the store holds no key bytes,
+    # ALPN is configured (port 443), or config "tls" is "upcert". The choice's own code and
+    # strings load only with tls12: the heap here is counted in interned names.
+    chip = store.kind == "atecc608"
 
     def make(cert, key, roots):
-        if config.get("tls") == "builtin" or not (chip or tlsconn.own(config, key)):
+        t = config["tls"]
+        if t == "builtin" or not (chip or key is None or t == "upcert" or config["alpn"]):
             return tlsconn.Connector(tlsconn.make_context(cert, None if chip else key,
                                                           roots)).connect
-        from upcert.tls12 import Connector
+        from upcert.tls12 import connector
 
-        # the chip's signer, else the key's DER (a p256.Key made per handshake only)
-        if chip:
-            signer = store.signer(key)
-        else:
-            signer = store.signer() if key is None else bytes(key)
-        if signer is None:
-            raise StoreError("%s holds neither a private key nor a signer: run `upcert "
-                             "provision`" % store.location)
-        alpn = [n.encode() for n in config["alpn"]] or None
-        return Connector(cert, signer, roots, clock, alpn).connect
+        return connector(config, store, clock, cert, key, roots, chip)
 
     return make
 

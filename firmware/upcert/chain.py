@@ -39,6 +39,28 @@ _SHA2 = b"`\x86H\x01e\x03\x04\x02"
 _HASHES = ("sha256", "sha384", "sha512")
 
 
+def tbs(c):
+    """c's tbsCertificate DER, the bytes the signature covers (memoryview; c: x509.Certificate)."""
+    return memoryview(c.der)[c._at[0] : c._at[1]]
+
+
+def sig_alg_der(c):
+    """Content of c's signature AlgorithmIdentifier: the OID's TLV, then the parameters' (e.g.
+    RSASSA-PSS-params, RFC 4055 §3.1), as a memoryview."""
+    return memoryview(c.der)[c._at[2] : c._at[3]]
+
+
+def issuer_der(c):
+    """c's issuer Name DER (memoryview); a chain compares it byte for byte with the issuing
+    certificate's subject_der()."""
+    return memoryview(c.der)[c._at[4] : c._at[5]]
+
+
+def subject_der(c):
+    """c's subject Name DER (memoryview)."""
+    return memoryview(c.der)[c._at[6] : c._at[7]]
+
+
 class ChainError(CertificateError):
     """The server's certificate chain is not trusted: ChainError(message, alert, reason=SERVER).
     .alert: the TLS alert to send (RFC 5246 §7.2.2, the constants above); .reason: SERVER, or
@@ -181,12 +203,12 @@ def _issuer(c, certs, used):
     # (index, Certificate) of the first of certs not in `used` (bits; -1: certs are the anchors)
     # whose subject is c's issuer and whose key id matches (RFC 5280 §4.2.1.1), or (0, None).
     # The others are dropped as soon as they are read.
-    name = c.issuer_der()
+    name = issuer_der(c)
     for i in range(len(certs)):
         if used >= 0 and used >> i & 1:
             continue
         d = _parse(certs[i], i) if used >= 0 else Certificate(certs[i])
-        if d.subject_der() == name and not (c.aki and d.ski and c.aki != d.ski):
+        if subject_der(d) == name and not (c.aki and d.ski and c.aki != d.ski):
             return i, d
         d = None
     return 0, None
@@ -309,7 +331,7 @@ def _sig_alg(c):
     # (scheme, hash name, PSS salt length) of c's signature algorithm, or ChainError
     # (unsupported). RFC 4055 §5 (PKCS #1 v1.5 parameters: NULL; RFC 4055 §3.1:
     # RSASSA-PSS-params, whose SHA-1 defaults are refused), RFC 5758 §3.2 (ECDSA: absent).
-    a = c.sig_alg_der()
+    a = sig_alg_der(c)
     s, e = der.expect(a, 0, len(a), OID, "signature algorithm")
     oid, last, params = a[s : e - 1], a[e - 1], a[e:]
     if oid == _PKCS1 and 11 <= last <= 13 and params in (b"", _NULL):
@@ -370,7 +392,7 @@ def _signed_by(c, issuer):
     why = _key_unfit(alg, issuer)
     if not why:
         try:
-            if not _check_signature(alg, issuer, c.tbs(), c.signature):
+            if not _check_signature(alg, issuer, tbs(c), c.signature):
                 why = "a signature that does not verify"
         except (ValueError, CertificateError) as exc:
             why = "a bad signature (%s)" % exc

@@ -285,13 +285,12 @@ class Rotation:
             new_key = getattr(self.store, "new_key", None)
             if new_key:  # a secure element: the key made in a spare slot, never leaves it
                 key, ref = new_key()
-                self.say("new P-256 key in the chip")
             else:
                 from upcert import p256
 
                 key = p256.generate()
                 ref = None
-                self.say("new P-256 key")
+            self.say("new P-256 key")  # in the chip for the atecc608 store (its describe())
             step = "csr"
             t = self.config["thing"]
             pem = csr.pem(csr.build(key, [("CN", t)] + list(self.config["fleet"]["subject"])))

@@ -186,13 +186,28 @@ class _Cbc:
             raise _fail(BAD_RECORD_MAC, "record failed its MAC check (AES-CBC)", SERVER) from None
 
 
+def connector(config, store, clock, cert, key, roots, chip):
+    """connect(host, port) with this client for the agent (app._connector): the chip's signer
+    (key None: the active identity; else a key reference, e.g. a staged one), else the key's
+    DER (a p256.Key is made for each handshake only), ALPN from config["alpn"]."""
+    if chip:
+        signer = store.signer(key)
+    else:
+        signer = store.signer() if key is None else bytes(key)
+    if signer is None:
+        from upcert.errors import StoreError
+
+        raise StoreError("%s holds neither a private key nor a signer: run `upcert provision`"
+                         % store.location)
+    alpn = [n.encode() for n in config["alpn"]] or None
+    return Connector(cert, signer, roots, clock, alpn).connect
+
+
 class Connector:
     """connect(host, port) -> TlsClient, as tlsconn.Connector does for the built-in tls module:
     DNS, TCP with a timeout, then this module's handshake with the identity (certificate DER,
     signer). clock: now(), trusted(). Failures close the socket and raise ConnectError or
     TlsError naming the cause; the chain's readers leave RAM after each handshake."""
-
-    impl = "upcert"
 
     def __init__(self, cert, signer, roots, clock, alpn=None, timeout_s=15):
         self.identity = (cert, signer)
@@ -246,7 +261,7 @@ class TlsClient:
     constructor; a failure sends the alert, closes the socket and raises TlsError.
     """
 
-    impl = "upcert"  # which TLS client: telemetry says so
+    tls = "upcert"  # which TLS client: telemetry says so (the tls module's sockets: "builtin")
 
     def __init__(self, sock, host, roots, now, identity, alpn=None, timeout_s=15, trusted=True):
         self.sock = sock

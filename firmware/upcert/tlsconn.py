@@ -81,14 +81,6 @@ def context_bytes():
     return max(mem_alloc() - n, 0)
 
 
-def own(config, key):
-    """True when upcert's own TLS client (tls12.py) must connect instead of the tls module: the
-    key stays in a secure element (key None: the tls module takes only key bytes), ALPN is
-    configured (the tls module has none), or config "tls" says "upcert"."""
-    t = config.get("tls", "auto")
-    return t == "upcert" or (t == "auto" and (key is None or bool(config.get("alpn"))))
-
-
 def check_validity(cert, clock):
     """Refuse to connect on an untrusted clock or an out-of-date certificate; returns now.
 

@@ -86,29 +86,12 @@ class Certificate:
         # Where the parts path validation reads are (offsets into der: a few ints, no copies):
         # tbsCertificate (what the issuer signed, §4.1.1.3), the signature AlgorithmIdentifier's
         # content, the issuer and subject Names, the extensions ([3] content; 0, 0 for none).
+        # chain.py reads them (chain.tbs() ...): their names cost nothing where it is not loaded.
         self._at = (s, te) + self._at
         try:
             self._key_ids()
         except CertificateError:
             self.ski = self.aki = None  # read leniently: only the checks that use them
-
-    def tbs(self):
-        """tbsCertificate's DER, the bytes the signature covers (memoryview)."""
-        return memoryview(self.der)[self._at[0] : self._at[1]]
-
-    def sig_alg_der(self):
-        """Content of the signature AlgorithmIdentifier: the OID's TLV, then the parameters'
-        (e.g. RSASSA-PSS-params, RFC 4055 §3.1), as a memoryview."""
-        return memoryview(self.der)[self._at[2] : self._at[3]]
-
-    def issuer_der(self):
-        """The issuer Name's DER (memoryview); chains compare it byte for byte with the issuing
-        certificate's subject_der()."""
-        return memoryview(self.der)[self._at[4] : self._at[5]]
-
-    def subject_der(self):
-        """The subject Name's DER (memoryview)."""
-        return memoryview(self.der)[self._at[6] : self._at[7]]
 
     def extensions(self):
         """Yield (oid, critical, value) per extension (RFC 5280 §4.1.2.9, §4.2): oid the OID's

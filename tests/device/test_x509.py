@@ -6,7 +6,7 @@ from binascii import b2a_base64, hexlify
 
 from certdata import EC_DER, EC_EXPECT, RSA_DER, RSA_EXPECT
 from checks import eq, raises, true
-from upcert import der, x509
+from upcert import chain, der, x509
 from upcert.clock import utc_seconds
 from upcert.errors import CertificateError
 
@@ -148,9 +148,9 @@ def test_path_validation_parts():
     # What upcert.chain reads, found by offset: tbsCertificate, algorithm, names, extensions.
     c = x509.Certificate(EC_DER)
     t, s, e = der.tlv(EC_DER, 4)
-    eq(bytes(c.tbs()), EC_DER[4:e], "tbsCertificate TLV")
-    eq(bytes(c.sig_alg_der()), b"\x06\x08\x2a\x86\x48\xce\x3d\x04\x03\x02", "ecdsa-with-SHA256")
-    issuer, subject = bytes(c.issuer_der()), bytes(c.subject_der())
+    eq(bytes(chain.tbs(c)), EC_DER[4:e], "tbsCertificate TLV")
+    eq(bytes(chain.sig_alg_der(c)), b"\x06\x08\x2a\x86\x48\xce\x3d\x04\x03\x02", "ecdsa-with-SHA256")
+    issuer, subject = bytes(chain.issuer_der(c)), bytes(chain.subject_der(c))
     true(issuer[0] == 0x30 and b"upcert test CA" in issuer, "issuer Name DER")
     eq(subject, b"\x30\x0f\x31\x0d\x30\x0b\x06\x03\x55\x04\x03\x0c\x04dev1", "subject Name DER")
     eq([(bytes(o), k, bytes(v)) for o, k, v in c.extensions()],

@@ -373,8 +373,8 @@ from binascii import hexlify
 from upcert import chain, x509
 for path in sys.argv[1:]:
     c = x509.load(open(path).read())
-    r = {"subject": hexlify(c.subject_der()).decode(), "issuer": hexlify(c.issuer_der()).decode(),
-         "tbs": hexlify(c.tbs()).decode(), "ski": hexlify(c.ski).decode(),
+    r = {"subject": hexlify(chain.subject_der(c)).decode(), "issuer": hexlify(chain.issuer_der(c)).decode(),
+         "tbs": hexlify(chain.tbs(c)).decode(), "ski": hexlify(c.ski).decode(),
          "ext": list(chain._extensions(c, None, None, True))}
     try:
         chain._signed_by(c, c)
