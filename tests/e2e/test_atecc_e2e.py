@@ -13,6 +13,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
 
+from tests.tools import wait_until
+
 ENDPOINT = "localhost:8883"  # where no test here needs a broker
 
 
@@ -277,7 +279,10 @@ def test_chip_board_rotates_itself_over_fleet_provisioning(chip_board, ca, cloud
     assert "new P-256 key" in log and "trial connection" in log, log
     assert new["tls"] == "upcert" and new["cert_id"][:16] in done, (new, done)
     assert reg.get(new["cert_id"])["status"] == "ACTIVE"
-    assert reg.get(res.cert_id)["status"] == "INACTIVE"  # retired once the new one is proven
+    # retired once the new identity is proven: the job's SUCCEEDED goes out after the first
+    # telemetry PUBACK with it, so a moment after the telemetry seen above
+    wait_until(lambda: reg.get(res.cert_id)["status"] == "INACTIVE", 30,
+               "the old certificate set INACTIVE after the job succeeded")
     st = status(board.port, timeout_s=30)
     assert st["cert_id"] == new["cert_id"] and st["store"]["key_slot"] == 2, st
     assert st["store"]["idle_key_slot"] == 0  # the old key kept for rollback
