@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from upcert.emu import config as emulator_config
+from upcert.emu import config as emu_config
 from upcert.errors import UpcertError
 from upcert.paths import ROOT, find_micropython
 from upcert.procs import alive, running_pid
@@ -34,7 +34,7 @@ I2C_HEAP_RESERVE = 3 * 1024
 # tightened at each start.
 STATE_UMASK = 0o077
 STATE_FILES = ("board.json", "board.json.tmp", "flash.img", "nvs.bin", "rtc.bin",
-               emulator_config.POWERCUT, "atecc608.json", "serial.log", "host.log", "board.pid")
+               emu_config.POWERCUT, "atecc608.json", "serial.log", "host.log", "board.pid")
 
 
 def secure_state(state_dir):
@@ -58,7 +58,7 @@ def _run(state_dir, *, heapsize, clock, ntp, atecc608):
     from upcert.emu.relay import Relay
 
     state = Path(state_dir).resolve()
-    cfg = emulator_config.load(state, heapsize=heapsize, clock=clock, ntp=ntp,
+    cfg = emu_config.load(state, heapsize=heapsize, clock=clock, ntp=ntp,
                                atecc608=atecc608)
     if not START_PY.exists():
         raise UpcertError(f"{START_PY} is missing: the emulated board needs the repository")
@@ -73,10 +73,10 @@ def _run(state_dir, *, heapsize, clock, ntp, atecc608):
                           "with `upcert board stop`")
     secure_state(state)
     chip, bridge = _fit_chip(state, cfg["atecc608"])
-    heap = emulator_config.heap_bytes(cfg["heapsize"]) + EMU_HEAP_RESERVE + (
+    heap = emu_config.heap_bytes(cfg["heapsize"]) + EMU_HEAP_RESERVE + (
         I2C_HEAP_RESERVE if chip else 0)
     command = [find_micropython(), "-X", f"heapsize={heap}", "-i", str(START_PY)]
-    resolved = dict(cfg, partitions=emulator_config.resolve_partitions(cfg))
+    resolved = dict(cfg, partitions=emu_config.resolve_partitions(cfg))
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(state), "TZ": "UTC",
            "LANG": "C", "UPCERT_BOARD_STATE": str(state), "UPCERT_BOARD": json.dumps(resolved)}
 
@@ -92,7 +92,7 @@ def _run(state_dir, *, heapsize, clock, ntp, atecc608):
             # Nothing else goes to stdout: a parent that read this line may close the pipe.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
-    emulator_config.write_powercut(state, 0, cfg["power_cut_after_writes"], 0)
+    emu_config.write_powercut(state, 0, cfg["power_cut_after_writes"], 0)
     write_private(pid_file, f"{os.getpid()}\n")
     try:
         with open_private(state / "serial.log", "ab") as log:
@@ -252,16 +252,16 @@ class EmulatedBoard:
                               "power_cut_after_writes in board.json")
         if not isinstance(writes, int) or writes < 0:
             raise UpcertError(f"arm_power_cut({writes!r}): give a number of writes >= 0")
-        emulator_config.write_powercut(self.state_dir, 0, writes,
-                                       emulator_config.read_powercut(self.state_dir)[2])
+        emu_config.write_powercut(self.state_dir, 0, writes,
+                                       emu_config.read_powercut(self.state_dir)[2])
 
     def write_count(self):
         """Persistent writes the board made since start() or the last arm_power_cut()."""
-        return emulator_config.read_powercut(self.state_dir)[0]
+        return emu_config.read_powercut(self.state_dir)[0]
 
     def power_cuts(self):
         """Power cuts injected by arm_power_cut()/power_cut_after_writes since start()."""
-        return emulator_config.read_powercut(self.state_dir)[2]
+        return emu_config.read_powercut(self.state_dir)[2]
 
     def stop(self):
         """Stop the board (SIGTERM, then SIGKILL after 10 s). Safe to call twice."""

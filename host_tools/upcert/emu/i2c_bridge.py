@@ -1,5 +1,5 @@
 """The I2C bus of an emulated board: a Unix-socket server that boards/unix/emu/emu_i2c.py
-(the board's machine.I2C) talks to, forwarding each transfer to emulated devices (atecc_emu).
+(the board's machine.I2C) talks to, forwarding each transfer to emulated devices (emu/atecc.py).
 
 Wire protocol, little-endian, one request then one reply per transfer:
   request  op(1) addr(1) stop(1) freq_hz(u32) n(u16) [n bytes when op is W or C]
@@ -8,7 +8,7 @@ Wire protocol, little-endian, one request then one reply per transfer:
 A write to address 0 is the wake pulse: SDA is low for the 8 bits of the address byte, i.e.
 8/freq_hz seconds; every device sees it and nobody acknowledges (ATECC608 data sheet, "Wake": SDA low for tWLO).
 Devices: `address`, `wake_pulse(low_us)`, `i2c_write(data, freq_hz) -> bool`,
-`i2c_read(n, freq_hz) -> bytes | None`, `control(dict) -> dict` (atecc_emu.Atecc608).
+`i2c_read(n, freq_hz) -> bytes | None`, `control(dict) -> dict` (emu.atecc.Atecc608).
 """
 
 import json
