@@ -21,6 +21,8 @@ SCRIPTS = [
     "bench_storm.py",
     "bench_rotation.py",
     "bench_rotation_heap.py",
+    "bench_tls_crypto.py",
+    "bench_tls12.py",
 ]
 
 
