@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from upcert.pki.ca import LocalCa
 from upcert.pki.certs import generate_key
 
-from tests.tools import ROOT, micropython_cmd, require
+from tests.tools import ROOT, micropython_cmd, require, wait_until
 
 SUITES = {  # OpenSSL name -> what the device reports
     "ECDHE-ECDSA-AES128-GCM-SHA256": "TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256",
@@ -296,28 +296,35 @@ def test_a_tampered_finished_fails_the_handshake(pki, tmp_path):
     assert srv.error  # OpenSSL saw the alert or the close: no session
 
 
-def test_a_renegotiation_request_is_refused(pki, tmp_path):
-    # openssl s_server sends a HelloRequest when it reads "r" on stdin (s_server(1)); the device
-    # answers no_renegotiation and closes: it never renegotiates
+def _s_server(*args):
+    """(process, port) of `openssl s_server` on a free port with args, client certificate
+    required, TLS 1.2 only; returns once it accepts connections."""
     openssl = require("openssl")
-    ca = pki["ec"]["ca"]
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    proc = subprocess.Popen(
-        [openssl, "s_server", "-accept", str(port), "-cert", str(ca.server_pem), "-key",
-         str(ca.server_key), "-CAfile", str(ca.ca_pem), "-Verify", "1", "-tls1_2",
-         "-no_ticket"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+    proc = subprocess.Popen([openssl, "s_server", "-accept", str(port), "-Verify", "1",
+                             "-tls1_2", "-no_ticket", *args], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
+    def accepts():
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            return proc.poll() is not None  # exited: the test reads why from its output
+
+    wait_until(accepts, 10, f"openssl s_server listening on {port}")
+    return proc, port
+
+
+def test_a_renegotiation_request_is_refused(pki, tmp_path):
+    # openssl s_server sends a HelloRequest when it reads "r" on stdin (s_server(1)); the device
+    # answers no_renegotiation and closes: it never renegotiates
+    ca = pki["ec"]["ca"]
+    proc, port = _s_server("-cert", str(ca.server_pem), "-key", str(ca.server_key), "-CAfile",
+                           str(ca.ca_pem))
+    try:
         def renegotiate_after_handshake():
             for line in proc.stdout:
                 if "CIPHER is" in line or "Shared ciphers" in line:
@@ -396,26 +403,13 @@ def _chain(tmp_path, kind):
 def test_openssl_s_server_with_a_chain_and_alpn(pki, tmp_path, kind):
     # RSA: root -> intermediate -> leaf, the intermediate sent by the server (-cert_chain);
     # ECC: root -> leaf. Client certificate required (-Verify), TLS 1.2 only, ALPN.
-    openssl = require("openssl")
     root_hex = _chain(tmp_path, kind)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    cmd = [openssl, "s_server", "-accept", str(port), "-cert", str(tmp_path / "leaf.pem"),
-           "-key", str(tmp_path / "key.pem"), "-CAfile", str(pki["ec"]["ca"].ca_pem),
-           "-Verify", "1", "-tls1_2", "-alpn", "x-amzn-mqtt-ca", "-rev", "-no_ticket"]
+    args = ["-cert", str(tmp_path / "leaf.pem"), "-key", str(tmp_path / "key.pem"), "-CAfile",
+            str(pki["ec"]["ca"].ca_pem), "-alpn", "x-amzn-mqtt-ca", "-rev"]
     if kind == "rsa":
-        cmd += ["-cert_chain", str(tmp_path / "chain.pem")]
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+        args += ["-cert_chain", str(tmp_path / "chain.pem")]
+    proc, port = _s_server(*args)
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
         out = device(tmp_path, dict(pki["ec"], roots=[root_hex]), port, send="ping\n",
                      alpn=["x-amzn-mqtt-ca"], expect=4)
     finally:
