@@ -217,27 +217,10 @@ class Connector:
         self.timeout_s = timeout_s
 
     def connect(self, host, port):
-        import socket
-
         from upcert import drop
+        from upcert.tlsconn import tcp
 
-        try:
-            ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
-        except OSError as e:
-            from upcert import diagnose
-
-            raise diagnose.connect_error(e, host, port) from None
-        sock = socket.socket(ai[0], socket.SOCK_STREAM)
-        try:
-            sock.settimeout(self.timeout_s)
-            sock.connect(ai[-1])
-        except BaseException as e:
-            sock.close()
-            if isinstance(e, Exception):
-                from upcert import diagnose
-
-                raise diagnose.connect_error(e, host, port) from None
-            raise
+        sock = tcp(host, port, self.timeout_s)
         try:
             return TlsClient(sock, host, self.roots, self.clock.now(), self.identity, self.alpn,
                              self.timeout_s, self.clock.trusted())
@@ -647,15 +630,16 @@ class TlsClient:
         self._closed = True
         raise e
 
-    def _abort(self, alert):
-        # a fatal alert (best effort), then the socket is closed
+    def _abort(self, alert, level=2):
+        # the alert (best effort; fatal unless close() says otherwise), then the socket closed
         if alert is not None and not self._closed:
             try:
                 self.sock.settimeout(2)
-                self._record(_ALERT, bytes((2, alert)))
+                self._record(_ALERT, bytes((level, alert)))
             except Exception:
                 pass
         self._closed = True
+        self._rc = self._wc = None
         try:
             self.sock.close()
         except OSError:
@@ -743,18 +727,7 @@ class TlsClient:
         return NAMES.get(self.suite), "TLSv1.2"
 
     def close(self):
-        if not self._closed:
-            try:
-                self.sock.settimeout(2)
-                self._record(_ALERT, bytes((1, CLOSE_NOTIFY)))
-            except Exception:
-                pass
-        self._closed = True
-        self._rc = self._wc = None
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        self._abort(CLOSE_NOTIFY, 1)  # close_notify is a warning-level alert (§7.2.1)
 
 
 def _ecdsa_der(r, s):

@@ -116,6 +116,29 @@ class TlsSocket:
         self.cipher = getattr(tls_sock, "cipher", None)
 
 
+def tcp(host, port, timeout_s):
+    """A TCP socket connected to host:port (DNS, then connect within timeout_s), for a TLS client
+    to wrap (this module's Connector, tls12.Connector); ConnectError naming the cause."""
+    try:
+        ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+    except OSError as e:
+        from upcert import diagnose  # loaded only on a failure
+
+        raise diagnose.connect_error(e, host, port) from None
+    sock = socket.socket(ai[0], socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout_s)
+        sock.connect(ai[-1])
+    except BaseException as e:
+        sock.close()
+        if isinstance(e, Exception):
+            from upcert import diagnose
+
+            raise diagnose.connect_error(e, host, port) from None
+        raise
+    return sock
+
+
 class Connector:
     """connect(host, port) -> TlsSocket: DNS, TCP with a timeout, TLS with SNI and hostname
     check. Failures close the socket and raise ConnectError naming the cause (diagnose.py)."""
@@ -125,24 +148,14 @@ class Connector:
         self.timeout_s = timeout_s
 
     def connect(self, host, port):
+        sock = tcp(host, port, self.timeout_s)
         try:
-            ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
-        except OSError as e:
-            from upcert import diagnose  # loaded only on a failure
-
-            raise diagnose.connect_error(e, host, port) from None
-        sock = socket.socket(ai[0], socket.SOCK_STREAM)
-        handshake = False
-        try:
-            sock.settimeout(self.timeout_s)
-            sock.connect(ai[-1])
-            handshake = True
             wrapped = self.ctx.wrap_socket(sock, server_hostname=host)
         except BaseException as e:
             sock.close()
             if isinstance(e, Exception):
-                from upcert import diagnose
+                from upcert import diagnose  # loaded only on a failure
 
-                raise diagnose.connect_error(e, host, port, handshake) from None
+                raise diagnose.connect_error(e, host, port, True) from None
             raise  # KeyboardInterrupt / SystemExit pass through untouched
         return TlsSocket(wrapped, sock)
