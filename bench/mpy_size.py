@@ -23,6 +23,8 @@ GROUPS = {
     # What the host calls over the raw REPL (provisioning, status): on the flash, never imported
     # by the agent, so never resident while it runs.
     "host calls (not resident)": ("hostcalls", "hostcalls_atecc"),
+    # Provisioning by claim: loaded at start-up while a claim is on the flash, then dropped.
+    "claim (first boot only)": ("claim",),
     # upcert's own TLS 1.2 client (#10), for stock firmware and keys in a secure element: loaded
     # only when a board uses it instead of the port's tls module (and sha512/rsa only for a
     # server chain that needs them).
@@ -30,7 +32,7 @@ GROUPS = {
                                         "rsa"),
 }
 BUDGET = {"foundation": 24 * 1024, "lifecycle": 16 * 1024, "atecc608 driver": 6 * 1024,
-          "host calls (not resident)": 5 * 1024,
+          "host calls (not resident)": 5 * 1024, "claim (first boot only)": 4 * 1024,
           "own tls client (only when used)": 30 * 1024}  # issue #10's target
 
 

@@ -73,6 +73,9 @@ def _start(board, config_path, log, sleep_ms):
         roots = store_mod.load_roots(roots_path)
         drop("x509", "der")  # the agent reads its certificate once per connection, then drops them
         clock = board.clock()
+        if "claim" in config:  # provisioning by claim, until the board's identity connected
+            _retry("clock not set", lambda: _sync(clock), log, sleep_ms)
+            _retry("claim", lambda: _claim(config, store, clock, roots, log), log, sleep_ms)
         connect = _connector(config, store, clock)(store.certificate(), store.private_key(), roots)
         del roots
         _retry("clock not set", lambda: _sync(clock), log, sleep_ms)
@@ -86,6 +89,16 @@ def _start(board, config_path, log, sleep_ms):
     room = getattr(board, "heap_room", gc.mem_free)
     rot = _rotation(config, store, clock, store_mod, roots_path, log, room)
     return Agent(config, store, clock, connect, log, rot, room)
+
+
+def _claim(config, store, clock, roots, log):
+    from upcert import claim
+
+    try:
+        claim.run(config, store, clock, _connector(config, store, clock), roots, log)
+    finally:
+        claim = None
+        drop("claim")
 
 
 def _connector(config, store, clock):

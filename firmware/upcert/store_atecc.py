@@ -123,7 +123,10 @@ class AteccStore(FsStore):
         active one and a staged or rollback one stay intact). Returns (signer, key reference)."""
         from upcert.atecc import Signer
 
-        busy = [self.key_slot(), self._idle_slot()]
+        try:
+            busy = [self.key_slot(), self._idle_slot()]
+        except StoreError:  # no identity yet: provisioning by claim (claim.py)
+            busy = [self._idle_slot()]
         cfg = self.chip.read_config()
         for n in self.spares + (self.slot,):
             c = self.chip.slot_config(n, cfg)

@@ -143,6 +143,15 @@ def build_parser():
     p.add_argument("--slot", type=int, default=0, help="atecc608: key slot of the device key")
     p.add_argument("--chip-cert", choices=("fs", "slot8"), default="fs",
                    help="atecc608: certificate on the flash, or in data slot 8 (<= 416 bytes)")
+    p.add_argument("--claim", action="store_true", help="provisioning by claim: write the "
+                   "batch's claim certificate instead of an identity; at first boot the board "
+                   "makes its own key and gets its certificate through the claim template, then "
+                   "erases the claim. The claim is the local stand-in's (--cloud-dir) unless "
+                   "--claim-cert/--claim-key name one (e.g. from `upcert aws setup`)")
+    p.add_argument("--claim-cert", help="claim certificate (PEM or DER), with --claim")
+    p.add_argument("--claim-key", help="claim private key (PEM or DER), with --claim")
+    p.add_argument("--claim-template", default="upcert-claim",
+                   help="provisioning template the claim may use (default upcert-claim)")
     p.set_defaults(fn=commands.do_provision)
     ch = sub.add_parser("chip", help="ATECC608 secure element on a board").add_subparsers(
         dest="sub", required=True)

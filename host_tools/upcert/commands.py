@@ -208,6 +208,10 @@ def do_provision(args):
     from upcert.board import provision as p
     from upcert.cloud.admin import registry_state
 
+    if args.claim:
+        return do_provision_claim(args)
+    if args.claim_cert or args.claim_key:
+        raise UpcertError("--claim-cert and --claim-key go with --claim")
     if args.store == "atecc608":
         return do_provision_chip(args)
     if args.lock:
@@ -237,6 +241,42 @@ def do_provision(args):
     print(f"provisioned {res.thing} ({res.store} store) in {res.seconds:.1f} s")
     print(f"certificate id {res.cert_id}")
     print(f"expires {res.not_after.isoformat()}; issuer: {res.issuer_check}")
+
+
+def do_provision_claim(args):
+    from upcert import validate as v
+    from upcert.board import provision as p
+    from upcert.cloud.standin import Cloud
+    from upcert.pki import certs
+
+    if args.store == "atecc608":
+        raise UpcertError("--claim with --store atecc608 is not supported yet: provision the "
+                          "chip with an identity (`upcert provision --store atecc608`)")
+    if args.cert or args.key or args.lock:
+        raise UpcertError("--claim writes a claim, not an identity: leave out --cert, --key "
+                          "and --lock")
+    wifi, extra, _ = _checked(args, local_ca=True)
+    v.template_name(args.claim_template)
+    extra["claim"] = {"template": args.claim_template}
+    cfg = p.make_config(args.thing, args.endpoint, args.store, extra, wifi)
+    if args.claim_cert or args.claim_key:
+        if not (args.claim_cert and args.claim_key and args.root_ca):
+            raise UpcertError("--claim-cert, --claim-key and --root-ca go together")
+        cert_path, key_path = args.claim_cert, args.claim_key
+        roots = certs.load_certificates(args.root_ca)
+    else:
+        cloud = Cloud.from_state(args.cloud_dir)  # CloudError naming `upcert cloud up`
+        cert_path, key_path = cloud.claim_credentials()
+        roots = certs.load_certificates(args.root_ca) if args.root_ca else [cloud.ca.certificate]
+    cert, key = certs.load_certificate(cert_path), certs.load_private_key(key_path)
+    res = p.provision_claim(args.port, cfg, cert, key, roots, board=args.board,
+                            install=not args.no_firmware, reset=not args.no_reset,
+                            log=lambda m: print(m, file=sys.stderr))
+    for w in res.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"claim written for {res.thing} ({res.store} store) in {res.seconds:.1f} s: claim "
+          f"certificate {res.cert_id[:16]}, template {args.claim_template}")
+    print("at its first boot the board makes its key, gets its certificate and erases the claim")
 
 
 def _registry(args):

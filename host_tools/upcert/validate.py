@@ -82,6 +82,15 @@ def thing_name(name, *, local_ca=False):
     return name
 
 
+def template_name(name):
+    """An AWS provisioning template name: 1..36 of A-Z a-z 0-9 _ - (the device's rule,
+    firmware/upcert/config.py)."""
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,36}", name):
+        raise InputError(f"provisioning template name {shown(name, length=False)}: use 1-36 "
+                         "letters, digits, '_' or '-'")
+    return name
+
+
 def client_id(value):
     """An MQTT client id as AWS IoT takes it: 1..128 bytes of UTF-8 without '+', '#' or '/'
     (the device's rule, firmware/upcert/config.py)."""

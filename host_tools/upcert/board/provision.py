@@ -295,3 +295,50 @@ def status(port, timeout_s=10, resume=True, deadline_s=60, boot_wait_s=0):
     if not isinstance(st, dict):
         raise UpcertError(f"board status gave no answer: {st!r:.200}")
     return st
+
+
+CLAIM_CERT_PATH = "/upcert.d/claim.der"  # firmware/upcert/claim.py reads them
+CLAIM_KEY_PATH = "/upcert.d/claim.key"
+
+
+def provision_claim(port, cfg, cert, key, roots, *, board="esp32_generic", install=True,
+                    reset=True, log=print, timeout_s=10, deadline_s=DEADLINE_S):
+    """Provisioning by claim (AWS IoT developer guide, "Provisioning by claim"): write a batch's
+    claim certificate and key, the trust anchors and cfg (with "claim": {"template", ...})
+    instead of an identity. At its first boot the board makes its own key (in its store; in the
+    chip for atecc608) and gets its certificate through the claim template; then it erases the
+    claim (firmware/upcert/claim.py). Refuses a board that already holds an identity: the claim
+    would never be used there. Returns Result for the claim certificate."""
+    from upcert.validate import check_config; check_config(cfg)  # noqa: E702, I001 (validate.py)
+    if not isinstance(cfg.get("claim"), dict):
+        raise UpcertError("the config has no 'claim': build it with make_config(..., "
+                          "extra={'claim': {'template': ...}})")
+    started = time.monotonic()
+    # the pair must match; its issuer is the account's (AWS) or the local CA, not a server root
+    report = certs.check_device_credentials(cert, key, None)
+    cert_der, key_der = certs.cert_to_der(cert), certs.key_to_der(key)
+    files = [(ROOTS_PATH, b"".join(certs.cert_to_der(r) for r in roots)),
+             (CLAIM_KEY_PATH, key_der), (CLAIM_CERT_PATH, cert_der),
+             (CONFIG_PATH, json.dumps(cfg, separators=(",", ":")).encode())]  # config last
+    kind = cfg["store"]["kind"]
+    with Board(port, timeout_s=timeout_s, deadline_s=deadline_s, operation="provision") as b:
+        info = b.probe(firmware.probe_modules(kind))
+        firmware.check_board(info, kind)
+        p = firmware.plan(b, info, board, extra=files, files_wanted=install)
+        if install:
+            firmware.install(b, board=board, log=log, info=info, planned=p)
+        else:
+            firmware.check_room(info, p.extra, p.have)
+        held = b.call("hostcalls.status", CONFIG_PATH, what="asking what the board holds")
+        if held.get("cert_id"):
+            raise UpcertError(
+                f"the board on {port} already holds certificate {held['cert_id'][:16]} for "
+                f"{held.get('thing')!r}: a claim is for a board without an identity (it would "
+                "never be used here); rotate that identity instead, or erase the board first")
+        for path, data in files:
+            if (path, data) in p.extra:
+                _write_checked(b, path, data)
+        if reset:
+            b.hard_reset()
+    return Result(cfg["thing"], kind, report.cert_id, report.not_after, "claim",
+                  list(report.warnings), time.monotonic() - started)

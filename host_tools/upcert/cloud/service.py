@@ -24,7 +24,7 @@ from upcert.cloud.cbor import cbor
 from upcert.cloud.faults import Fault
 from upcert.cloud.limits import Throttle, parse_validity  # noqa: F401 (tests use them from here)
 from upcert.cloud.registry import TOKEN_TTL_S, Registry, TokenError
-from upcert.cloud.standin import Cloud
+from upcert.cloud.standin import CLAIM_PREFIX, Cloud
 from upcert.errors import UpcertError
 from upcert.pki.certs import CertError, common_name
 from upcert.validate import write_private
@@ -34,6 +34,11 @@ FROM, TO = "upcert/from/", "upcert/to/"  # topics of the identity plugin (plugin
 # space: {"event": "rotation-abandoned", "certificateId": ID, "step": STEP}.
 ROTATION_TOPIC = "things/+/rotation"
 DEFAULT_TEMPLATE = "upcert-rotation"
+# Provisioning by claim (AWS IoT developer guide, "Provisioning by claim"): the claim template,
+# which only a claim certificate may use (the claim policy allows nothing else), and which
+# creates the thing a board names. The plugin gives a claim connection the username
+# "<client id>@<claim CN>" (claim CNs start with standin.CLAIM_PREFIX).
+CLAIM_TEMPLATE = "upcert-claim"
 SERVICE_CLIENT_ID = "upcert-provisioning"
 _CURVES = ("secp256r1", "secp384r1")
 _POLL_S = 0.25  # how often new jobs are looked for (notify-next)
@@ -187,12 +192,13 @@ class Provisioner:
         data = cbor(body) if fmt == "cbor" else json.dumps(body).encode()
         return [(f"{TO}{thing}/{topic}{suffix}", data)], suffix == "/accepted"
 
-    def _create_from_csr(self, thing, request):
-        if not self.throttle.allow(thing):
+    def _create_from_csr(self, user, request):
+        thing, claim = requester(user)
+        if not self.throttle.allow(user):
             raise Rejection(429, "ThrottlingException", "Rate exceeded: CreateCertificateFromCsr"
                             f" is limited to {self.throttle.rate:g} request(s) per second per "
                             f"thing (burst {self.throttle.burst}); retry in "
-                            f"{max(0.1, self.throttle.retry_after(thing)):.1f} s")
+                            f"{max(0.1, self.throttle.retry_after(user)):.1f} s")
         if self.fault.reject():
             raise Rejection(*self.fault.reject())
         pem = request.get("certificateSigningRequest")
@@ -214,8 +220,9 @@ class Provisioner:
                             "accepted: use EC P-256 or P-384, or RSA with 2048 bits or more")
         cn = common_name(csr.subject)
         if cn != thing:
-            raise Rejection(403, "Forbidden", f"the CSR's subject CN {cn!r} is not your thing "
-                            f"name {thing!r}: a device may renew only its own identity")
+            raise Rejection(403, "Forbidden", f"the CSR's subject CN {cn!r} is not your " + (
+                f"client id {thing!r}: a board claims the thing it connects as" if claim else
+                f"thing name {thing!r}: a device may renew only its own identity"))
         now = datetime.datetime.now(datetime.timezone.utc)
         try:
             cert = self.fault.issue(self.ca, thing, key, now + self.validity, now)
@@ -231,25 +238,41 @@ class Provisioner:
         return {"certificateId": record["cert_id"], "certificatePem": record["pem"],
                 "certificateOwnershipToken": token}
 
-    def _provision(self, thing, template, request, now):
-        if template not in self.templates:
+    def _provision(self, user, template, request, now):
+        thing, claim = requester(user)
+        if template not in self.templates + (CLAIM_TEMPLATE,):
             raise Rejection(404, "ResourceNotFound", f"provisioning template {template!r} does "
-                            f"not exist: this stand-in offers {', '.join(self.templates)}")
+                            f"not exist: this stand-in offers "
+                            f"{', '.join(self.templates + (CLAIM_TEMPLATE,))}")
+        if claim != (template == CLAIM_TEMPLATE):
+            raise Rejection(403, "Forbidden", f"template {template!r} is for " + (
+                "devices with their own certificate, not for a claim" if claim else
+                "claim certificates only (provisioning by claim)"))
         params = request.get("parameters", {})
         if not isinstance(params, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in params.items()):
             raise Rejection(400, "InvalidParameters", "parameters must map strings to strings")
         if params.get("ThingName", thing) != thing:
-            raise Rejection(403, "Forbidden", f"ThingName {params['ThingName']!r} is not your "
-                            f"thing {thing!r}: a device may provision only itself")
+            raise Rejection(403, "Forbidden", f"ThingName {params['ThingName']!r} is not your " + (
+                f"client id {thing!r}: a board claims the thing it connects as" if claim else
+                f"thing {thing!r}: a device may provision only itself"))
         try:
             record = self.registry.consume_token(request.get("certificateOwnershipToken"),
                                                  thing, now=now)
         except TokenError as e:
             raise Rejection(e.status_code, e.error_code, str(e)) from None
-        log.info("certificate %s of %s is %s and attached", record["cert_id"][:12], thing,
-                 record["status"])
+        if claim:
+            self.registry.put_thing(thing, dict(params))
+        log.info("certificate %s of %s is %s and attached%s", record["cert_id"][:12], thing,
+                 record["status"], f" (claimed with {user.partition('@')[2]})" if claim else "")
         return {"deviceConfiguration": {}, "thingName": thing}
+
+
+def requester(user):
+    """(thing, is a claim) for the username the identity plugin gave a connection: a thing's
+    own name, or "<client id>@<claim CN>" for a claim (the thing it asks to become)."""
+    cid, at, cn = user.partition("@")
+    return (cid, True) if at and cn.startswith(CLAIM_PREFIX) else (user, False)
 
 
 def _key_name(key):

@@ -32,6 +32,9 @@ from upcert.procs import (  # noqa: F401 (free_port: tests)
 from upcert.validate import write_private
 
 ENDPOINT = "localhost"  # the server certificate names localhost and 127.0.0.1
+# Claim certificates (provisioning by claim, Cloud.claim_credentials): their CN starts with this;
+# the identity plugin and the provisioning service treat them as claims, not things.
+CLAIM_PREFIX = "claim-"
 # AWS IoT security policy IoTSecurityPolicy_TLS12_1_2_2022_10, OpenSSL names
 # (AWS IoT Developer Guide, "Transport security in AWS IoT Core").
 AWS_TLS12_CIPHERS = tuple(
@@ -258,7 +261,8 @@ class Cloud:
             f"acl_file {self.acl_path}",
             # plugin_opt_*: read by mosquitto_plugin_init in plugin/upcert_identity.c
             *([f"plugin {self.plugin_path}", f"plugin_opt_admin {ADMIN_CN}",
-               f"plugin_opt_crlfile {self.crl_path}"] if self.services else []),
+               f"plugin_opt_crlfile {self.crl_path}",
+               f"plugin_opt_claim_prefix {CLAIM_PREFIX}"] if self.services else []),
             # Listener options below this line; one placed above it makes mosquitto open a
             # default plaintext listener on 1883 (seen with max_qos).
             f"listener {self.port} {self.host}",
@@ -554,6 +558,28 @@ class Cloud:
             return ""
 
     # clients ------------------------------------------------------------------------------
+
+    def claim_credentials(self, name="batch"):
+        """(certificate PEM path, key PEM path) of the claim `name` for provisioning by claim:
+        a P-256 key and a certificate from the local CA with CN CLAIM_PREFIX + name, registered
+        ACTIVE; made once, under <state>/claims/ (key 0600), then reused: one claim is shared
+        by a batch of boards, as on AWS (its key is on every board of the batch, so it can do
+        nothing but ask for a board's own certificate)."""
+        from upcert.cloud.registry import Registry
+        from upcert.pki import certs
+
+        cn = CLAIM_PREFIX + name
+        folder = self.state_dir / "claims"
+        cert_path, key_path = folder / f"{cn}.cert.pem", folder / f"{cn}.key.pem"
+        if cert_path.exists() and key_path.exists():
+            return cert_path, key_path
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        key = certs.generate_key("ec")
+        cert = self.ca.issue_device(cn, key.public_key(), days=3650)
+        certs.write_private_key(key_path, key)
+        Registry(self.registry_path).register(cert, cn, "ACTIVE")
+        certs.write_certificate(cert_path, cert)  # last: what says the claim is complete
+        return cert_path, key_path
 
     def tls_context(self, certfile=None, keyfile=None, internal=False):
         """A TLS client context trusting the local CA, presenting certfile/keyfile if given.

@@ -21,6 +21,12 @@
 static mosquitto_plugin_id_t *g_pid;
 static char *g_admin;   /* plugin_opt_admin: the service's identity (certificate CN) */
 static char *g_crlfile; /* plugin_opt_crlfile: the listener's crlfile, re-read on SIGHUP */
+/* plugin_opt_claim_prefix: certificates whose CN starts with it are provisioning claims, shared by
+ * a batch of boards (AWS IoT "provisioning by claim"). A claim connects under any valid client id
+ * (the board's thing-to-be) and its username becomes "<client id>@<CN>", so each reply reaches
+ * only the connection that asked, as on AWS, and no thing's topics match it (a thing name has no
+ * '@': AWS allows [a-zA-Z0-9:_-]). */
+static char *g_claim;
 static X509_CRL *g_crl;
 
 /* The reply being delivered: mosquitto queues a PUBLISH to every subscriber (read ACL check per
@@ -143,6 +149,28 @@ static char *cert_cn(X509 *cert)
 	return cn;
 }
 
+static bool name_ok(const char *user);
+
+/* A claim's username "<client id>@<CN>"; MOSQ_ERR_AUTH for a client id no thing could have. */
+static int claim_username(struct mosquitto *client, const char *id, const char *cn)
+{
+	size_t len;
+	char *user;
+	int rc;
+
+	if(!id || !*id || !name_ok(id) || strchr(id, '@')){
+		mosquitto_log_printf(MOSQ_LOG_NOTICE, "upcert: claim '%s' refused: client id '%s' is not a thing name", cn, id ? id : "");
+		return MOSQ_ERR_AUTH;
+	}
+	len = strlen(id) + 1 + strlen(cn) + 1;
+	user = mosquitto_malloc(len);
+	if(!user) return MOSQ_ERR_AUTH;
+	snprintf(user, len, "%s@%s", id, cn);
+	rc = mosquitto_set_username(client, user);
+	mosquitto_free(user);
+	return rc == MOSQ_ERR_SUCCESS ? MOSQ_ERR_SUCCESS : MOSQ_ERR_AUTH;
+}
+
 /* CONNECT, before mosquitto looks for a connected client with the same id: with
  * use_identity_as_username mosquitto 2.0 calls no plugin at CONNECT at all, and a second CONNECT
  * under a connected client's id closes that client ("already connected, closing old connection",
@@ -170,6 +198,11 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 	if(!cn){
 		mosquitto_log_printf(MOSQ_LOG_NOTICE, "upcert: client %s refused: its certificate has no usable subject CN", id ? id : "?");
 		return MOSQ_ERR_AUTH;
+	}
+	if(g_claim && *g_claim && !strncmp(cn, g_claim, strlen(g_claim))){
+		rc = claim_username(ed->client, id, cn);
+		mosquitto_free(cn);
+		return rc;
 	}
 	if(strcmp(cn, g_admin) && (!id || strcmp(id, cn))){
 		mosquitto_log_printf(MOSQ_LOG_NOTICE, "upcert: client id '%s' refused for certificate CN '%s': "
@@ -344,6 +377,7 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata, st
 	for(i = 0; i < opt_count; i++){
 		if(!strcmp(opts[i].key, "admin")) g_admin = mosquitto_strdup(opts[i].value);
 		if(!strcmp(opts[i].key, "crlfile")) g_crlfile = mosquitto_strdup(opts[i].value);
+		if(!strcmp(opts[i].key, "claim_prefix")) g_claim = mosquitto_strdup(opts[i].value);
 	}
 	if(!g_admin) g_admin = mosquitto_strdup("upcert-admin");
 	if(!g_admin) return MOSQ_ERR_NOMEM;
@@ -376,5 +410,7 @@ int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *opts, int opt
 	X509_CRL_free(g_crl);
 	mosquitto_free(g_admin);
 	mosquitto_free(g_crlfile);
+	mosquitto_free(g_claim);
+	g_claim = NULL;
 	return MOSQ_ERR_SUCCESS;
 }

@@ -1,0 +1,119 @@
+"""Provisioning by claim on emulated boards against the local stand-in: a board that holds only
+the batch's claim makes its own key at first boot, gets its certificate through the claim
+template, erases the claim and reports as its own thing; a claim can do nothing else."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.e2e.conftest import telemetry_config
+
+
+def _claim_config(thing, cloud, store="fs"):
+    cfg = telemetry_config(thing, cloud, store)
+    cfg["claim"] = {"template": "upcert-claim", "parameters": {"Batch": "b1"}}
+    return cfg
+
+
+def _provision_claim(board, cloud, thing, store="fs"):
+    from upcert.board import provision as prov
+    from upcert.pki import certs
+
+    cert_path, key_path = cloud.claim_credentials()
+    return prov.provision_claim(board.port, _claim_config(thing, cloud, store),
+                                certs.load_certificate(cert_path),
+                                certs.load_private_key(key_path), [cloud.ca.certificate],
+                                log=lambda m: None)
+
+
+def _files(board):
+    from upcert.board.transport import Board
+
+    with Board(board.port) as b:
+        return b.exec("import os; print(sorted(os.listdir('/upcert.d')))").strip()
+
+
+@pytest.mark.parametrize("store", ["fs", "nvs"])
+def test_a_claimed_board_gets_its_own_identity_and_erases_the_claim(
+        board_factory, cloud, thing, store):
+    from upcert.board.provision import status
+    from upcert.cloud.registry import Registry
+    from upcert.cloud.standin import Subscription
+
+    board = board_factory()
+    sub = Subscription(cloud, f"things/{thing}/#")
+    try:
+        res = _provision_claim(board, cloud, thing, store)
+        assert res.issuer_check == "claim"
+        board.wait_for_line("upcert: claim: done", timeout_s=90)
+        msg = sub.wait_for(lambda m: m.topic == f"things/{thing}/telemetry", timeout_s=60)
+    finally:
+        sub.close()
+    body = json.loads(msg.payload)
+    reg = Registry(cloud.registry_path)
+    mine = reg.list(thing)
+    assert [r["status"] for r in mine] == ["ACTIVE"], mine
+    assert body["cert_id"] == mine[0]["cert_id"] != res.cert_id
+    assert reg.get_thing(thing)["attributes"].get("Batch") == "b1"
+    # the claim is still ACTIVE for the rest of the batch; this board no longer holds it
+    assert reg.get(res.cert_id)["status"] == "ACTIVE"
+    st = status(board.port)
+    assert st["cert_id"] == mine[0]["cert_id"] and st["subject_cn"] == thing
+    files = _files(board)
+    assert "claim" not in files, files
+
+
+def test_cli_provision_claim_two_boards_of_one_batch(board_factory, cloud, thing):
+    # Two boards share the claim and claim at the same time: each gets only its own replies.
+    from upcert.cloud.registry import Registry
+
+    boards = [board_factory(), board_factory()]
+    things = [thing + "-a", thing + "-b"]
+    for b, t in zip(boards, things, strict=True):
+        out = subprocess.run(
+            [sys.executable, "-m", "upcert.cli", "provision", "--claim", "--port", b.port,
+             "--thing", t, "--endpoint", f"localhost:{cloud.port}", "--cloud-dir",
+             str(cloud.state_dir), "--wifi-ssid", "upcert-lab", "--telemetry-interval", "2"],
+            capture_output=True, text=True, timeout=120,
+            env=dict(os.environ, UPCERT_WIFI_PASSWORD="test-password"))
+        assert out.returncode == 0, out.stderr
+        assert "claim written" in out.stdout and "PRIVATE KEY" not in out.stdout + out.stderr
+    for b in boards:
+        b.wait_for_line("upcert: claim: done", timeout_s=90)
+        b.wait_for_line("upcert: connected", timeout_s=60)
+    reg = Registry(cloud.registry_path)
+    for t in things:
+        assert [r["status"] for r in reg.list(t)] == ["ACTIVE"]
+
+
+def test_a_claim_is_refused_on_a_things_topics_and_templates(cloud, thing, tmp_path):
+    # The claim certificate connects under any client id, but it is not that thing: what it
+    # publishes on the thing's topics is dropped, and the rotation template refuses it.
+    import paho.mqtt.client as mqtt
+    from upcert.cloud.standin import Subscription
+
+    cert_path, key_path = cloud.claim_credentials()
+    sub = Subscription(cloud, f"things/{thing}/#")
+    c = cloud.client(thing, str(cert_path), str(key_path), protocol=mqtt.MQTTv311)
+    got = []
+    c.on_message = lambda cl, u, m: got.append((m.topic, m.payload))
+    try:
+        c.subscribe("$aws/provisioning-templates/upcert-rotation/provision/json/rejected", 1)
+        c.publish(f"things/{thing}/telemetry", b'{"forged": true}', qos=1).wait_for_publish(5)
+        c.publish("$aws/provisioning-templates/upcert-rotation/provision/json",
+                  json.dumps({"certificateOwnershipToken": "x", "parameters": {}}), qos=1)
+        import time
+
+        end = time.monotonic() + 10
+        while not got and time.monotonic() < end:
+            time.sleep(0.05)
+        assert got, "no rejection from the rotation template"
+        assert json.loads(got[0][1])["statusCode"] == 403
+        assert all(json.loads(m.payload).get("forged") is None for m in sub.messages)
+    finally:
+        c.disconnect()
+        c.loop_stop()
+        sub.close()
