@@ -117,3 +117,50 @@ def test_a_claim_is_refused_on_a_things_topics_and_templates(cloud, thing, tmp_p
         c.disconnect()
         c.loop_stop()
         sub.close()
+
+
+def _cut_points(n):
+    # The first write, the middle and the last two (the store's write of the new pair and the
+    # claim's erasure end the claim): every one of a store with few writes.
+    return sorted({1, max(1, n // 2), *range(max(1, n - 1), n + 1)})
+
+
+@pytest.mark.parametrize("store", ["fs", "nvs"])
+def test_power_cut_at_any_write_of_a_claim_loses_nothing(board_factory, cloud, thing, store):
+    """The writes of one claim are counted on a board, then a fresh board's claim is cut after
+    each chosen write: it boots again, finishes (claims again, or proves the pair it stored),
+    reports as its thing with a certificate the registry has ACTIVE, and holds no claim."""
+    from upcert.board.provision import status
+    from upcert.cloud.registry import Registry
+
+    def claimed(name, cut):
+        board = board_factory()
+        from upcert.board import provision as prov
+        from upcert.pki import certs
+
+        cert_path, key_path = cloud.claim_credentials()
+        prov.provision_claim(board.port, _claim_config(name, cloud, store),
+                             certs.load_certificate(cert_path), certs.load_private_key(key_path),
+                             [cloud.ca.certificate], reset=False, log=lambda m: None)
+        board.arm_power_cut(cut)
+        mark = board.log_size()
+        board.power_cut()  # boots, and the agent starts the claim
+        board.wait_for_line("upcert: published telemetry", timeout_s=120, since=mark)
+        return board
+
+    board = claimed(thing + "-n", 0)
+    writes = board.write_count()
+    assert writes >= 2, writes  # at least the pair and the claim's erasure
+    reg = Registry(cloud.registry_path)
+    for cut in _cut_points(writes):
+        name = f"{thing}-{cut}"
+        board = claimed(name, cut)
+        assert board.power_cuts() == 1, f"cut after write {cut} of {writes} did not happen"
+        st = status(board.port)
+        held = [r for r in reg.list(name) if r["cert_id"] == st.get("cert_id")]
+        assert held and held[0]["status"] == "ACTIVE", (cut, st, reg.list(name))
+        # a claim cut after RegisterThing and before the store held the pair claims again:
+        # one certificate more, whose key died with the RAM it was in
+        assert len(reg.list(name)) <= 2, (cut, reg.list(name))
+        assert "claim" not in _files(board), (cut, _files(board))
+        board.stop()
