@@ -117,6 +117,36 @@ def chip_demo(home, ca_dir, cloud):
         board.stop()
 
 
+def claim_demo(home, cloud):
+    """A fourth board provisioned by claim: it holds only the batch's claim certificate, and
+    gets its own identity at first boot."""
+    from upcert.pki import certs
+
+    thing = "demo-thing-4"
+    step(f"{thing}: provisioning by claim (one claim certificate for a whole batch)")
+    shutil.rmtree(home / "board4", ignore_errors=True)
+    board = EmulatedBoard(home / "board4")
+    port = board.start()
+    try:
+        cert_path, key_path = cloud.claim_credentials()
+        cfg = prov.make_config(thing, f"localhost:{cloud.port}", "fs",
+                               {"telemetry_interval_s": 5, "claim": {"template": "upcert-claim"}},
+                               wifi=("upcert-lab", "demo-password"))
+        res = prov.provision_claim(port, cfg, certs.load_certificate(cert_path),
+                                   certs.load_private_key(key_path), [cloud.ca.certificate],
+                                   log=say)
+        say(f"claim certificate {res.cert_id[:16]} written (no identity yet); board reset")
+        with Subscription(cloud, f"things/{thing}/#") as sub:
+            board.wait_for_line("upcert: published telemetry", timeout_s=90)
+            for line in board.log_text().splitlines():
+                if "upcert: claim:" in line or "upcert: connected" in line:
+                    say(line.strip())
+            msg = sub.wait_for(lambda m: m.topic.endswith("/telemetry"), timeout_s=30)
+            say(f"{msg.topic}: cert_id {json.loads(msg.payload)['cert_id'][:16]}")
+    finally:
+        board.stop()
+
+
 def main():
     home = Path(os.environ.get("UPCERT_HOME", ROOT / ".state")) / "demo"
     started = time.monotonic()
@@ -179,6 +209,7 @@ def main():
 
         rotate_live(home, ca, ca_dir, cloud, tap)
         chip_demo(home, ca_dir, cloud)
+        claim_demo(home, cloud)
         step(f"done in {time.monotonic() - started:.1f} s")
         return 0
     except (UpcertError, TimeoutError) as exc:
