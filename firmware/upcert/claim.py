@@ -6,12 +6,12 @@
 # connects once with it, and only then erases the claim. app.py loads this module while the
 # claim is on the flash, before anything else connects, and drops it after.
 #
-# A power cut loses nothing: until the board's own identity has connected, the claim stays.
-# - before the store holds the new pair: the next boot claims again. The unfinished claim's key
-#   was in RAM only (or in a chip slot GenKey will overwrite), so the certificate AWS may have
-#   issued and activated for it is of no use to anyone; it stays on the thing (`upcert certs
-#   list` shows it) until a person deletes it.
-# - after: the next boot proves the stored pair with one connection; a refused pair (e.g. never
+# A power cut loses nothing: until the board's own identity has connected, the claim stays. The
+# pair is stored before RegisterThing activates its certificate, so AWS never holds an ACTIVE
+# certificate the board does not.
+# - before the store holds the new pair: the next boot claims again (the certificate issued for
+#   the lost key stays PENDING_ACTIVATION, and AWS deletes it when its ownership token expires).
+# - after: the next boot proves the stored pair with one connection; a refused pair (never
 #   activated) is claimed again, over the pair it replaces.
 import os
 from time import sleep_ms
@@ -123,8 +123,12 @@ def _claim(config, store, clock, make, roots, log):
         ms = config["fleet"]["timeout_s"] * 1000
         cid, cpem, token = fleet.create_from_csr(c, pem, ms)
         pem = None
-        der = _checked(cpem, point, clock)
-        cpem = None
+        # Stored before RegisterThing activates it: a power cut from here on leaves a pair the
+        # next boot proves (or, never activated, claims again over), never an ACTIVE
+        # certificate the board does not hold.
+        store.write(_checked(cpem, point, clock), key)
+        cpem = key = None
+        drop("store_journal", "x509", "der")
         params = dict(cl["parameters"])
         params["ThingName"] = t
         got = fleet.register_thing(c, cl["template"], token, params, ms)["thingName"]
@@ -134,9 +138,6 @@ def _claim(config, store, clock, make, roots, log):
         log("upcert: claim: certificate %s issued and registered for %s" % (cid[:16], t))
     finally:
         c.disconnect()
-    store.write(der, key)
-    der = key = None
-    drop("store_journal")
     _prove(config, make, store.certificate(), store.private_key(), roots, log)
     _erase(log)
 
