@@ -1,14 +1,18 @@
 """Load the device package (firmware/upcert) under CPython without disturbing the host package,
 which is also named `upcert`: a private meta-path finder serves `upcert.*` from firmware/ and
-`micropython` from shims/ while importing, then sys.modules gets the host's entries back. The
-loaded modules keep working because they reach each other through their own globals.
+`micropython`, `cryptolib` from shims/ while importing, then sys.modules gets the host's entries
+back. The loaded modules keep working because they reach each other through their own globals.
+Code that imports inside its functions (the TLS client loads and drops modules as it goes) runs
+inside `device()`, which gives it the device's `upcert` for that time.
 """
 
 import importlib
 import importlib.abc
 import importlib.util
+import os
 import sys
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,14 +20,16 @@ ROOT = Path(__file__).resolve().parents[2]
 FIRMWARE = ROOT / "firmware"
 SHIMS = Path(__file__).resolve().parent / "shims"
 CORPUS = Path(__file__).resolve().parent / "corpus" / "der"
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()
 _cache = {}
+_SHIMMED = ("micropython", "cryptolib")
+_between = {}  # the device's modules while device() is not running
 
 
 class _Finder(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name == "micropython":
-            return importlib.util.spec_from_file_location(name, SHIMS / "micropython.py")
+        if name in _SHIMMED:
+            return importlib.util.spec_from_file_location(name, SHIMS / (name + ".py"))
         if name == "upcert":
             return importlib.util.spec_from_file_location(
                 name, FIRMWARE / "upcert" / "__init__.py",
@@ -38,7 +44,7 @@ class _Finder(importlib.abc.MetaPathFinder):
 
 
 def _ours(name):
-    return name in ("upcert", "micropython") or name.startswith("upcert.")
+    return name == "upcert" or name in _SHIMMED or name.startswith("upcert.")
 
 
 def load_firmware(names=("errors", "der", "x509")):
@@ -59,6 +65,32 @@ def load_firmware(names=("errors", "der", "x509")):
             sys.modules.update(saved)
         ns = _cache[key] = SimpleNamespace(**mods)
         return ns
+
+
+@contextmanager
+def device(urandom=None):
+    """Run device code: for the duration, `import upcert...` (also inside the device's own
+    functions) gets firmware modules, and `upcert.drop()` works as on the board; the host's
+    modules come back afterwards, and the device's are kept for the next time. urandom: a
+    stand-in for os.urandom meanwhile (a replayed TLS handshake needs the client's randoms of
+    the recording). Yields a function: import_module("upcert.tls12") -> the module.
+    Not thread-safe for other code importing `upcert` meanwhile (the tests run it alone)."""
+    with _LOCK:
+        saved = {k: sys.modules.pop(k) for k in list(sys.modules) if _ours(k)}
+        sys.modules.update(_between)
+        finder = _Finder()
+        sys.meta_path.insert(0, finder)
+        real = os.urandom
+        if urandom is not None:
+            os.urandom = urandom
+        try:
+            yield importlib.import_module
+        finally:
+            os.urandom = real
+            sys.meta_path.remove(finder)
+            _between.clear()
+            _between.update({k: sys.modules.pop(k) for k in list(sys.modules) if _ours(k)})
+            sys.modules.update(saved)
 
 
 def view(fw, data):

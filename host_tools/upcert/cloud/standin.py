@@ -122,20 +122,25 @@ class Cloud:
     csr_rate (requests per second) and csr_burst set that API's quota per thing; pending_ttl
     ("1h" as on AWS; "2s" in tests) how long an ownership token and a certificate left
     PENDING_ACTIVATION live. port None: the one recorded by an earlier up() in state_dir, else a
-    free one.
+    free one. ciphers: the TLS 1.2 suites offered (OpenSSL names), a subset of AWS's list; tests
+    narrow it to one suite to make the client use that one.
     """
 
     def __init__(self, state_dir, ca, port=None, host="127.0.0.1", server_cert=None,
                  server_key=None, extra_conf="", services=True, cert_validity="365d",
                  templates=("upcert-rotation",), registry_path=None, fault=None,
                  csr_rate=CSR_RATE, csr_burst=CSR_BURST, pending_ttl=PENDING_TTL,
-                 alpn=False, alpn_port=None):
+                 alpn=False, alpn_port=None, ciphers=AWS_TLS12_CIPHERS):
         from upcert.cloud.faults import check
 
         parse_validity(cert_validity)  # bad values fail here, not in the service's log
         parse_validity(pending_ttl)
         Throttle(csr_rate, csr_burst)
         self.csr_rate, self.csr_burst, self.pending_ttl = csr_rate, csr_burst, pending_ttl
+        if isinstance(ciphers, str) or not ciphers or set(ciphers) - set(AWS_TLS12_CIPHERS):
+            raise CloudError(f"ciphers {ciphers!r}: give a non-empty list of AWS IoT's TLS 1.2 "
+                             f"suites in OpenSSL names ({', '.join(AWS_TLS12_CIPHERS)})")
+        self.ciphers = tuple(ciphers)
         self.fault = check(fault)
         if isinstance(templates, str) or not templates:
             raise CloudError("templates must be a non-empty list of provisioning template names")
@@ -195,7 +200,8 @@ class Cloud:
                        csr_rate=saved.get("csr_rate", CSR_RATE),
                        csr_burst=saved.get("csr_burst", CSR_BURST),
                        pending_ttl=saved.get("pending_ttl", PENDING_TTL),
-                       alpn=saved.get("alpn", False), alpn_port=saved.get("alpn_port"))
+                       alpn=saved.get("alpn", False), alpn_port=saved.get("alpn_port"),
+                       ciphers=saved.get("ciphers", AWS_TLS12_CIPHERS))
         except FileNotFoundError:
             raise CloudError(f"no local cloud in {state_dir}: run `upcert cloud up`") from None
         except (ValueError, KeyError, TypeError):
@@ -231,7 +237,8 @@ class Cloud:
                 "services": self.services, "cert_validity": self.cert_validity,
                 "templates": list(self.templates), "registry": str(self.registry_path),
                 "fault": self.fault, "csr_rate": self.csr_rate, "csr_burst": self.csr_burst,
-                "pending_ttl": self.pending_ttl, "alpn": self.alpn, "alpn_port": self.alpn_port}
+                "pending_ttl": self.pending_ttl, "alpn": self.alpn, "alpn_port": self.alpn_port,
+                "ciphers": list(self.ciphers)}
 
     def __enter__(self):
         if not self.is_running():
@@ -276,7 +283,7 @@ class Cloud:
             # plugin and let a newcomer close the client whose id it takes (upcert_identity.c).
             *([] if self.services else ["use_identity_as_username true"]),
             "tls_version tlsv1.2",
-            f"ciphers {':'.join(AWS_TLS12_CIPHERS)}",
+            f"ciphers {':'.join(self.ciphers)}",
             # reloaded on SIGHUP; a listed certificate fails the handshake (mosquitto.conf(5) crlfile; tests/host/test_provisioning.py)
             *([f"crlfile {self.crl_path}"] if self.services else []),
             self.extra_conf,
