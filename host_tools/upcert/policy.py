@@ -7,10 +7,13 @@ its own `$aws/things/<thing>/jobs/...` and the Fleet Provisioning topics of the 
 and of CreateCertificateFromCsr (AWS IoT Developer Guide: "Connection policy variables", "Fleet
 provisioning: device provisioning MQTT API", "Jobs device MQTT API"). Claim policy: a claim
 certificate can connect and call CreateCertificateFromCsr and the claim template, nothing else.
-No wildcard actions; each resource is scoped by region and account.
+No wildcard actions; each resource is scoped by region and account. Also the rotation job's
+document, which AWS IoT Jobs and the stand-in's jobs hand the device alike.
 """
 
+import datetime
 import json
+import os
 
 from upcert.errors import UpcertError
 
@@ -21,6 +24,15 @@ DEVICE_POLICY = "upcert-device"
 CLAIM_POLICY = "upcert-claim"
 CSR_API = "$aws/certificates/create-from-csr"
 FORMATS = ("json", "cbor")  # the payload formats of the Fleet Provisioning MQTT API
+
+
+ROTATE_DOCUMENT = {"operation": "rotate-certificate"}  # what the device agent reacts to
+
+
+def rotation_job_id(thing):
+    """A job id for a rotation of `thing` (AWS: [a-zA-Z0-9_-]{1,64})."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    return f"rotate-{str(thing).replace(':', '-')[:32]}-{stamp}-{os.urandom(2).hex()}"
 
 
 class PolicyError(UpcertError):
