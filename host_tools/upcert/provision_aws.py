@@ -53,7 +53,7 @@ def device_config(settings, thing, store, extra=None, wifi=None, chip=None):
     from upcert.board import chip as pc
     from upcert.board import provision as p
 
-    endpoint = f"{settings['endpoint']}:8883"
+    endpoint = f"{settings['endpoint']}:{settings.get('port', 8883)}"
     if store == "atecc608":
         cfg = pc.make_chip_config(thing, endpoint, extra=extra, wifi=wifi, **(chip or {}))
     else:
