@@ -24,6 +24,7 @@ SCRIPTS = [
     "bench_tls_crypto.py",
     "bench_tls12.py",
     "bench_tls12_atecc.py",
+    "bench_provision_aws.py",
 ]
 
 

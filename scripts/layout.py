@@ -2,10 +2,10 @@
 device module group), its size and what it imports, and exits 1 on a broken rule.
 
 Host (host_tools/upcert): layers, each importing only its own package and the layers below it:
-    cli, commands, __main__   -> the subsystems and below
-    board, emu, cloud         -> pki and the base, never one another
+    cli, commands, provision_aws, __main__ -> the subsystems and below
+    board, emu, cloud, aws    -> pki and the base, never one another
     pki                       -> the base
-    errors, paths, procs, validate (the base) -> the base
+    errors, paths, policy, procs, validate (the base) -> the base
 Device (firmware/upcert): no import circle, counting imports inside functions too.
 Every import of an upcert module is counted, at module level or inside a function.
 """
@@ -18,9 +18,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 HOST = ROOT / "host_tools" / "upcert"
 DEVICE = ROOT / "firmware" / "upcert"
-BASE = ("errors", "paths", "procs", "validate")
-SUBSYSTEMS = ("board", "emu", "cloud")
-TOP = ("cli", "commands", "__main__")
+BASE = ("errors", "paths", "policy", "procs", "validate")
+SUBSYSTEMS = ("board", "emu", "cloud", "aws")
+TOP = ("cli", "commands", "provision_aws", "__main__")
 RANK = {**dict.fromkeys(BASE, 0), "pki": 1, **dict.fromkeys(SUBSYSTEMS, 2),
         **dict.fromkeys(TOP, 3)}
 

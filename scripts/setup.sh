@@ -35,7 +35,7 @@ if [ ! -f "$stamp" ] || [ host_tools/requirements.txt -nt "$stamp" ] || [ pyproj
         | grep -v "is ignored: it is neither" || true
     .venv/bin/pip install -q --disable-pip-version-check --no-deps -e . 2>&1 \
         | grep -v "is ignored: it is neither" || true
-    .venv/bin/python -c "import upcert, cryptography, paho.mqtt, littlefs, mpremote"
+    .venv/bin/python -c "import upcert, cryptography, paho.mqtt, littlefs, mpremote, boto3, moto, certifi"
     .venv/bin/micropython -c "import tls, vfs" 
     touch "$stamp"
 fi

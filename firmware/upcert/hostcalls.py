@@ -7,6 +7,12 @@ from binascii import hexlify
 
 CONFIG = "/upcert.d/config.json"
 ROOTS = "/upcert.d/roots.der"
+# A key made on the board for a certificate the host is still getting (`upcert provision --aws`):
+# on the flash, so that it outlives the host's calls, until store_pending() moves it into the
+# store with its certificate. It is replaced by every new_key_csr() and removed by store_pending()
+# and discard_pending(); a certificate for it exists only once the host has its CSR, and stays
+# INACTIVE until the board holds the pair, so a key left here by a power cut opens nothing.
+PENDING = "/upcert.d/pending-key.der"
 
 
 def _store(config_path):
@@ -28,6 +34,54 @@ def write_credentials(cert, key, config_path=CONFIG):
     Returns True."""
     _store(config_path).write(cert, key)
     return True
+
+
+def new_key_csr(subject, pending=PENDING):
+    """A new P-256 key made here (upcert.p256, from os.urandom), kept in `pending` (written to
+    *.tmp, then renamed: a power cut leaves the old file or the new one), and the DER CSR for it
+    (upcert.csr) with subject [[attribute, value], ...]. The key never leaves the board."""
+    import os
+
+    from upcert import csr, p256
+
+    key = p256.generate()
+    with open(pending + ".tmp", "wb") as f:
+        f.write(key.private_der())
+    os.rename(pending + ".tmp", pending)
+    return csr.build(key, subject)
+
+
+def store_pending(cert, config_path=CONFIG, pending=PENDING):
+    """Make (cert DER, the pending key) the board's identity through the store the config names,
+    once the certificate is checked to be for that key (CertificateError otherwise, nothing
+    written), then remove the pending key. Returns True."""
+    import os
+
+    from upcert.errors import StoreError
+
+    try:
+        with open(pending, "rb") as f:
+            key = f.read()
+    except OSError:
+        raise StoreError("no pending key at %s: run the provisioning again" % pending) from None
+    check_pair(cert, key)
+    _store(config_path).write(cert, key)
+    os.remove(pending)
+    return True
+
+
+def discard_pending(pending=PENDING):
+    """Remove a pending key (and a half-written one); True when there was one."""
+    import os
+
+    found = False
+    for path in (pending + ".tmp", pending):
+        try:
+            os.remove(path)
+            found = True
+        except OSError:
+            pass
+    return found
 
 
 def credential_digests(config_path=CONFIG):

@@ -15,6 +15,17 @@ def _i2c_address(text):
     return int(text, 0)
 
 
+def _aws_options(p, required=False):
+    """--aws (when not required), --region, --profile: where in AWS a command works."""
+    if not required:
+        p.add_argument("--aws", action="store_true", help="on AWS IoT Core (boto3) instead of "
+                       "the local stand-in")
+    p.add_argument("--region", default=None, help="AWS region, e.g. eu-west-1 (default: "
+                   "AWS_REGION or the profile's)")
+    p.add_argument("--profile", default=None, help="AWS profile in ~/.aws (default: "
+                   "AWS_PROFILE, or boto3's default credentials)")
+
+
 def build_parser():
     ap = argparse.ArgumentParser(prog="upcert", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -97,6 +108,7 @@ def build_parser():
                           ("activate", commands._set_status("ACTIVE"), "set ACTIVE again")):
         p = ce.add_parser(name, help=hlp)
         p.add_argument("--dir", default=str(commands.home() / "cloud"))
+        _aws_options(p)
         if name == "list":
             p.add_argument("--json", action="store_true")
         else:
@@ -105,12 +117,50 @@ def build_parser():
     p = sub.add_parser("rotate", help="ask a thing to rotate its certificate (an AWS IoT Job)")
     p.add_argument("--thing", required=True)
     p.add_argument("--dir", default=str(commands.home() / "cloud"))
+    _aws_options(p)
     p.set_defaults(fn=commands.do_rotate)
+
+    aw = sub.add_parser("aws", help="AWS IoT Core set-up (boto3)").add_subparsers(
+        dest="sub", required=True)
+    p = aw.add_parser("setup", help="create or update what a fleet needs in the account",
+                      description=(
+        "Creates or updates, idempotently, and prints for each: created, updated or unchanged: "
+        "the device policy upcert-device (a thing connects only under its own client id and "
+        "uses only things/<thing>/..., its own jobs topics and the Fleet Provisioning topics), "
+        "the claim policy upcert-claim (CreateCertificateFromCsr and the claim template only), "
+        "the IAM role AWS IoT provisions with, the provisioning templates upcert-rotation "
+        "(certificate rotation of an existing thing) and upcert-claim (provisioning by claim), "
+        "a claim certificate for the claim template, the iot:Data-ATS endpoint and Amazon Root "
+        "CA 1 and 3 (from certifi, checked by fingerprint). Files go to "
+        "$UPCERT_HOME/aws/<region>/: aws.json, AmazonRootCA.pem, claim/. The claim "
+        "certificate's private key is made by AWS (CreateKeysAndCertificate) and written to "
+        "claim/claim.key.pem (0600): in provisioning by claim, AWS's design, that key leaves "
+        "AWS and is shared by a batch of boards, so the claim policy lets it do nothing but ask "
+        "for a board's own certificate."))
+    _aws_options(p, required=True)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--role-arn", default=None, help="an existing IAM role AWS IoT may assume "
+                   "for provisioning (e.g. with the managed policy AWSIoTThingsRegistration)")
+    g.add_argument("--create-role", action="store_true", help="create the role "
+                   "upcert-provisioning with AWS's managed policy AWSIoTThingsRegistration")
+    p.set_defaults(fn=commands.do_aws_setup)
+    p = aw.add_parser("register-ca", help="register a CA with AWS IoT (bring your own CA)",
+                      description="Proves possession of the CA's key (registration code, a "
+                      "verification certificate signed by it) and registers the CA ACTIVE, so "
+                      "`upcert provision --aws --ca-dir DIR` can register its certificates "
+                      "instead of having AWS issue them.")
+    _aws_options(p, required=True)
+    p.add_argument("--ca-dir", default=str(commands.home() / "ca"),
+                   help="the CA's folder (ca.pem, ca.key: `upcert ca init`)")
+    p.add_argument("--auto-registration", action="store_true", help="let devices whose "
+                   "certificates this CA signed register themselves at first connect (JITR)")
+    p.set_defaults(fn=commands.do_aws_register_ca)
 
     p = sub.add_parser("provision", help="write an identity onto a board")
     p.add_argument("--port", required=True, help="serial device of the board")
     p.add_argument("--thing", required=True)
-    p.add_argument("--endpoint", required=True, help="HOST[:PORT] (default port 8883)")
+    p.add_argument("--endpoint", default=None, help="HOST[:PORT] (default port 8883); with "
+                   "--aws, the account's endpoint is used")
     p.add_argument("--store", choices=("fs", "nvs", "partition", "atecc608"), default="fs", help=(
         "fs: DER files in /upcert.d; nvs: esp32.NVS namespace 'upcert'; partition: the raw "
         "data partition 'upcert' of boards/esp32_generic/partitions.csv (flash that table "
@@ -128,7 +178,9 @@ def build_parser():
     p.add_argument("--cert", help="device certificate (PEM or DER)")
     p.add_argument("--key", help="private key (PEM or DER: PKCS#1, SEC1 or PKCS#8)")
     p.add_argument("--root-ca", help="root CA(s) for the server, e.g. AmazonRootCA1.pem")
-    p.add_argument("--ca-dir", default=str(commands.home() / "ca"), help="local CA (when no --cert)")
+    p.add_argument("--ca-dir", default=None, help="local CA (when no --cert; default "
+                   "$UPCERT_HOME/ca); with --aws, a CA registered by `upcert aws register-ca` "
+                   "whose certificate is then registered instead of one AWS issues")
     p.add_argument("--days", default="365", help="validity of a local-CA certificate, "
                    "1..3650 days")
     p.add_argument("--cloud-dir", default=str(commands.home() / "cloud"),
@@ -146,12 +198,23 @@ def build_parser():
     p.add_argument("--claim", action="store_true", help="provisioning by claim: write the "
                    "batch's claim certificate instead of an identity; at first boot the board "
                    "makes its own key and gets its certificate through the claim template, then "
-                   "erases the claim. The claim is the local stand-in's (--cloud-dir) unless "
-                   "--claim-cert/--claim-key name one (e.g. from `upcert aws setup`)")
+                   "erases the claim. The claim is the local stand-in's (--cloud-dir); with --aws the "
+                   "one `upcert aws setup` made; or --claim-cert/--claim-key/--root-ca")
     p.add_argument("--claim-cert", help="claim certificate (PEM or DER), with --claim")
     p.add_argument("--claim-key", help="claim private key (PEM or DER), with --claim")
     p.add_argument("--claim-template", default="upcert-claim",
                    help="provisioning template the claim may use (default upcert-claim)")
+    _aws_options(p)
+    p.add_argument("--thing-type", default=None, help="--aws: the thing's type (created if "
+                   "missing)")
+    p.add_argument("--thing-group", default=None, help="--aws: a thing group to put it in "
+                   "(created if missing)")
+    p.add_argument("--attr", action="append", default=[], metavar="NAME=VALUE",
+                   help="--aws: a thing attribute (repeat for more)")
+    p.add_argument("--aws-insecure-key-travels", action="store_true", help=(
+        "--aws: have AWS make the key (CreateKeysAndCertificate): the private key then crosses "
+        "the network and this host on its way to the board. Default: the key is made on the "
+        "board and only its CSR leaves it"))
     p.set_defaults(fn=commands.do_provision)
     ch = sub.add_parser("chip", help="ATECC608 secure element on a board").add_subparsers(
         dest="sub", required=True)

@@ -144,6 +144,8 @@ def do_board_status(args):
 
 # ---- certs / rotate (the stand-in's registry) ---------------------------------------------
 def do_certs_list(args):
+    if args.aws:
+        return do_certs_list_aws(args)
     from upcert.cloud.admin import list_certificates
 
     rows = list_certificates(args.dir)
@@ -163,6 +165,8 @@ def do_certs_list(args):
 
 def _set_status(status):
     def handler(args):
+        if args.aws:
+            return do_certs_status_aws(args, status)
         from upcert.cloud.admin import set_certificate_status
 
         rec = set_certificate_status(args.dir, args.cert_id, status)
@@ -172,6 +176,8 @@ def _set_status(status):
 
 
 def do_rotate(args):
+    if args.aws:
+        return do_rotate_aws(args)
     from upcert.cloud.admin import create_rotation_job
 
     job = create_rotation_job(args.dir, args.thing)
@@ -185,7 +191,8 @@ def _checked(args, local_ca):
     from upcert.board.firmware import board_network
 
     v.thing_name(args.thing, local_ca=local_ca)
-    v.endpoint(args.endpoint)
+    if args.endpoint is not None:
+        v.endpoint(args.endpoint)
     interval = v.telemetry_interval(args.telemetry_interval)
     days = v.days(args.days)
     wifi = None
@@ -212,6 +219,12 @@ def do_provision(args):
         return do_provision_claim(args)
     if args.claim_cert or args.claim_key:
         raise UpcertError("--claim-cert and --claim-key go with --claim")
+    if args.aws:
+        return do_provision_aws(args)
+    if args.endpoint is None:
+        raise UpcertError("--endpoint HOST[:PORT] is needed (or --aws: the endpoint `upcert aws "
+                          "setup` found)")
+    args.ca_dir = args.ca_dir or str(home() / "ca")
     if args.store == "atecc608":
         return do_provision_chip(args)
     if args.lock:
@@ -255,6 +268,24 @@ def do_provision_claim(args):
     if args.cert or args.key or args.lock:
         raise UpcertError("--claim writes a claim, not an identity: leave out --cert, --key "
                           "and --lock")
+    if args.aws:  # the claim, endpoint and roots `upcert aws setup` wrote
+        if args.endpoint or args.claim_cert or args.claim_key or args.root_ca:
+            raise UpcertError("--claim --aws takes the endpoint, claim and roots that `upcert "
+                              "aws setup` wrote: leave out --endpoint, --claim-* and --root-ca")
+        from upcert.aws.fleet import load_settings
+        from upcert.provision_aws import device_config
+
+        settings = load_settings(home(), _aws(args).region)
+        args.endpoint = settings["endpoint"]
+        wifi, extra, _ = _checked(args, local_ca=False)
+        extra["claim"] = {"template": settings["claim_template"]}
+        cfg = device_config(settings, args.thing, args.store, extra, wifi)
+        cert_path, key_path = settings["claim"]["cert"], settings["claim"]["key"]
+        roots = certs.load_certificates(settings["roots"])
+        return _provision_claim(args, p, cfg, cert_path, key_path, roots)
+    if args.endpoint is None:
+        raise UpcertError("--endpoint HOST[:PORT] is needed (or --aws: the endpoint `upcert aws "
+                          "setup` found)")
     wifi, extra, _ = _checked(args, local_ca=True)
     v.template_name(args.claim_template)
     extra["claim"] = {"template": args.claim_template}
@@ -268,6 +299,12 @@ def do_provision_claim(args):
         cloud = Cloud.from_state(args.cloud_dir)  # CloudError naming `upcert cloud up`
         cert_path, key_path = cloud.claim_credentials()
         roots = certs.load_certificates(args.root_ca) if args.root_ca else [cloud.ca.certificate]
+    return _provision_claim(args, p, cfg, cert_path, key_path, roots)
+
+
+def _provision_claim(args, p, cfg, cert_path, key_path, roots):
+    from upcert.pki import certs
+
     cert, key = certs.load_certificate(cert_path), certs.load_private_key(key_path)
     res = p.provision_claim(args.port, cfg, cert, key, roots, board=args.board,
                             install=not args.no_firmware, reset=not args.no_reset,
@@ -327,3 +364,122 @@ def do_chip_rotate(args):
     _registered(args, reg)
     print(f"rotated {res.thing}: key slot {res.old_slot} -> {res.new_slot}, certificate id "
           f"{res.cert_id} committed")
+
+
+# ---- AWS IoT Core (upcert.aws; provisioning a board there: upcert.provision_aws) -------------
+def _aws(args):
+    from upcert.aws.client import Aws
+
+    return Aws(region=args.region, profile=args.profile)
+
+
+def _aws_command(fn):
+    # Any AWS error a command meets, however deep, ends as one AwsError line (aws.client).
+    import functools
+
+    @functools.wraps(fn)
+    def run(args, *more):
+        from upcert.aws.client import errors
+
+        with errors(getattr(args, "region", None), getattr(args, "profile", None)):
+            return fn(args, *more)
+    return run
+
+
+@_aws_command
+def do_aws_setup(args):
+    from upcert.aws.fleet import setup
+
+    if args.role_arn and args.create_role:
+        raise UpcertError("--role-arn and --create-role contradict each other: give one")
+    aws = _aws(args)
+    rep = setup(aws, home(), role_arn=args.role_arn, create_role=args.create_role)
+    changed = len(rep.changed)
+    print(f"aws setup in {aws.region} (account {rep.settings['account']}): "
+          + (f"{changed} resource(s) created or updated" if changed else "nothing to change"))
+    print(f"endpoint {rep.settings['endpoint']}; settings in {home() / 'aws' / aws.region}")
+
+
+@_aws_command
+def do_aws_register_ca(args):
+    from upcert.aws.ca import register_ca
+    from upcert.pki.ca import LocalCa
+
+    ca = LocalCa.load(args.ca_dir)
+    aws = _aws(args)
+    from upcert.pki.certs import generate_key
+
+    def prove(code):  # the verification certificate: CN = the code, signed by the CA's key
+        return ca.issue_device(code, generate_key("ec").public_key(), days=1)
+
+    cid, outcome = register_ca(aws, ca.certificate, prove,
+                               auto_registration=args.auto_registration)
+    print(f"CA certificate {cid[:16]} ({ca.certificate.subject.rfc4514_string()}): {outcome}, "
+          f"ACTIVE in {aws.region}"
+          + ("; devices it signs register themselves at first connect"
+             if args.auto_registration else ""))
+
+
+@_aws_command
+def do_provision_aws(args):
+    from upcert.provision_aws import device_config, parse_attributes, provision_aws
+
+    if args.endpoint is not None:
+        raise UpcertError("--aws connects the board to the endpoint `upcert aws setup` found: "
+                          "leave out --endpoint")
+    if args.cert or args.key or args.root_ca:
+        raise UpcertError("--aws gets the certificate from AWS for a key made on the board: "
+                          "--cert, --key and --root-ca do not apply")
+    wifi, extra, days = _checked(args, local_ca=bool(args.ca_dir))
+    attrs = parse_attributes(args.attr)
+    aws = _aws(args)
+    from upcert.aws.fleet import load_settings
+
+    settings = load_settings(home(), aws.region)
+    chip = {"address": args.chip_address, "slot": args.slot, "cert": args.chip_cert}
+    cfg = device_config(settings, args.thing, args.store, extra, wifi, chip=chip)
+    res = provision_aws(aws, home(), args.port, cfg, thing_type=args.thing_type,
+                        group=args.thing_group, attributes=attrs,
+                        key_travels=args.aws_insecure_key_travels, ca_dir=args.ca_dir, days=days,
+                        lock=args.lock, board=args.board, install=not args.no_firmware,
+                        reset=not args.no_reset, log=lambda m: print(m, file=sys.stderr))
+    print(f"provisioned {res.thing} ({res.store} store) on AWS IoT in {aws.region} in "
+          f"{res.seconds:.1f} s")
+    print(f"certificate id {res.cert_id}")
+    print(f"expires {res.not_after.isoformat()}; issuer: {res.issuer}")
+    print(f"endpoint {res.endpoint}:8883; rotation template {res.template}")
+
+
+@_aws_command
+def do_certs_list_aws(args):
+    from upcert.aws.registry import list_certificates
+
+    rows = list_certificates(_aws(args))
+    if args.json:
+        _out(rows)
+        return
+    for r in rows:
+        print(f"{r['cert_id'][:16]}  {r['status']:<18} {str(r.get('thing') or '-'):<24} "
+              f"expires {r['not_after']}")
+    print(f"{len(rows)} certificate(s)")
+
+
+@_aws_command
+def do_certs_status_aws(args, status):
+    from upcert.aws.registry import set_status
+
+    aws = _aws(args)
+    cid = set_status(aws, args.cert_id, status)
+    print(f"{cid} is {status} in {aws.region}" + (
+        ": AWS IoT refuses it at connect and disconnects a device using it"
+        if status != "ACTIVE" else ""))
+
+
+@_aws_command
+def do_rotate_aws(args):
+    from upcert.aws.registry import create_rotation_job
+
+    aws = _aws(args)
+    job = create_rotation_job(aws, args.thing)
+    print(f"job {job} created in {aws.region} for {args.thing}: the agent rotates when it "
+          "receives it")

@@ -90,33 +90,25 @@ def test_cli_provision_claim_two_boards_of_one_batch(board_factory, cloud, thing
 
 
 def test_a_claim_is_refused_on_a_things_topics_and_templates(cloud, thing, tmp_path):
-    # The claim certificate connects under any client id, but it is not that thing: what it
-    # publishes on the thing's topics is dropped, and the rotation template refuses it.
+    # The claim certificate connects under any client id, but it is not that thing: the
+    # identity plugin holds it to the claim policy (upcert.policy.claim_policy), so the broker
+    # refuses (MQTT 5: "Not authorized") all but CreateCertificateFromCsr and the claim template.
     import paho.mqtt.client as mqtt
-    from upcert.cloud.standin import Subscription
+
+    from tests.host.test_cloud import close, publish_v5
 
     cert_path, key_path = cloud.claim_credentials()
-    sub = Subscription(cloud, f"things/{thing}/#")
-    c = cloud.client(thing, str(cert_path), str(key_path), protocol=mqtt.MQTTv311)
-    got = []
-    c.on_message = lambda cl, u, m: got.append((m.topic, m.payload))
+    c = cloud.client(thing, str(cert_path), str(key_path), protocol=mqtt.MQTTv5)
     try:
-        c.subscribe("$aws/provisioning-templates/upcert-rotation/provision/json/rejected", 1)
-        c.publish(f"things/{thing}/telemetry", b'{"forged": true}', qos=1).wait_for_publish(5)
-        c.publish("$aws/provisioning-templates/upcert-rotation/provision/json",
-                  json.dumps({"certificateOwnershipToken": "x", "parameters": {}}), qos=1)
-        import time
-
-        end = time.monotonic() + 10
-        while not got and time.monotonic() < end:
-            time.sleep(0.05)
-        assert got, "no rejection from the rotation template"
-        assert json.loads(got[0][1])["statusCode"] == 403
-        assert all(json.loads(m.payload).get("forged") is None for m in sub.messages)
+        for topic in (f"things/{thing}/telemetry", f"$aws/things/{thing}/jobs/start-next",
+                      "$aws/provisioning-templates/upcert-rotation/provision/json",
+                      "$aws/certificates/create/json", "elsewhere"):
+            assert publish_v5(c, topic, b"{}").getName() == "Not authorized", topic
+        for topic in ("$aws/certificates/create-from-csr/json",
+                      "$aws/provisioning-templates/upcert-claim/provision/json"):
+            assert not publish_v5(c, topic, b"{}").is_failure, topic
     finally:
-        c.disconnect()
-        c.loop_stop()
-        sub.close()
+        close(c)
 
 
 def _cut_points(n):

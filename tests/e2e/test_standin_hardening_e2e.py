@@ -104,3 +104,32 @@ def test_board_is_back_after_a_crash_and_cloud_up(board_factory, ca, thing, tmp_
                     os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
+
+
+def test_a_things_identity_is_refused_on_another_things_topics(board_factory, cloud, ca, thing):
+    # The stand-in's ACL is generated from the device policy `upcert aws setup` gives AWS
+    # (upcert.policy): a board with thing A's certificate, told to publish its telemetry on
+    # thing B's topic and to take B's commands, gets neither. Its publishes are acknowledged
+    # and dropped (mosquitto; AWS disconnects instead); a marker the host publishes after the
+    # board's acknowledged report arrives alone.
+    from upcert.board import provision as prov
+    from upcert.cloud.standin import Subscription
+
+    other = thing + "-b"
+    cfg = telemetry_config(thing, cloud)
+    cfg["topics"] = {"telemetry": f"things/{other}/telemetry",
+                     "commands": f"things/{other}/commands", "replies": f"things/{other}/replies"}
+    cert, key, roots = prov.local_credentials(ca.directory, thing)
+    board = board_factory()
+    with Subscription(cloud, f"things/{other}/#") as sub:
+        prov.provision(board.port, cfg, cert, key, roots, log=lambda m: None)
+        board.wait_for_line("upcert: published telemetry seq=2", timeout_s=60)
+        sub.client.publish(f"things/{other}/commands", json.dumps({"cmd": "ping", "id": "x"}),
+                           qos=1).wait_for_publish(5)
+        board.wait_for_line("upcert: published telemetry seq=3", timeout_s=30)
+        sub.client.publish(f"things/{other}/marker", b"", qos=1).wait_for_publish(5)
+        sub.wait_for(lambda m: m.topic.endswith("/marker"), timeout_s=10)
+    # the command (the host's own) and the marker; no telemetry, no reply from the board
+    assert [m.topic for m in sub.messages] == [f"things/{other}/commands",
+                                               f"things/{other}/marker"]
+    assert "ping" not in board.log_path.read_text(errors="replace")

@@ -99,8 +99,42 @@ def test_refusals_are_explicit_with_mqtt5(cloud, ca, tmp_path):
         assert publish_v5(dev, "things/dev2/x").getName() == "Not authorized"
         assert publish_v5(dev, "$aws/things/dev2/jobs/start-next").getName() == "Not authorized"
         assert publish_v5(dev, "elsewhere").getName() == "Not authorized"
+        # only what the device policy (upcert.policy) names: its jobs, not its shadow; the
+        # stand-in's templates, not another; CreateCertificateFromCsr, not CreateKeysAndCertificate
+        assert not publish_v5(dev, "$aws/things/dev1/jobs/start-next").is_failure
+        for topic in ("$aws/things/dev1/shadow/update",
+                      "$aws/provisioning-templates/factory/provision/json",
+                      "$aws/certificates/create/json",
+                      "$aws/certificates/create-from-csr/json/accepted"):
+            assert publish_v5(dev, topic).getName() == "Not authorized", topic
     finally:
         close(dev)
+
+
+def test_claim_identity_gets_the_claim_policy_only(ca, tmp_path):
+    # A CN listed in claim_cns may call CreateCertificateFromCsr and the claim template, and
+    # nothing of a device: not even the things/ topics of its own CN.
+    cert, key = identity(ca, tmp_path, "claim-1")
+    with Cloud(tmp_path / "cloud", ca, services=False,
+               templates=("upcert-rotation", "upcert-claim"), claim_cns=("claim-1",)) as c:
+        dev = c.client("claim-1", cert, key, protocol=mqtt.MQTTv5)
+        try:
+            for topic in ("$aws/certificates/create-from-csr/json",
+                          "$aws/provisioning-templates/upcert-claim/provision/json"):
+                assert not publish_v5(dev, topic).is_failure, topic
+            for topic in ("things/claim-1/telemetry", "$aws/things/claim-1/jobs/start-next",
+                          "$aws/provisioning-templates/upcert-rotation/provision/json"):
+                assert publish_v5(dev, topic).getName() == "Not authorized", topic
+        finally:
+            close(dev)
+        other, okey = identity(ca, tmp_path, "dev9")  # a device there keeps the device policy
+        dev = c.client("dev9", other, okey, protocol=mqtt.MQTTv5)
+        try:
+            assert not publish_v5(dev, "things/dev9/telemetry").is_failure
+            assert publish_v5(dev, "$aws/provisioning-templates/upcert-claim/provision/json"
+                              ).getName() == "Not authorized"
+        finally:
+            close(dev)
 
 
 def test_device_does_not_receive_another_things_messages(cloud, ca, tmp_path):
@@ -130,11 +164,12 @@ def test_device_does_not_receive_another_things_messages(cloud, ca, tmp_path):
 
 @pytest.mark.parametrize("request_topic", [
     "$aws/certificates/create-from-csr/json",
-    "$aws/provisioning-templates/factory/provision/json",
+    "$aws/provisioning-templates/upcert-rotation/provision/json",
 ])
 def test_fleet_provisioning_topics(cloud, ca, tmp_path, request_topic):
-    cert, key = identity(ca, tmp_path, "claim-1")
-    dev = cloud.client("claim-1", cert, key)
+    # a thing ("claim-" CNs are claims: tests/host/test_claim_service.py, test_claim_e2e.py)
+    cert, key = identity(ca, tmp_path, "fp-1")
+    dev = cloud.client("fp-1", cert, key)
     got = threading.Event()
     dev.on_message = lambda c, u, m: got.set()
     admin = cloud.admin_client()

@@ -254,38 +254,57 @@ def _check_store_readback(b, cert_der, point65):
     return back
 
 
-def provision_chip(port, cfg, ca_dir, *, lock=False, board="esp32_generic", install=True,
+def local_ca_issuer(ca_dir, days=365):
+    """An issuer for provision_chip: the local CA signs the chip's CSR."""
+    ca = LocalCa.load(ca_dir)
+
+    def issue(thing, req):
+        return _issue(ca, thing, req, days)
+
+    # A dry run of the CA with the same thing name and validity, so bad input (or a certificate
+    # too big for slot 8) stops us before anything is written to the chip.
+    issue.dry_run = lambda thing: ca.issue_device(
+        thing, ec.generate_private_key(ec.SECP256R1()).public_key(), days)
+    issue.roots = [ca.certificate]
+    return issue
+
+
+def provision_chip(port, cfg, ca_dir=None, *, lock=False, board="esp32_generic", install=True,
                    reset=True, days=365, log=print, timeout_s=10, deadline_s=DEADLINE_S,
-                   registry=None):
+                   registry=None, issue=None, roots=None, stored=None):
     """Provision the chip named by cfg['store'] (kind atecc608: address, slot, cert) and write
     cfg as the board's config. A blank chip needs lock=True (ChipError explaining locking
     otherwise, before anything is written to the chip or the store). The board is asked what
     it runs before anything is written (firmware.check_board); deadline_s and registry as in
-    provision.provision (the certificate is registered before it is stored on the board)."""
+    provision.provision (the certificate is registered before it is stored on the board).
+    issue(thing, csr) -> (certificate, issuer check text) gets the certificate for the chip's
+    CSR (checked: signature and the slot's key); default: the local CA in ca_dir
+    (local_ca_issuer), whose certificate is then the trust anchor; another issuer comes with
+    roots (cryptography certificates for roots.der). stored(certificate), if given, is called
+    once the board holds the identity, before the reset."""
     started = time.monotonic()
     st = cfg["store"]
     slot, where = st.get("slot", 0), st.get("cert", "fs")
-    ca = LocalCa.load(ca_dir)
-    # A dry run of the CA with the same thing name and validity, so bad input (or a certificate
-    # too big for slot 8) stops us before anything is written to the chip.
-    dry = ca.issue_device(cfg["thing"], ec.generate_private_key(ec.SECP256R1()).public_key(), days)
-    _fits(where, certs.cert_to_der(dry))
-    roots_der = certs.cert_to_der(ca.certificate)
+    if issue is None:
+        issue = local_ca_issuer(ca_dir, days)
+        _fits(where, certs.cert_to_der(issue.dry_run(cfg["thing"])))
+        roots = issue.roots
+    roots_der = b"".join(certs.cert_to_der(r) for r in roots)
     config_bytes = json.dumps(cfg, separators=(",", ":")).encode()
     reg = Registration(registry, None, cfg["thing"])
     try:
         with Board(port, timeout_s=timeout_s, deadline_s=deadline_s,
                    operation="provision (atecc608)") as b:
-            return _provision_chip(b, cfg, ca, st, slot, where, roots_der, config_bytes, reg,
+            return _provision_chip(b, cfg, issue, st, slot, where, roots_der, config_bytes, reg,
                                    lock=lock, board=board, install=install, reset=reset,
-                                   days=days, log=log, started=started)
+                                   log=log, started=started, stored=stored)
     except Exception as exc:
         reg.failed(exc, port, timeout_s)
         raise
 
 
-def _provision_chip(b, cfg, ca, st, slot, where, roots_der, config_bytes, reg, *, lock, board,
-                    install, reset, days, log, started):
+def _provision_chip(b, cfg, issue, st, slot, where, roots_der, config_bytes, reg, *, lock,
+                    board, install, reset, log, started, stored):
     fw = b.probe(firmware.probe_modules("atecc608"))
     firmware.check_board(fw, "atecc608")
     mine = [(CONFIG_PATH, config_bytes), (ROOTS_PATH, roots_der)]
@@ -324,7 +343,9 @@ def _provision_chip(b, cfg, ca, st, slot, where, roots_der, config_bytes, reg, *
     if bytes.fromhex(k["pub_again"]) != pub:
         raise ChipError(f"slot {slot}'s public key (GenKey mode 0) differs from the new key")
     req = check_csr(bytes.fromhex(k["csr"]), pub)
-    cert, issuer_check = _issue(ca, cfg["thing"], req, days)
+    cert, issuer_check = issue(cfg["thing"], req)
+    if cert.public_key().public_bytes(*_POINT) != b"\x04" + pub:
+        raise ChipError("the certificate issued for the chip's CSR is for another key: refused")
     cert_der = certs.cert_to_der(cert)
     _fits(where, cert_der)
     b.sync_file(CONFIG_PATH, config_bytes)
@@ -341,6 +362,8 @@ def _provision_chip(b, cfg, ca, st, slot, where, roots_der, config_bytes, reg, *
         warnings.append("the chip's data zone stays unlocked (run again with --lock to lock "
                         "it): until then its slots can be rewritten")
     back = _check_store_readback(b, cert_der, b"\x04" + pub)
+    if stored is not None:
+        stored(cert)
     if reset:
         b.hard_reset()
     return ChipResult(cfg["thing"], certs.cert_id(cert), cert.not_valid_after_utc, issuer_check,

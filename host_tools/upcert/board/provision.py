@@ -297,6 +297,74 @@ def status(port, timeout_s=10, resume=True, deadline_s=60, boot_wait_s=0):
     return st
 
 
+# A certificate and key of this size fit every store (the room check before anything is written):
+# AWS-issued certificates are ~1.2 KB DER (RSA-signed), a P-256 key in PKCS#8 ~140 bytes.
+_ROOM_CERT, _ROOM_KEY = 2048, 200
+
+
+def provision_csr(port, cfg, roots, issue, *, board="esp32_generic", install=True, reset=True,
+                  log=print, timeout_s=10, deadline_s=DEADLINE_S, stored=None):
+    """Provision with a key made on the board: firmware, config and roots written as
+    provision() does, then the board makes a P-256 key (kept on its flash, pending) and a CSR
+    (hostcalls.new_key_csr); issue(csr) -> (certificate, issuer check text) gets the
+    certificate (`csr`: cryptography's, its signature checked here); the board checks that the
+    certificate is for its pending key, writes the pair through its store and removes the
+    pending key (hostcalls.store_pending); read back, loaded into tls. stored(certificate), if
+    given, runs once the board holds the identity, before the reset. The key never leaves the
+    board. An issue() that raises leaves the board's store as it was."""
+    from upcert.validate import check_config; check_config(cfg)  # noqa: E702, I001 (validate.py)
+    from cryptography import x509  # noqa: I001
+
+    started = time.monotonic()
+    kind = cfg["store"]["kind"]
+    roots_der = b"".join(certs.cert_to_der(r) for r in roots)
+    config_bytes = json.dumps(cfg, separators=(",", ":")).encode()
+    with Board(port, timeout_s=timeout_s, deadline_s=deadline_s, operation="provision") as b:
+        info = b.probe(firmware.probe_modules(kind))
+        firmware.check_board(info, kind)
+        if kind == "partition":
+            _check_partition(b, cfg["store"].get("label", PARTITION_LABEL), _ROOM_CERT + _ROOM_KEY)
+        mine = [(CONFIG_PATH, config_bytes), (ROOTS_PATH, roots_der)]
+        room = _store_room(kind, bytes(_ROOM_CERT), bytes(_ROOM_KEY))
+        p = firmware.plan(b, info, board, extra=mine + room, files_wanted=install)
+        if install:
+            firmware.install(b, board=board, log=log, info=info, planned=p)
+        else:
+            firmware.check_room(info, p.extra, p.have)
+        for path, data in mine:
+            if (path, data) in p.extra:
+                _write_checked(b, path, data)
+        b.call("hostcalls.discard_pending", what="removing a key a cut-short provisioning left")
+        csr_der = b.call("hostcalls.new_key_csr", [["CN", cfg["thing"]]],
+                         what="making the key and the CSR on the board")
+        try:
+            csr = x509.load_der_x509_csr(bytes(csr_der))
+        except ValueError as e:
+            raise UpcertError(f"the board's CSR cannot be read ({e})") from None
+        if not csr.is_signature_valid:
+            raise UpcertError("the board's CSR does not verify: its signature is bad")
+        try:
+            cert, issuer_check = issue(csr)
+        except BaseException:
+            # refused (or failed) before anything was written: the pending key goes too
+            b.call("hostcalls.discard_pending", what="removing the key of a refused certificate")
+            raise
+        cert_der = certs.cert_to_der(cert)
+        b.call("hostcalls.store_pending", cert_der, CONFIG_PATH, what="storing the identity")
+        back = b.call("hostcalls.credential_digests", CONFIG_PATH,
+                      what="reading the credentials back")
+        if back[0] != _sha(cert_der):
+            raise UpcertError(f"the certificate in the {kind} store does not read back as written")
+        b.call("hostcalls.load_tls", CONFIG_PATH, ROOTS_PATH,
+               what="loading the credentials into tls")
+        if stored is not None:
+            stored(cert)
+        if reset:
+            b.hard_reset()
+    return Result(cfg["thing"], kind, certs.cert_id(cert), cert.not_valid_after_utc,
+                  issuer_check, [], time.monotonic() - started)
+
+
 CLAIM_CERT_PATH = "/upcert.d/claim.der"  # firmware/upcert/claim.py reads them
 CLAIM_KEY_PATH = "/upcert.d/claim.key"
 

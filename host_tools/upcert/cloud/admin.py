@@ -1,12 +1,10 @@
 """What the CLI does to the local stand-in's registry: list and set certificate status, queue a
 rotation job, and check a certificate before a board is written with it."""
 
-import datetime
 import json
-import os
 from pathlib import Path
 
-from upcert.cloud import jobs
+from upcert import policy
 from upcert.cloud.registry import Registry
 from upcert.cloud.standin import Cloud
 from upcert.errors import UpcertError
@@ -50,9 +48,8 @@ def set_certificate_status(state_dir, cert_id, status):
 def create_rotation_job(state_dir, thing):
     """Queue a job {"operation": "rotate-certificate"} for thing; its job id. The service sends
     notify-next to the thing within a fraction of a second (at its next start if it is down)."""
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S")
-    job_id = f"rotate-{str(thing).replace(':', '-')[:32]}-{stamp}-{os.urandom(2).hex()}"
-    return _registry(state_dir).create_job(thing, dict(jobs.ROTATE_DOCUMENT), job_id=job_id)
+    return _registry(state_dir).create_job(thing, dict(policy.ROTATE_DOCUMENT),
+                                           job_id=policy.rotation_job_id(thing))
 
 
 def registry_state(cloud_dir, cert, thing):

@@ -7,8 +7,8 @@ import json
 import time
 
 from upcert.cloud.registry import JobError
+from upcert.policy import ROTATE_DOCUMENT  # noqa: F401 (one document for AWS and the stand-in)
 
-ROTATE_DOCUMENT = {"operation": "rotate-certificate"}  # what the device agent reacts to
 _EVENT_TOPICS = ("notify", "notify-next")  # the service's own events: never requests
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
+from upcert import policy
 from upcert.cloud import daemon
 from upcert.cloud.limits import Throttle, parse_validity
 from upcert.errors import UpcertError
@@ -58,30 +59,41 @@ CSR_RATE, CSR_BURST, PENDING_TTL = 1.0, 5, "1h"
 # use_identity_as_username sets the CN and the client id is not checked.
 # mosquitto alone cannot send a reply only to the client that asked (AWS does): with services the
 # identity plugin (plugin/upcert_identity.c) restricts each service reply to the thing that asked;
-# without them every device subscribed to `.../accepted` would see every reply. The payload
-# format is `+` so that a cbor request reaches the service and gets a clear rejection.
+# without them every device subscribed to `.../accepted` would see every reply. Both payload
+# formats (json, cbor) are allowed, so that a cbor request reaches the service and gets a clear
+# rejection.
 # `$aws/certificates/create/json` (CreateKeysAndCertificate: a server-made private key) is not
 # offered.
 # ACL wildcards do not match topics starting with "$" (MQTT 3.1.1 §4.7.2; checked): `$aws/#`.
 # Refusals differ from AWS (checked): mosquitto grants every SUBACK and filters each delivery,
 # and drops a forbidden PUBLISH (MQTT 5: PUBACK "Not authorized"); AWS refuses or disconnects.
 # mosquitto logs a warning for each `pattern` line without %u/%c; they apply to all users.
-_ACL = """\
-# written by upcert (host_tools/upcert/cloud/standin.py): devices, by certificate CN (%u)
-pattern readwrite things/%u/#
-pattern readwrite $aws/things/%u/#
-pattern write $aws/certificates/create-from-csr/+
-pattern read $aws/certificates/create-from-csr/+/accepted
-pattern read $aws/certificates/create-from-csr/+/rejected
-pattern write $aws/provisioning-templates/+/provision/+
-pattern read $aws/provisioning-templates/+/provision/+/accepted
-pattern read $aws/provisioning-templates/+/provision/+/rejected
-# the host's own identity (subscriber, provisioning service) reads and writes everything
-user {admin}
-topic readwrite #
-topic readwrite $aws/#
-topic read $SYS/#
-"""
+# The ACL is generated from the device policy that `upcert aws setup` gives AWS (policy.py), for
+# the templates this stand-in offers (its claim template excepted: devices never call it).
+# claim_cns (later: the stand-in's claim identities) get the claim policy instead.
+_ACL_REGION, _ACL_ACCOUNT = "local", "000000000000"  # not in the ACL: topics only
+
+
+def claim_topics():
+    """The claim policy as the identity plugin takes it (plugin_opt_claim_topics): "r TOPIC" and
+    "w TOPIC" entries joined by ';'. With the plugin a claim connects as "<client id>@<CN>",
+    which acl_file cannot name, so the plugin holds claims to this (plugin/upcert_identity.c)."""
+    access = policy.topic_access(policy.claim_policy(_ACL_REGION, _ACL_ACCOUNT))
+    modes = {"read": "r", "write": "w", "readwrite": "rw"}
+    parts = [f"{m} {t}" for t, a in access.items() for m in modes[a]]
+    if any(c in t for t in access for c in "; \n+#"):
+        raise CloudError("claim policy topics must not hold ';', spaces or wildcards")
+    return ";".join(parts)
+
+
+def acl_text(templates, claim_cns=()):
+    """The stand-in's mosquitto ACL: policy.device_policy for every device (by CN), the claim
+    policy for the CNs in claim_cns, the admin identity unrestricted."""
+    device = policy.device_policy(_ACL_REGION, _ACL_ACCOUNT,
+                                  [t for t in templates if t != policy.CLAIM_TEMPLATE])
+    claim = policy.claim_policy(_ACL_REGION, _ACL_ACCOUNT)
+    return policy.mosquitto_acl(device, ADMIN_CN, claim, claim_cns)
+
 
 # mosquitto 2.0's `tls_version` is a minimum only (mosquitto.conf(5)) and `ciphers_tls1.3` cannot
 # be emptied, so TLS 1.3 is switched off through OpenSSL's own configuration (OPENSSL_CONF).
@@ -130,7 +142,7 @@ class Cloud:
                  server_key=None, extra_conf="", services=True, cert_validity="365d",
                  templates=("upcert-rotation",), registry_path=None, fault=None,
                  csr_rate=CSR_RATE, csr_burst=CSR_BURST, pending_ttl=PENDING_TTL,
-                 alpn=False, alpn_port=None, ciphers=AWS_TLS12_CIPHERS):
+                 alpn=False, alpn_port=None, ciphers=AWS_TLS12_CIPHERS, claim_cns=()):
         from upcert.cloud.faults import check
 
         parse_validity(cert_validity)  # bad values fail here, not in the service's log
@@ -142,6 +154,7 @@ class Cloud:
                              f"suites in OpenSSL names ({', '.join(AWS_TLS12_CIPHERS)})")
         self.ciphers = tuple(ciphers)
         self.fault = check(fault)
+        self.claim_cns = tuple(claim_cns)  # certificate CNs held to the claim policy (acl_text)
         if isinstance(templates, str) or not templates:
             raise CloudError("templates must be a non-empty list of provisioning template names")
         self.services = bool(services)
@@ -201,7 +214,8 @@ class Cloud:
                        csr_burst=saved.get("csr_burst", CSR_BURST),
                        pending_ttl=saved.get("pending_ttl", PENDING_TTL),
                        alpn=saved.get("alpn", False), alpn_port=saved.get("alpn_port"),
-                       ciphers=saved.get("ciphers", AWS_TLS12_CIPHERS))
+                       ciphers=saved.get("ciphers", AWS_TLS12_CIPHERS),
+                       claim_cns=saved.get("claim_cns", ()))
         except FileNotFoundError:
             raise CloudError(f"no local cloud in {state_dir}: run `upcert cloud up`") from None
         except (ValueError, KeyError, TypeError):
@@ -238,7 +252,7 @@ class Cloud:
                 "templates": list(self.templates), "registry": str(self.registry_path),
                 "fault": self.fault, "csr_rate": self.csr_rate, "csr_burst": self.csr_burst,
                 "pending_ttl": self.pending_ttl, "alpn": self.alpn, "alpn_port": self.alpn_port,
-                "ciphers": list(self.ciphers)}
+                "ciphers": list(self.ciphers), "claim_cns": list(self.claim_cns)}
 
     def __enter__(self):
         if not self.is_running():
@@ -269,7 +283,8 @@ class Cloud:
             # plugin_opt_*: read by mosquitto_plugin_init in plugin/upcert_identity.c
             *([f"plugin {self.plugin_path}", f"plugin_opt_admin {ADMIN_CN}",
                f"plugin_opt_crlfile {self.crl_path}",
-               f"plugin_opt_claim_prefix {CLAIM_PREFIX}"] if self.services else []),
+               f"plugin_opt_claim_prefix {CLAIM_PREFIX}",
+               f"plugin_opt_claim_topics {claim_topics()}"] if self.services else []),
             # Listener options below this line; one placed above it makes mosquitto open a
             # default plaintext listener on 1883 (seen with max_qos).
             f"listener {self.port} {self.host}",
@@ -304,7 +319,7 @@ class Cloud:
             self.plugin_path = build_plugin()
             write_crl(ca, Registry(self.registry_path).revocations(), self.crl_path)
         write_private(self.conf_path, self.config_text())
-        write_private(self.acl_path, _ACL.format(admin=ADMIN_CN))
+        write_private(self.acl_path, acl_text(self.templates, self.claim_cns))
         write_private(self._openssl_path, _OPENSSL_CNF)
 
     def enforce(self, registry=None):

@@ -27,6 +27,11 @@ static char *g_crlfile; /* plugin_opt_crlfile: the listener's crlfile, re-read o
  * only the connection that asked, as on AWS, and no thing's topics match it (a thing name has no
  * '@': AWS allows [a-zA-Z0-9:_-]). */
 static char *g_claim;
+/* plugin_opt_claim_topics: what a claim may do, from the claim policy (upcert/policy.py
+ * claim_policy, translated by topic_access): "r <topic>" and "w <topic>" entries separated by
+ * ';'. A claim's username is not its CN, so acl_file's `user` sections cannot name it: this
+ * plugin answers every ACL check of a claim itself, allowing these topics only. */
+static char *g_claim_topics;
 static X509_CRL *g_crl;
 
 /* The reply being delivered: mosquitto queues a PUBLISH to every subscriber (read ACL check per
@@ -295,6 +300,32 @@ static int on_message(int event, void *event_data, void *userdata)
 	return copy_request(ed, user);
 }
 
+static bool is_claim(const char *user)
+{
+	const char *at = user ? strchr(user, '@') : NULL;
+	return at && g_claim && *g_claim && !strncmp(at + 1, g_claim, strlen(g_claim));
+}
+
+/* The claim policy: allowed when `topic` is one of g_claim_topics with that access (a
+ * subscription needs read; exact topics only: the claim policy names no wildcard). */
+static int claim_acl(int access, const char *topic)
+{
+	const char *p = g_claim_topics;
+	size_t n = strlen(topic);
+	char want = (access & MOSQ_ACL_WRITE) ? 'w' : 'r';
+
+	if(access == MOSQ_ACL_UNSUBSCRIBE) return MOSQ_ERR_SUCCESS;
+	while(p && *p){
+		const char *end = strchr(p, ';');
+		size_t len = end ? (size_t)(end - p) : strlen(p);
+		if(len == n + 2 && p[0] == want && p[1] == ' ' && !strncmp(p + 2, topic, n)){
+			return MOSQ_ERR_SUCCESS;
+		}
+		p = end ? end + 1 : NULL;
+	}
+	return MOSQ_ERR_ACL_DENIED;
+}
+
 /* Returns MOSQ_ERR_PLUGIN_DEFER to let acl_file decide (src/security.c mosquitto_acl_check: the
  * first callback that does not defer wins; this plugin registers before acl_file's). */
 static int on_acl_check(int event, void *event_data, void *userdata)
@@ -314,9 +345,9 @@ static int on_acl_check(int event, void *event_data, void *userdata)
 	if(ed->access == MOSQ_ACL_READ && g_reply.topic && !strcmp(ed->topic, g_reply.topic)
 			&& ed->payloadlen == g_reply.len
 			&& (!g_reply.len || !memcmp(ed->payload, g_reply.payload, g_reply.len))){
-		return (user && !strcmp(user, g_reply.user)) ? MOSQ_ERR_PLUGIN_DEFER : MOSQ_ERR_ACL_DENIED;
+		if(!user || strcmp(user, g_reply.user)) return MOSQ_ERR_ACL_DENIED;
 	}
-	return MOSQ_ERR_PLUGIN_DEFER;
+	return is_claim(user) ? claim_acl(ed->access, ed->topic) : MOSQ_ERR_PLUGIN_DEFER;
 }
 
 static int on_reload(int event, void *event_data, void *userdata)
@@ -378,6 +409,7 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata, st
 		if(!strcmp(opts[i].key, "admin")) g_admin = mosquitto_strdup(opts[i].value);
 		if(!strcmp(opts[i].key, "crlfile")) g_crlfile = mosquitto_strdup(opts[i].value);
 		if(!strcmp(opts[i].key, "claim_prefix")) g_claim = mosquitto_strdup(opts[i].value);
+		if(!strcmp(opts[i].key, "claim_topics")) g_claim_topics = mosquitto_strdup(opts[i].value);
 	}
 	if(!g_admin) g_admin = mosquitto_strdup("upcert-admin");
 	if(!g_admin) return MOSQ_ERR_NOMEM;
@@ -411,6 +443,7 @@ int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *opts, int opt
 	mosquitto_free(g_admin);
 	mosquitto_free(g_crlfile);
 	mosquitto_free(g_claim);
-	g_claim = NULL;
+	mosquitto_free(g_claim_topics);
+	g_claim = g_claim_topics = NULL;
 	return MOSQ_ERR_SUCCESS;
 }
