@@ -19,7 +19,6 @@ from upcert.errors import REFUSED, SERVER
 from upcert.tls12rec import (  # noqa: F401 (the names this client has always offered)
     CLOSE_NOTIFY,
     INTERNAL_ERROR,
-    NAMES,
     SUITES,
     Record,
     TlsError,
@@ -106,21 +105,36 @@ class TlsClient(Record):
         self._hs = self._th = None
 
     def _handshake(self, host, roots, now, identity, alpn, trusted):
-        # Each part's code is in RAM only while that part runs.
+        # Each part's code is in RAM only while that part runs; each is called from a function
+        # of its own, so that no stale reference on this frame's stack keeps it there.
+        hello = self._hello(host, alpn)  # (client random, server random, EMS?, certificates)
+        leaf, todo = _walk(hello[3], roots, host, now, trusted)
+        hello = hello[:3]  # the certificates stay in RAM as long as `todo` points into them
+        self._finish(hello, leaf, todo, identity)
+
+    def _hello(self, host, alpn):
         from upcert import drop, tls12hs
 
-        hello = tls12hs.hello(self, host, alpn)  # (client random, server random, EMS?, certs)
-        tls12hs = None
-        drop("tls12hs")
-        from upcert import chain
-
         try:
-            leaf, todo = chain.walk(hello[3], roots, host, now, trusted)
-        except chain.ChainError as e:
-            raise fail(e.alert, "server certificate: %s" % e, SERVER) from None
-        chain = None
-        hello = hello[:3]  # the certificates stay in RAM as long as `todo` points into them
-        drop("chain", "x509", "der")
+            return tls12hs.hello(self, host, alpn)
+        finally:
+            tls12hs = None
+            drop("tls12hs")
+
+    def _finish(self, hello, leaf, todo, identity):
         from upcert import tls12kx
 
         tls12kx.finish(self, hello, leaf, todo, identity)
+
+
+def _walk(certs, roots, host, now, trusted):
+    # chain.walk(), then chain.py and the X.509 reader out of RAM
+    from upcert import chain, drop
+
+    try:
+        return chain.walk(certs, roots, host, now, trusted)
+    except chain.ChainError as e:
+        raise fail(e.alert, "server certificate: %s" % e, SERVER) from None
+    finally:
+        chain = None
+        drop("chain", "x509", "der")

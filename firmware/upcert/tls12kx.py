@@ -42,18 +42,8 @@ def finish(tc, hello, leaf, todo, identity):
     if leaf[0] != want:
         raise fail(ILLEGAL_PARAMETER, "the suite needs an %s server key, the certificate "
                    "has %s" % (want, leaf[0]), SERVER)
-    from upcert import sigs
-
-    bad = sigs.path(todo)  # the certificates' signatures (chain.walk() left them)
-    if bad:
-        raise fail(bad[0], "server certificate: %s" % bad[1], SERVER)
-    todo = None  # the server's Certificate message may go now
-    t, m = tc.next_hs()
-    if t != _SERVER_KX:
-        raise fail(UNEXPECTED_MESSAGE, "expected ServerKeyExchange, got type %d" % t)
-    peer = _server_kx(m, leaf, crandom + srandom, sigs)
-    sigs = leaf = m = None
-    drop("sigs", "rsa", "sha512")
+    peer = _signatures(tc, todo, leaf, crandom + srandom)
+    todo = leaf = None  # the server's Certificate message may go now
     t, m = tc.next_hs()
     asked = t == _CERT_REQUEST
     if asked:
@@ -67,16 +57,11 @@ def finish(tc, hello, leaf, todo, identity):
     cert_der, signer = identity
     tc.send_hs(_CERTIFICATE, _vec3(_vec3(cert_der)))
     if type(signer) is bytes:  # a software key (DER): a p256.Key for this handshake only
-        from upcert.p256 import Key
-
-        signer = Key.from_der(signer)
-        drop("der")  # read the key file
+        signer = _key(signer)
     if hasattr(signer, "ecdhe"):  # a secure element: its own ephemeral key, in the chip
         ours, pms = signer.ecdhe(peer)
     else:
-        from upcert.p256 import ecdhe
-
-        ours, pms = ecdhe(peer)
+        ours, pms = _ecdhe(peer)
     del peer
     tc.send_hs(_CLIENT_KX, bytes((len(ours),)) + ours)
     hashes = tc._th
@@ -89,10 +74,9 @@ def finish(tc, hello, leaf, todo, identity):
         master = prf(pms, b"master secret", crandom + srandom, 48)
     del pms
     # CertificateVerify (§7.4.8): ECDSA over the same transcript, DER-encoded
-    r, s = signer.sign_digest(h)
+    sig = _sign(signer, h)
     signer = None
     drop("p256", "derw", "der")  # a software key's code: not needed again until next time
-    sig = _ecdsa_der(r, s)
     tc.send_hs(_CERT_VERIFY, _ECDSA_SHA256.to_bytes(2, "big") + len(sig).to_bytes(2, "big") + sig)
     gcm = SUITES[tc.suite][1]
     kb = prf(master, b"key expansion", srandom + crandom, 40 if gcm else 96)
@@ -122,6 +106,48 @@ def finish(tc, hello, leaf, todo, identity):
         raise fail(DECRYPT_ERROR, "the server's Finished does not match the handshake", SERVER)
     if tc._hs:
         raise fail(UNEXPECTED_MESSAGE, "handshake data after the server's Finished")
+
+
+# The helpers below use modules that are dropped after them: called as functions, their frames
+# are gone by then, so no stale reference on a stack keeps a dropped module's code in RAM.
+
+
+def _signatures(tc, todo, leaf, randoms):
+    # the chain's signatures, then the ServerKeyExchange's: the server's ECDHE point
+    from upcert import sigs
+
+    try:
+        bad = sigs.path(todo)  # the certificates' signatures (chain.walk() left them)
+        if bad:
+            raise fail(bad[0], "server certificate: %s" % bad[1], SERVER)
+        todo = None
+        t, m = tc.next_hs()
+        if t != _SERVER_KX:
+            raise fail(UNEXPECTED_MESSAGE, "expected ServerKeyExchange, got type %d" % t)
+        return _server_kx(m, leaf, randoms, sigs)
+    finally:
+        sigs = None
+        drop("sigs", "rsa", "sha512")
+
+
+def _key(der):
+    from upcert.p256 import Key
+
+    k = Key.from_der(der)
+    Key = None
+    drop("der")  # read the key file
+    return k
+
+
+def _ecdhe(peer):
+    from upcert.p256 import ecdhe
+
+    return ecdhe(peer)
+
+
+def _sign(signer, h):
+    r, s = signer.sign_digest(h)
+    return _ecdsa_der(r, s)
 
 
 def _server_kx(m, leaf, randoms, sigs):

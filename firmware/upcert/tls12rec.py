@@ -30,12 +30,6 @@ UNSUPPORTED_EXTENSION = const(110)
 NO_APPLICATION_PROTOCOL = const(120)
 # suite -> (server key type, GCM?)
 SUITES = {0xC02B: ("EC", True), 0xC02F: ("RSA", True), 0xC023: ("EC", False), 0xC027: ("RSA", False)}
-NAMES = {
-    0xC02B: "TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256",
-    0xC02F: "TLS-ECDHE-RSA-WITH-AES-128-GCM-SHA256",
-    0xC023: "TLS-ECDHE-ECDSA-WITH-AES-128-CBC-SHA256",
-    0xC027: "TLS-ECDHE-RSA-WITH-AES-128-CBC-SHA256",
-}
 _MAX_PLAIN = const(16384)  # 2^14 (§6.2.1)
 _MAX_CIPHER = const(18432)  # 2^14 + 2048 (§6.2.3)
 _MAX_HS = const(24576)  # one handshake message (a certificate chain) at most
@@ -299,7 +293,13 @@ class Record:
             raise e
         if level == 1 and desc != NO_RENEGOTIATION:
             return  # a warning: go on (RFC 5246 §7.2)
-        e = fail(None, "the server sent alert %d (%s)" % (desc, _alert_name(desc)), SERVER)
+        try:
+            from upcert.diagnose import alert_name  # loaded on a failure only
+
+            name = alert_name(desc)
+        except MemoryError:
+            name = "?"
+        e = fail(None, "the server sent alert %d (%s)" % (desc, name), SERVER)
         e.alert = desc
         e.received = True
         self._closed = True
@@ -399,7 +399,11 @@ class Record:
         self.sock.settimeout(s)
 
     def cipher(self):
-        return NAMES.get(self.suite), "TLSv1.2"
+        s = SUITES.get(self.suite)
+        if s is None:
+            return None, "TLSv1.2"
+        return "TLS-ECDHE-%s-WITH-AES-128-%s-SHA256" % ("ECDSA" if s[0] == "EC" else "RSA",
+                                                       "GCM" if s[1] else "CBC"), "TLSv1.2"
 
     def close(self):
         self.abort(CLOSE_NOTIFY, 1)  # close_notify is a warning-level alert (§7.2.1)
@@ -413,15 +417,3 @@ def _io_error(e, what):
     if code in (104, 32):  # ECONNRESET, EPIPE
         return fail(None, "the server reset the connection", CLOSED)
     return fail(None, "%s failed: %s" % (what, e), CLOSED)
-
-
-def _alert_name(desc):
-    return {
-        10: "unexpected_message", 20: "bad_record_mac", 22: "record_overflow",
-        40: "handshake_failure", 42: "bad_certificate", 43: "unsupported_certificate",
-        44: "certificate_revoked", 45: "certificate_expired", 46: "certificate_unknown",
-        47: "illegal_parameter", 48: "unknown_ca", 49: "access_denied", 50: "decode_error",
-        51: "decrypt_error", 70: "protocol_version", 71: "insufficient_security",
-        80: "internal_error", 90: "user_canceled", 100: "no_renegotiation",
-        110: "unsupported_extension", 120: "no_application_protocol",
-    }.get(desc, "unknown")
