@@ -28,8 +28,8 @@ GROUPS = {
     # upcert's own TLS 1.2 client (#10), for stock firmware and keys in a secure element: loaded
     # only when a board uses it instead of the port's tls module (and sha512/rsa only for a
     # server chain that needs them).
-    "own tls client (only when used)": ("tls12", "chain", "hmac256", "gcm", "cbc", "sha512",
-                                        "rsa"),
+    "own tls client (only when used)": ("tls12", "tls12rec", "tls12hs", "tls12kx", "chain",
+                                        "sigs", "hmac256", "gcm", "cbc", "sha512", "rsa"),
 }
 BUDGET = {"foundation": 24 * 1024, "lifecycle": 16 * 1024, "atecc608 driver": 6 * 1024,
           "host calls (not resident)": 5 * 1024, "claim (first boot only)": 4 * 1024,

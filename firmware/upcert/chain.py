@@ -1,6 +1,5 @@
 # Server certificate path validation for upcert's own TLS client: RFC 5280 §6.1 (simplified as
 # verify() says) and host names per RFC 6125 §6.4. Loaded only with that client.
-import hashlib
 
 from micropython import const
 
@@ -99,6 +98,39 @@ def verify(chain, roots, hostname, now, trusted_clock=True):
     an anchor is trusted as is. Signatures: RSA PKCS #1 v1.5 and PSS (2048-4096 bits) with
     SHA-256/384/512, ECDSA P-256 with SHA-256/384; P-384 keys are refused as unsupported.
     """
+    path, anchor = _walk(chain, roots, hostname, now, trusted_clock)
+    # Signatures last: they are the slow part. Each sent CA is dropped once it is checked.
+    for k in range(len(path) if anchor is not path[0] else 0):
+        _signed_by(path[k], path[k + 1] if k + 1 < len(path) else anchor)
+        if k:
+            path[k] = None
+    return path[0]
+
+
+def walk(chain, roots, hostname, now, trusted_clock=True):
+    """verify() but for the signatures, for a caller that checks them once this module and the
+    X.509 reader are out of RAM (upcert's TLS client): (the leaf's key, the signatures to
+    check), plain data. The key: (type, bits, public key, RSA exponent or None), as key()
+    gives it; the signatures: a list for sigs.path(), whose signed data and signature values
+    are views into chain's buffers."""
+    path, anchor = _walk(chain, roots, hostname, now, trusted_clock)
+    todo = []
+    n = len(path)
+    for k in range(n if anchor is not path[0] else 0):
+        c = path[k]
+        i = path[k + 1] if k + 1 < n else anchor
+        todo.append((_read(_sig_alg, c), tbs(c), c.signature, key(i), c.subject_cn,
+                     i.subject_cn))
+    return key(path[0]), todo
+
+
+def key(c):
+    """(key type, bits, public key, RSA exponent or None) of c, as sigs.py takes it."""
+    return c.key_type, c.key_bits, c.public_key, c.key_exp
+
+
+def _walk(chain, roots, hostname, now, trusted_clock):
+    # verify() up to the signatures: (path, anchor)
     if not chain:
         raise ChainError("the server sent no certificate", BAD_CERTIFICATE)
     if not hostname or "*" in hostname:
@@ -120,13 +152,7 @@ def verify(chain, roots, hostname, now, trusted_clock=True):
             _check_ca(c, _read(_extensions, c, None, None, k == n), k - 1, k == n)
         else:
             _check_leaf(c, _read(_extensions, c, host, ip, False), hostname)
-    c = None
-    # Signatures last: they are the slow part. Each sent CA is dropped once it is checked.
-    for k in range(n if anchor is not path[0] else 0):
-        _signed_by(path[k], path[k + 1] if k + 1 < n else anchor)
-        if k:
-            path[k] = None
-    return path[0]
+    return path, anchor
 
 
 def _build(chain, roots):
@@ -369,81 +395,28 @@ def verify_signed(leaf, scheme, data, sig):
     points: 0x0403/0x0503 ECDSA SHA-256/384, 0x0401/0x0501/0x0601 PKCS #1 v1.5, 0x0804-0x0806
     RSA-PSS rsae with a hash-length salt); False if it does not verify or the key is of another
     type. ChainError for a scheme or key that is not supported."""
-    hi, lo = scheme >> 8, scheme & 0xFF
-    if lo == 3 and 4 <= hi <= 5:
-        alg = ("ecdsa", _HASHES[hi - 4], 0)
-    elif lo == 1 and 4 <= hi <= 6:
-        alg = ("pkcs1", _HASHES[hi - 4], 0)
-    elif hi == 8 and 4 <= lo <= 6:
-        alg = ("pss", _HASHES[lo - 4], 16 * lo - 32)  # 32, 48, 64 bytes
-    else:
+    from upcert import sigs
+
+    alg = sigs.scheme(scheme)
+    if alg is None:
         raise ChainError("signature scheme 0x%04x unsupported" % scheme, ILLEGAL_PARAMETER)
-    if _key_unfit(alg, leaf):
+    k = key(leaf)
+    why = sigs.unfit(alg, k)
+    if why and why[1]:
+        raise ChainError("%s (%r)" % (why[0], leaf.subject_cn), UNSUPPORTED_CERTIFICATE)
+    if why:
         return False
     try:
-        return _check_signature(alg, leaf, data, sig)
+        return sigs.check(alg, k, data, sig)
     except (ValueError, CertificateError):
         return False
 
 
 def _signed_by(c, issuer):
     # ChainError unless issuer's key signed c.
-    alg = _read(_sig_alg, c)
-    why = _key_unfit(alg, issuer)
-    if not why:
-        try:
-            if not _check_signature(alg, issuer, tbs(c), c.signature):
-                why = "a signature that does not verify"
-        except (ValueError, CertificateError) as exc:
-            why = "a bad signature (%s)" % exc
-    if why:
-        raise ChainError("%r has %s (issuer %r)" % (c.subject_cn, why, issuer.subject_cn),
-                         BAD_CERTIFICATE)
+    from upcert import sigs
 
-
-def _key_unfit(alg, key):
-    # Why key (a Certificate's) cannot make alg's signatures, or None; ChainError for a key
-    # this module does not support.
-    if alg[0] == "ecdsa":
-        if key.key_type != "EC":
-            return "an ECDSA signature, key %s" % key.key_type
-        if key.key_bits != 256:
-            raise ChainError("unsupported: P-%s keys (%r)" % (key.key_bits, key.subject_cn),
-                             UNSUPPORTED_CERTIFICATE)
-    elif key.key_type != "RSA":
-        return "an RSA signature, key %s" % key.key_type
-    elif not 2048 <= key.key_bits <= 4096:
-        raise ChainError("unsupported: %d-bit RSA key (%r)" % (key.key_bits, key.subject_cn),
-                         UNSUPPORTED_CERTIFICATE)
-    return None
-
-
-def _check_signature(alg, issuer, tbs, sig):
-    # True if `sig` over `tbs` verifies with issuer's key: the one place that calls the signature
-    # primitives (p256, rsa, sha512). alg: (scheme, hash name, PSS salt length).
-    scheme, hash_name, salt = alg
-    if hash_name == "sha256":
-        digest = hashlib.sha256(tbs).digest()
-    else:
-        from upcert import sha512
-
-        digest = getattr(sha512, hash_name)(tbs).digest()
-    if scheme == "ecdsa":
-        from upcert import p256
-
-        # Ecdsa-Sig-Value ::= SEQUENCE { r INTEGER, s INTEGER } (RFC 3279 §2.2.3); a SHA-384
-        # digest is cut to the curve's 256 bits (FIPS 186-4 §6.4).
-        b, s, e = der.single(sig, SEQUENCE, "ECDSA signature")
-        rs, re_ = der.expect(b, s, e, INTEGER, "r")
-        ss, se = der.expect(b, re_, e, INTEGER, "s")
-        if se != e:
-            return False
-        r = int.from_bytes(der.read_uint_bytes(b, rs, re_), "big")
-        s = int.from_bytes(der.read_uint_bytes(b, ss, se), "big")
-        return p256.verify_digest(issuer.public_key, digest[:32], r, s)
-    from upcert import rsa
-
-    key = rsa.PublicKey(int.from_bytes(issuer.public_key, "big"), issuer.key_exp)
-    if scheme == "pss":  # MGF1 with hash_name too
-        return rsa.verify_pss(key, hash_name, digest, sig, salt)
-    return rsa.verify_pkcs1(key, hash_name, digest, sig)
+    bad = sigs.path([(_read(_sig_alg, c), tbs(c), c.signature, key(issuer), c.subject_cn,
+                      issuer.subject_cn)])
+    if bad:
+        raise ChainError(bad[1], bad[0])

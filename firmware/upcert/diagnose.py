@@ -154,3 +154,17 @@ def connect_error(exc, host, port, handshake=False):
     """ConnectError carrying explain()'s text and reason() for a failed connection to host:port."""
     r, text = _why(exc, host, port, handshake)
     return ConnectError(text, r)
+
+
+def alert_name(desc):
+    """The name of TLS alert `desc` (RFC 5246 §7.2, RFC 7301 §3.2), for upcert's own TLS
+    client's messages."""
+    return {
+        10: "unexpected_message", 20: "bad_record_mac", 22: "record_overflow",
+        40: "handshake_failure", 42: "bad_certificate", 43: "unsupported_certificate",
+        44: "certificate_revoked", 45: "certificate_expired", 46: "certificate_unknown",
+        47: "illegal_parameter", 48: "unknown_ca", 49: "access_denied", 50: "decode_error",
+        51: "decrypt_error", 70: "protocol_version", 71: "insufficient_security",
+        80: "internal_error", 90: "user_canceled", 100: "no_renegotiation",
+        110: "unsupported_extension", 120: "no_application_protocol",
+    }.get(desc, "unknown")

@@ -5,7 +5,6 @@ import hashlib
 
 from micropython import const
 
-from upcert import derw
 from upcert.errors import CertificateError
 
 # Curve parameters, SEC 2 v2 §2.4.2 (secp256r1 = prime256v1 = NIST P-256), a = -3.
@@ -193,6 +192,8 @@ class Key:
         """PKCS#8 PrivateKeyInfo (RFC 5208 §5) around a SEC 1 ECPrivateKey (RFC 5915 §3) with the
         public key; curve parameters only in the outer AlgorithmIdentifier, as OpenSSL writes it.
         mbedTLS loads it (tls.SSLContext.load_cert_chain)."""
+        from upcert import derw  # the DER writer: not in RAM for a handshake or a check
+
         ec = derw.seq(
             b"\x02\x01\x01\x04\x20",  # version 1, privateKey OCTET STRING (32 bytes)
             self._d.to_bytes(32, "big"),
@@ -295,4 +296,6 @@ def verify_digest(point65, digest32, r, s):
 
 def signature_der(r, s):
     """ECDSA-Sig-Value ::= SEQUENCE { r INTEGER, s INTEGER } (RFC 3279 §2.2.3)."""
+    from upcert import derw
+
     return derw.seq(derw.uint(r), derw.uint(s))

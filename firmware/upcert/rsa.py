@@ -5,12 +5,15 @@ import hashlib
 
 from micropython import const
 
-from upcert import der
-from upcert.der import BIT_STRING, INTEGER, OID, SEQUENCE
 from upcert.errors import CertificateError
 
 _MIN_BITS = const(2048)
 _MAX_BITS = const(4096)
+# DER tags (X.690 §8.1.2), as in der.py, which is loaded only to read a SubjectPublicKeyInfo
+_INTEGER = const(0x02)
+_BIT_STRING = const(0x03)
+_OID = const(0x06)
+_SEQUENCE = const(0x30)
 # rsaEncryption (RFC 8017 §A.1) and id-RSASSA-PSS (RFC 4055 §1.2) key algorithms.
 _KEY_OIDS = ("1.2.840.113549.1.1.1", "1.2.840.113549.1.1.10")
 # DER of DigestInfo up to the digest, RFC 8017 §9.2 note 1: SEQUENCE { AlgorithmIdentifier
@@ -63,21 +66,23 @@ class PublicKey:
     def from_spki(cls, data):
         """The key in a DER SubjectPublicKeyInfo (RFC 5280 §4.1.2.7) with an RSAPublicKey
         (RFC 8017 §A.1.1), algorithm rsaEncryption or id-RSASSA-PSS."""
-        buf, s, e = der.single(data, SEQUENCE, "SubjectPublicKeyInfo")
-        as_, ae = der.expect(buf, s, e, SEQUENCE, "key algorithm")
-        os_, oe = der.expect(buf, as_, ae, OID, "key algorithm")
+        from upcert import der
+
+        buf, s, e = der.single(data, _SEQUENCE, "SubjectPublicKeyInfo")
+        as_, ae = der.expect(buf, s, e, _SEQUENCE, "key algorithm")
+        os_, oe = der.expect(buf, as_, ae, _OID, "key algorithm")
         oid = der.read_oid(buf, os_, oe)
         if oid not in _KEY_OIDS:
             raise CertificateError("RSA key: algorithm %s is not RSA" % oid)
-        bs, be = der.expect(buf, ae, e, BIT_STRING, "subjectPublicKey")
+        bs, be = der.expect(buf, ae, e, _BIT_STRING, "subjectPublicKey")
         if be != e:
             raise der.error("trailing bytes", be, "inside SubjectPublicKeyInfo")
         key = memoryview(der.read_bits(buf, bs, be))
-        ks, ke = der.expect(key, 0, len(key), SEQUENCE, "RSAPublicKey")
+        ks, ke = der.expect(key, 0, len(key), _SEQUENCE, "RSAPublicKey")
         if ke != len(key):
             raise der.error("trailing bytes", ke, "after RSAPublicKey")
-        ns, ne = der.expect(key, ks, ke, INTEGER, "RSA modulus")
-        es, ee = der.expect(key, ne, ke, INTEGER, "RSA public exponent")
+        ns, ne = der.expect(key, ks, ke, _INTEGER, "RSA modulus")
+        es, ee = der.expect(key, ne, ke, _INTEGER, "RSA public exponent")
         if ee != ke:
             raise der.error("trailing bytes", ee, "inside RSAPublicKey")
         if key[ns] & 0x80 or key[es] & 0x80:
