@@ -1,6 +1,6 @@
 # One certificate rotation, step by step (scheduled by rotation.py, in RAM only meanwhile):
-# CreateCertificateFromCsr, checks, RegisterThing (when a template is set), stage in the idle
-# slot, trial connection (the agent's link closed first: one TLS connection at a time; the same
+# CreateCertificateFromCsr, checks, stage in the idle slot, RegisterThing (when a template is
+# set), trial connection (the agent's link closed first: one TLS connection at a time; the same
 # client id, so the AWS policy needs no other), commit; the trial connection stays as the agent's
 # link. Steps log "upcert: rotation: ...". Unlike the Jobs exchange
 # these steps block the agent's loop (each AWS request up to fleet.timeout_s): a rotation is rare,
@@ -45,6 +45,14 @@ def run(rot, client, cert, k):
         if sig:
             how = _verify(name, sig)
         say("checks passed: issuer %r %s" % (name, how))
+        # Staged before RegisterThing activates it: from then on the flash names the
+        # certificate, so a power cut at any later point leaves it where the next boot finds,
+        # discards and reports it for retirement (rotation.start()), never ACTIVE and unknown.
+        step = "stage"
+        rot.store.stage(new, k[1])
+        staged = True
+        new = k[1] = None
+        say("staged")
         tpl = fl["template"]
         if tpl:
             step = "register"
@@ -57,11 +65,6 @@ def run(rot, client, cert, k):
             drop("fleet")
             say("RegisterThing(%s) accepted" % tpl)
         token = None
-        step = "stage"
-        rot.store.stage(new, k[1])
-        staged = True
-        new = k[1] = None
-        say("staged")
         step = "trial"
         connect = _trial(rot, client, roots)
         say("trial connection as %s accepted" % c["client_id"])

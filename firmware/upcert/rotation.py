@@ -1,8 +1,9 @@
 # Certificate rotation, the part that stays in RAM: state, renewal decision, Jobs events and a
 # non-blocking start-next, backoff, job reports, rollback when the broker refuses a committed
 # identity; the work (rotate, jobs, fleet, p256, csr) is loaded only meanwhile. Logs "upcert:
-# rotation: ...". A pair staged before a reboot is discarded at start-up, key erased: its checks
-# and job were in RAM, and a rotation still due starts again. The post-commit watch is in RAM too:
+# rotation: ...". A pair staged before a reboot is discarded at start-up, key erased, and its
+# certificate reported for retirement: its checks and job were in RAM, and a rotation still due
+# starts again. The post-commit watch is in RAM too:
 # after a reboot the committed identity stands (jobs.serve() reports the job).
 # One TLS connection at a time: the agent's link is closed before the trial connection, which
 # then stays as the agent's link under the new identity (an ESP32 has IDF heap for one mbedTLS
@@ -79,19 +80,24 @@ class Rotation:
         self.abandoned = []  # (certificate id, step) issued for failed rotations, to report
 
     def start(self):
-        """At start-up: discard a pair staged before a reboot (erasing its key), logged; and
+        """At start-up: discard a pair staged before a reboot (erasing its key), logged, its
+        certificate queued for the retirement report (abandoned, step "reboot"); and
         when the active identity was committed but not proven before the reboot, watch it again:
         the broker refusing it rolls back (the store's journal says so)."""
+        from binascii import hexlify
+        from hashlib import sha256
+
         m = "staged pair from before the reboot discarded"
         try:
-            if self.store.staged():  # (not describe(): a secure element's would talk to the chip)
+            prev = self.store.staged()  # (not describe(): a secure element's talks to the chip)
+            if prev:
+                # RegisterThing may have activated its certificate before the reboot: reported
+                # for retirement at the first service(), as a failed rotation's is.
+                self.abandoned.append((hexlify(sha256(prev[0]).digest()).decode(), "reboot"))
                 self.store.discard()
                 self.say(m)
             prev = self.store.trial()
             if prev:
-                from binascii import hexlify
-                from hashlib import sha256
-
                 self.old = hexlify(sha256(prev).digest()).decode()  # its certificateId
                 self.say("identity committed before the reboot not proven yet: rollback to %s if"
                          " the broker refuses it" % self.old[:16])

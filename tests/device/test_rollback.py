@@ -169,6 +169,28 @@ def test_pair_staged_before_a_reboot_is_discarded():
     eq((store.staged(), store.slot_files(1)), (None, []), "pair erased")
 
 
+def test_pair_staged_before_a_reboot_is_reported_for_retirement():
+    # A power cut after the stage (RegisterThing may have activated the certificate): the next
+    # start-up discards the pair and reports its certificate at the first connect, so the cloud
+    # sets it INACTIVE; an ACTIVE certificate nobody holds would be left otherwise.
+    import hashlib
+    import json
+    from binascii import hexlify
+
+    a, aws, store, lines = rig()
+    cert = b"\x30\x03new"
+    store.stage(cert, b"\x30\x03key")
+    a.rot.start()
+    cid = hexlify(hashlib.sha256(cert).digest()).decode()
+    eq(a.rot.abandoned, [(cid, "reboot")], "queued")
+    a.run(max_cycles=1)
+    got = [json.loads(p) for t, p in aws.published("things/dev1/rotation")]
+    eq(got, [{"event": "rotation-abandoned", "certificateId": cid, "step": "reboot"}], "reported")
+    true(P + "certificate %s (failed at reboot) reported for retirement" % cid[:16] in lines,
+         repr(lines))
+    eq(store.staged(), None, "discarded")
+
+
 def test_unproven_identity_is_watched_across_a_reboot():
     # Committed, then a reboot before any telemetry with the new identity: the journal says it is
     # on trial, so the restarted agent still rolls back after three refusals; once proven (a

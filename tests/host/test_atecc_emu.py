@@ -388,3 +388,32 @@ def test_any_packet_gets_a_well_formed_answer(op, p1, p2, data, locked):
     resp = w.response()
     assert resp is not None and resp[0] == len(resp) and crc16(resp[:-2]) == resp[-2:]
     assert resp[0] != 4 or resp[1] in (OK, MISCOMPARE, PARSE, EXEC)
+
+
+def test_power_cut_after_the_nth_command(clock):
+    # Armed, the chip counts every command it runs and traces it (EEPROM changed or not); after
+    # the Nth it asks for the power cut once and answers nothing more until power_cycle().
+    chip = Atecc608(new_zones("tng", seed="t9"), clock=clock)
+    cuts = []
+    chip.on_cut = lambda: cuts.append(chip.counted)
+    chip.stamp = lambda: 7
+    w = Wire(chip, clock)
+    assert w.wake()[1] == WAKE
+    assert chip.control({"cut_after_commands": 3}) == {"ok": True}
+    assert w.run(INFO) == bytes.fromhex("00006003")
+    assert w.run(GENKEY, 0x04, 0) == EXEC  # refused: counted all the same
+    assert not cuts and not chip.cut_pending
+    assert len(w.run(GENKEY, 0x04, 2)) == 64  # the third: the key is in the EEPROM, then the cut
+    assert cuts == [3] and chip.cut_pending
+    got = chip.control({"query": "commands"})
+    assert (got["count"], got["armed"]) == (3, 0)
+    assert [(t["cmd"], t["p1"], t["p2"], t["status"], t["eeprom"], t["writes"])
+            for t in got["trace"]] == [("Info", 0, 0, 0, False, 7),
+                                      ("GenKey", 4, 0, EXEC, False, 7),
+                                      ("GenKey", 4, 2, 0, True, 7)]
+    assert len(w.run(GENKEY, 0x04, 3)) == 64 and cuts == [3]  # disarmed after one cut
+    chip.power_cycle()
+    assert not chip.cut_pending and chip.describe()["state"] == "sleep"
+    assert "error" in chip.control({"cut_after_commands": -1})
+    assert chip.control({"cut_after_commands": 0}) == {"ok": True}
+    assert chip.control({"query": "commands"}) == {"count": 0, "armed": 0, "trace": []}

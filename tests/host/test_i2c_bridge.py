@@ -247,3 +247,37 @@ def test_board_json_chip_setting_is_checked(tmp_path):
 def test_script_crc_matches_the_data_sheet():
     out = run_mp(MP_HELPERS + "print(hx(crc16(b'\\x04\\x11')), hx(crc16(b'\\x04\\x00')))")
     assert out.split() == ["3343", "0340"]
+
+
+def test_bridge_holds_the_reply_of_the_command_that_cut_the_power(tmp_path):
+    # Once the chip's armed cut is due the bridge answers nothing: the board's interpreter waits
+    # until its host process has killed it, so nothing it would do after that command happens.
+    import struct
+    import time
+
+    from upcert.emu.atecc_zones import crc16
+    from upcert.emu.i2c_bridge import control
+
+    chip = Atecc608(new_zones("tng", seed="hold"))
+    cut = []
+    chip.on_cut = lambda: cut.append(True)
+    path = tmp_path / "i2c.sock"
+    with serve(path, [chip]):
+        assert control(path, 0x35, {"cut_after_commands": 1}) == {"ok": True}
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(5)
+            s.connect(str(path))
+            s.sendall(struct.pack("<BBBIH", 0x57, 0, 1, 100000, 1) + b"\x00")  # wake
+            assert s.recv(1) == b"\x01"  # nobody ACKs the wake pulse
+            time.sleep(0.002)  # tWHI
+            body = bytes((7, 0x30, 0, 0, 0))  # Info
+            pkt = b"\x03" + body + crc16(body)
+            s.sendall(struct.pack("<BBBIH", 0x57, 0x35, 1, 100000, len(pkt)) + pkt)
+            s.settimeout(0.5)
+            with pytest.raises(socket.timeout):
+                s.recv(1)
+        assert cut == [True]
+        got = control(path, 0x35, {"query": "commands"})
+        assert got["count"] == 1 and got["trace"][0]["cmd"] == "Info"
+        chip.power_cycle()
+        assert not chip.cut_pending

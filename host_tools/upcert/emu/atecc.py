@@ -21,6 +21,7 @@ WAKE_LOW_US = 60  # tWLO: SDA low at least 60 us wakes the chip (data sheet, "Wa
 WAKE_DELAY_S = 0.0015  # tWHI: the chip answers 1500 us after the wake pulse
 MAX_FREQ_HZ = 1000000  # the 608's I2C interface runs up to 1 MHz
 FAULTS = ("crc", "nack", "nowake", "watchdog", "busy_ms", "clear")
+_TRACE_MAX = 1000  # commands traced after arm_cut(); the rest are only counted
 
 
 def frame(payload):
@@ -41,6 +42,13 @@ class Atecc608:
         self.history = deque(maxlen=32)  # (command, status, reason) of the latest commands
         self.last_error = ""
         self.dirty = False
+        # Power-cut injection (arm_cut): commands counted since armed, the armed count (0: off),
+        # their trace, and the cut itself: on_cut() asks the board's host process to cut the
+        # power; until it has, the bridge answers nothing (the board never sees the reply).
+        self.counted, self.cut_after, self.trace = 0, 0, []
+        self.on_cut = None  # set by the board's host process
+        self.stamp = None  # () -> the board's flash writes so far (traced with each command)
+        self.cut_pending = False
         self.power_cycle()
 
     @classmethod
@@ -62,6 +70,7 @@ class Atecc608:
     def power_cycle(self):
         """Power lost and back: asleep, volatile state gone, address re-read from the EEPROM."""
         with self._lock:
+            self.cut_pending = False
             self._sleep()
 
     def _sleep(self):
@@ -138,6 +147,8 @@ class Atecc608:
 
     def _command(self, pkt):
         name, status, why, busy_s = "?", None, "", 0.0
+        p1 = p2 = None
+        saved = False
         if len(pkt) < 7 or pkt[0] != len(pkt) or crc16(pkt[:-2]) != pkt[-2:]:
             status, why = COMM, f"bad count or CRC in {pkt.hex()}"
         else:
@@ -155,6 +166,7 @@ class Atecc608:
                     status, why = e.status, e.why
                     busy_s = 0 if e.status == PARSE else busy_s
                 else:
+                    saved = self.dirty
                     self._save()
                     self._respond(frame(payload) if payload is not None else frame(b"\x00"),
                                   busy_s)
@@ -163,6 +175,19 @@ class Atecc608:
             self._respond(frame(bytes((status,))), busy_s if status not in (COMM, PARSE,
                                                                              WATCHDOG) else 0)
         self.history.append((name, 0 if status is None else status, why))
+        self._count(name, p1, p2, status, saved)
+
+    def _count(self, name, p1, p2, status, saved):
+        # One command ran (whatever its status): traced, and the armed power cut after it.
+        self.counted += 1
+        if len(self.trace) < _TRACE_MAX:
+            self.trace.append({"n": self.counted, "cmd": name, "p1": p1, "p2": p2,
+                               "status": status or 0, "eeprom": saved,
+                               "writes": self.stamp() if self.stamp else None})
+        if self.cut_after and self.counted >= self.cut_after:
+            self.cut_after, self.cut_pending = 0, True
+            if self.on_cut:
+                self.on_cut()
 
     def _save(self):
         if self.dirty and self.path is not None:
@@ -191,9 +216,20 @@ class Atecc608:
             else:
                 self.faults[fault] = count
 
+    def arm_cut(self, commands):
+        """Cut the power right after the `commands`-th command from now (0: never). Either way
+        the count and the trace start again."""
+        if not isinstance(commands, int) or isinstance(commands, bool) or commands < 0:
+            raise ValueError(f"cut_after_commands {commands!r}: a number of commands >= 0")
+        with self._lock:
+            self.counted, self.cut_after, self.trace = 0, commands, []
+
     def control(self, obj):
-        """The bridge's control requests: {"fault": NAME, "count": N, "ms": M} or
-        {"query": "state"}. Returns a JSON-able dict ({"error": ...} when refused)."""
+        """The bridge's control requests: {"fault": NAME, "count": N, "ms": M},
+        {"cut_after_commands": N} (arm_cut), {"query": "state"} or {"query": "commands"}
+        ({"count", "armed", "trace": [{"n", "cmd", "p1", "p2", "status", "eeprom": the EEPROM
+        changed, "writes": the board's flash writes before it}]}). Returns a JSON-able dict
+        ({"error": ...} when refused)."""
         if not isinstance(obj, dict):
             return {"error": "a control request is a JSON object"}
         try:
@@ -201,11 +237,19 @@ class Atecc608:
                 default = -1 if obj["fault"] == "nowake" else 1
                 self.inject(obj["fault"], obj.get("count", default), obj.get("ms", 0))
                 return {"ok": True}
+            if "cut_after_commands" in obj:
+                self.arm_cut(obj["cut_after_commands"])
+                return {"ok": True}
             if obj.get("query") == "state":
                 return self.describe()
+            if obj.get("query") == "commands":
+                with self._lock:
+                    return {"count": self.counted, "armed": self.cut_after,
+                            "trace": list(self.trace)}
         except ValueError as e:
             return {"error": str(e)}
-        return {"error": 'use {"fault": ...} or {"query": "state"}'}
+        return {"error": 'use {"fault": ...}, {"cut_after_commands": N} or {"query": "state" or '
+                         '"commands"}'}
 
     def describe(self):
         """What a test may want to see: serial, locks, slots with keys, sleep state, whether a

@@ -99,6 +99,8 @@ def _run(state_dir, *, heapsize, clock, ntp, atecc608):
             relay = Relay(state, cfg, command, env, log, announce)
             if chip:  # the chip shares the board's supply: a power cut resets it too
                 relay._power_on = _also_power(chip, relay._power_on)
+                chip.stamp = lambda: emu_config.read_powercut(state)[0]
+                chip.on_cut = lambda: _cut_by_chip(state, relay)
             relay.run()
     finally:
         if bridge:
@@ -119,6 +121,15 @@ def _fit_chip(state, setting):
     chip = Atecc608.open(state / "atecc608.json", setting["layout"], seed=str(state),
                          address=setting.get("address"))
     return chip, serve(state / "i2c.sock", [chip])
+
+
+def _cut_by_chip(state, relay):
+    # The chip's armed command count was reached (Atecc608.arm_cut; the bridge holds the reply
+    # meanwhile): counted as a cut fired, the flash-write arm disarmed, the power cut within
+    # the relay's next step, as SIGUSR1 does.
+    count, _, fired = emu_config.read_powercut(state)
+    emu_config.write_powercut(state, count, 0, fired + 1)
+    relay.power_cut = True
 
 
 def _also_power(chip, power_on):
@@ -255,12 +266,38 @@ class EmulatedBoard:
         emu_config.write_powercut(self.state_dir, 0, writes,
                                        emu_config.read_powercut(self.state_dir)[2])
 
+    def chip_control(self, request, address=0x60):
+        """A control request (dict) to the emulated ATECC608 at `address` on this board's I2C
+        bridge (emu.atecc.Atecc608.control); its answer (dict)."""
+        from upcert.emu.i2c_bridge import control
+
+        if self._proc is None or self._proc.poll() is not None:
+            raise UpcertError("the board is not running: call start() first")
+        return control(self.state_dir / "i2c.sock", address, request)
+
+    def arm_chip_cut(self, commands, address=0x60):
+        """Cut the power right after the board's ATECC608 has run its `commands`-th command
+        from now (any command; its effect on the chip's EEPROM is kept, its reply never reaches
+        the board); 0 disarms. Either way the chip's command count and trace restart
+        (chip_commands()). Counted in power_cuts()."""
+        got = self.chip_control({"cut_after_commands": commands}, address)
+        if "error" in got:
+            raise UpcertError(f"arm_chip_cut({commands!r}): {got['error']}")
+
+    def chip_commands(self, address=0x60):
+        """Commands the chip ran since start() or the last arm_chip_cut(): {"count", "armed",
+        "trace": [{"n", "cmd", "p1", "p2", "status", "eeprom", "writes"}]}: "eeprom" when the
+        command changed the chip's EEPROM, "writes" the board's flash writes before it
+        (write_count())."""
+        return self.chip_control({"query": "commands"}, address)
+
     def write_count(self):
         """Persistent writes the board made since start() or the last arm_power_cut()."""
         return emu_config.read_powercut(self.state_dir)[0]
 
     def power_cuts(self):
-        """Power cuts injected by arm_power_cut()/power_cut_after_writes since start()."""
+        """Power cuts injected by arm_power_cut()/power_cut_after_writes/arm_chip_cut() since
+        start()."""
         return emu_config.read_powercut(self.state_dir)[2]
 
     def stop(self):

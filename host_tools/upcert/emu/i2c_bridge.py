@@ -8,7 +8,10 @@ Wire protocol, little-endian, one request then one reply per transfer:
 A write to address 0 is the wake pulse: SDA is low for the 8 bits of the address byte, i.e.
 8/freq_hz seconds; every device sees it and nobody acknowledges (ATECC608 data sheet, "Wake": SDA low for tWLO).
 Devices: `address`, `wake_pulse(low_us)`, `i2c_write(data, freq_hz) -> bool`,
-`i2c_read(n, freq_hz) -> bytes | None`, `control(dict) -> dict` (emu.atecc.Atecc608).
+`i2c_read(n, freq_hz) -> bytes | None`, `control(dict) -> dict` (emu.atecc.Atecc608), and
+optionally `cut_pending`: true once a device's armed power cut is due, after which the bridge
+answers no transfer but control requests (the board waits until its host process has cut the
+power).
 """
 
 import json
@@ -69,7 +72,12 @@ class Bridge:
                     data = _recv_exact(conn, n)
                     if data is None:
                         return
-                conn.sendall(self.handle(op, addr, freq, n, data))
+                reply = self.handle(op, addr, freq, n, data)
+                if op != OP_CONTROL and any(getattr(d, "cut_pending", False)
+                                            for d in self.devices):
+                    _hold(conn)  # the power is being cut: this reply never reaches the board
+                    return
+                conn.sendall(reply)
         except (OSError, ValueError):
             return  # client gone, or a malformed request: drop the connection
         except Exception:  # an emulator bug: say so in the host's log, drop the client
@@ -137,6 +145,12 @@ def _payload(data):
     return bytes((ACK,)) + struct.pack("<H", len(data)) + bytes(data)
 
 
+def _hold(conn):
+    # Answer nothing until the board's interpreter is gone (its end of the socket closes).
+    while conn.recv(4096):
+        pass
+
+
 def _recv_exact(conn, n):
     buf = bytearray()
     while len(buf) < n:
@@ -145,6 +159,21 @@ def _recv_exact(conn, n):
             return None
         buf += chunk
     return bytes(buf)
+
+
+def control(sock_path, addr, request, timeout_s=10):
+    """Send a control request (a dict) to the device at `addr` on the bridge at `sock_path`
+    from the host (tests); its answer (a dict)."""
+    data = json.dumps(request).encode()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout_s)
+        s.connect(str(sock_path))
+        s.sendall(_HEADER.pack(OP_CONTROL, addr, 1, 100000, len(data)) + data)
+        head = _recv_exact(s, 3)
+        if head is None or head[0] != ACK:
+            raise UpcertError(f"I2C bridge {sock_path}: no answer to control request {request}")
+        body = _recv_exact(s, struct.unpack("<H", head[1:])[0])
+    return json.loads(body.decode())
 
 
 def serve(sock_path, devices):
