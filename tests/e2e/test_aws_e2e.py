@@ -135,3 +135,58 @@ def test_provision_aws_key_travels_only_when_asked(account, board_factory, thing
     cert = x509.load_pem_x509_certificate(d["certificatePem"].encode())
     assert d["status"] == "ACTIVE" and held_certificate(board.port) == certs.cert_id(cert)
     assert "PRIVATE KEY" not in out + err
+
+
+def test_provision_aws_with_the_key_in_the_chip(account, board_factory, cloud, ca, thing,
+                                                capsys, tmp_path):
+    # A blank emulated ATECC608: locked, the key made in the chip, the CSR signed by it; the
+    # certificate (answered for the CSR's key) is checked against the chip's public key; the
+    # board then connects with upcert's own TLS client, the chip doing ECDHE and the signature.
+    from upcert.cloud.standin import Subscription
+
+    honour_csr(account, ca)
+    _standin(tmp_path, cloud, ca)
+    board = board_factory(atecc608="blank", heapsize="200K")
+    with Subscription(cloud, f"things/{thing}/telemetry") as sub:
+        rc, out, err = _run(capsys, "provision", "--aws", "--store", "atecc608", "--lock",
+                            "--thing", thing, "--port", board.port, *_NET)
+        assert rc == 0, err
+        body = json.loads(sub.wait_for(timeout_s=90).payload)
+    assert body["tls"] == "upcert"
+    d, policies = _certificate(thing)
+    assert d["status"] == "ACTIVE" and policies == ["upcert-device"]
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(d["certificatePem"].encode())
+    assert certs.cert_id(cert).startswith(body["cert_id"].rstrip("…"))
+
+
+def test_provision_claim_aws_writes_the_accounts_claim_endpoint_and_template(
+        account, board_factory, thing, capsys, tmp_path):
+    # The claim `aws setup` made (moto's certificate and key), the account's endpoint and
+    # Amazon's roots go onto the board, with the claim template; no identity.
+    from upcert.board.transport import Board
+
+    settings = json.loads((tmp_path / "home" / "aws" / "eu-west-1" / "aws.json").read_text())
+    board = board_factory()
+    rc, out, err = _run(capsys, "provision", "--claim", "--aws", "--thing", thing, "--port",
+                        board.port, *_NET, "--no-reset")
+    assert rc == 0, err
+    claim_cert = certs.load_certificate(settings["claim"]["cert"])
+    # (the id of the DER: moto's own certificateId is the SHA-256 of the PEM text)
+    assert f"claim certificate {certs.cert_id(claim_cert)[:16]}" in out
+    with Board(board.port, operation="test") as b:
+        cfg = json.loads(b.read_file("/upcert.d/config.json"))
+        claim = b.read_file("/upcert.d/claim.der")
+        roots = b.read_file("/upcert.d/roots.der")
+        files = b.exec("import os\nprint(sorted(os.listdir('/upcert.d')))")
+    assert cfg["endpoint"] == settings["endpoint"] and cfg["port"] == 8883
+    assert cfg["claim"]["template"] == "upcert-claim" == settings["claim_template"]
+    assert cfg["fleet"]["template"] == "upcert-rotation"
+    assert claim == certs.cert_to_der(claim_cert)
+    assert roots == b"".join(certs.cert_to_der(r)
+                             for r in certs.load_certificates(settings["roots"]))
+    assert "cert.der" not in files and "key.der" not in files  # no identity: the board claims it
+    rc, _, err = _run(capsys, "provision", "--claim", "--aws", "--endpoint", "x.example.com",
+                      "--thing", thing, "--port", board.port, *_NET)
+    assert rc == 1 and "leave out --endpoint" in err
