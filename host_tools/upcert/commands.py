@@ -262,12 +262,10 @@ def do_provision_claim(args):
     from upcert.cloud.standin import Cloud
     from upcert.pki import certs
 
-    if args.store == "atecc608":
-        raise UpcertError("--claim with --store atecc608 is not supported yet: provision the "
-                          "chip with an identity (`upcert provision --store atecc608`)")
-    if args.cert or args.key or args.lock:
-        raise UpcertError("--claim writes a claim, not an identity: leave out --cert, --key "
-                          "and --lock")
+    if args.cert or args.key:
+        raise UpcertError("--claim writes a claim, not an identity: leave out --cert and --key")
+    if args.lock and args.store != "atecc608":
+        raise UpcertError("--lock locks an ATECC608's zones: it goes with --store atecc608")
     if args.aws:  # the claim, endpoint and roots `upcert aws setup` wrote
         if args.endpoint or args.claim_cert or args.claim_key or args.root_ca:
             raise UpcertError("--claim --aws takes the endpoint, claim and roots that `upcert "
@@ -279,7 +277,7 @@ def do_provision_claim(args):
         args.endpoint = settings["endpoint"]
         wifi, extra, _ = _checked(args, local_ca=False)
         extra["claim"] = {"template": settings["claim_template"]}
-        cfg = device_config(settings, args.thing, args.store, extra, wifi)
+        cfg = device_config(settings, args.thing, args.store, extra, wifi, chip=_chip_store(args))
         cert_path, key_path = settings["claim"]["cert"], settings["claim"]["key"]
         roots = certs.load_certificates(settings["roots"])
         return _provision_claim(args, p, cfg, cert_path, key_path, roots)
@@ -289,7 +287,13 @@ def do_provision_claim(args):
     wifi, extra, _ = _checked(args, local_ca=True)
     v.template_name(args.claim_template)
     extra["claim"] = {"template": args.claim_template}
-    cfg = p.make_config(args.thing, args.endpoint, args.store, extra, wifi)
+    if args.store == "atecc608":
+        from upcert.board import chip
+
+        cfg = chip.make_chip_config(args.thing, args.endpoint, extra=extra, wifi=wifi,
+                                    **_chip_store(args))
+    else:
+        cfg = p.make_config(args.thing, args.endpoint, args.store, extra, wifi)
     if args.claim_cert or args.claim_key:
         if not (args.claim_cert and args.claim_key and args.root_ca):
             raise UpcertError("--claim-cert, --claim-key and --root-ca go together")
@@ -302,13 +306,23 @@ def do_provision_claim(args):
     return _provision_claim(args, p, cfg, cert_path, key_path, roots)
 
 
+def _chip_store(args):
+    return {"address": args.chip_address, "slot": args.slot, "cert": args.chip_cert}
+
+
 def _provision_claim(args, p, cfg, cert_path, key_path, roots):
     from upcert.pki import certs
 
     cert, key = certs.load_certificate(cert_path), certs.load_private_key(key_path)
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    prepare = None
+    if args.store == "atecc608":
+        from upcert.board import chip
+
+        prepare = chip.claim_preparer(cfg["store"], args.lock, log)
     res = p.provision_claim(args.port, cfg, cert, key, roots, board=args.board,
-                            install=not args.no_firmware, reset=not args.no_reset,
-                            log=lambda m: print(m, file=sys.stderr))
+                            install=not args.no_firmware, reset=not args.no_reset, log=log,
+                            prepare=prepare)
     for w in res.warnings:
         print(f"warning: {w}", file=sys.stderr)
     print(f"claim written for {res.thing} ({res.store} store) in {res.seconds:.1f} s: claim "

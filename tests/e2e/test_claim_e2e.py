@@ -158,3 +158,37 @@ def test_power_cut_at_any_write_of_a_claim_loses_nothing(board_factory, cloud, t
         assert set(others) <= {"PENDING_ACTIVATION"} and len(others) <= 1, (cut, others)
         assert "claim" not in _files(board), (cut, _files(board))
         board.stop()
+
+
+def test_a_claimed_chip_board_makes_its_key_in_the_atecc608(board_factory, cloud, thing):
+    # A blank emulated ATECC608: the host locks it (slot layout, both zones) and writes the
+    # claim; at first boot the key is made in the chip (GenKey in a free key slot), the CSR
+    # signed by it, and the board connects with upcert's own TLS client.
+    from upcert.board import chip
+    from upcert.board import provision as prov
+    from upcert.board.provision import status
+    from upcert.cloud.registry import Registry
+    from upcert.cloud.standin import Subscription
+    from upcert.pki import certs
+
+    board = board_factory(atecc608="blank")
+    cfg = chip.make_chip_config(thing, f"localhost:{cloud.port}",
+                                extra={"telemetry_interval_s": 2,
+                                       "claim": {"template": "upcert-claim"}},
+                                wifi=("upcert-lab", "test-password"))
+    cert_path, key_path = cloud.claim_credentials()
+    args = (board.port, cfg, certs.load_certificate(cert_path), certs.load_private_key(key_path),
+            [cloud.ca.certificate])
+    with pytest.raises(chip.ChipError, match="lock"):  # a blank chip is locked only when asked
+        prov.provision_claim(*args, log=lambda m: None,
+                             prepare=chip.claim_preparer(cfg["store"], False))
+    with Subscription(cloud, f"things/{thing}/telemetry") as sub:
+        prov.provision_claim(*args, log=lambda m: None,
+                             prepare=chip.claim_preparer(cfg["store"], True, lambda m: None))
+        board.wait_for_line("upcert: claim: done", timeout_s=120)
+        body = json.loads(sub.wait_for(timeout_s=60).payload)
+    assert body["tls"] == "upcert"
+    st = status(board.port)
+    assert st["store"]["kind"] == "atecc608" and st["cert_id"] == body["cert_id"]
+    assert [r["status"] for r in Registry(cloud.registry_path).list(thing)] == ["ACTIVE"]
+    assert "claim" not in _files(board)

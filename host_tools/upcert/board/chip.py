@@ -303,16 +303,10 @@ def provision_chip(port, cfg, ca_dir=None, *, lock=False, board="esp32_generic",
         raise
 
 
-def _provision_chip(b, cfg, issue, st, slot, where, roots_der, config_bytes, reg, *, lock,
-                    board, install, reset, log, started, stored):
-    fw = b.probe(firmware.probe_modules("atecc608"))
-    firmware.check_board(fw, "atecc608")
-    mine = [(CONFIG_PATH, config_bytes), (ROOTS_PATH, roots_der)]
-    p = firmware.plan(b, fw, board, extra=mine, files_wanted=install)
-    if install:
-        firmware.install(b, board=board, log=log, info=fw, planned=p)
-    else:
-        firmware.check_room(fw, p.extra, p.have)
+def _configured(b, st, lock, log):
+    """(decoded config zone, configured now): a blank chip (config zone unlocked) gets
+    upcert's slot layout, read back, and its config zone locked when lock; without lock,
+    ChipError explaining locking before anything is written."""
     probe = run(b, "probe", store=st)
     info = decode_config(bytes.fromhex(probe["config"]))
     if probe["serial"] != info["serial"]:
@@ -333,6 +327,43 @@ def _provision_chip(b, cfg, issue, st, slot, where, roots_der, config_bytes, reg
                 raise ChipError(f"slot {n} configuration does not read back as written")
         run(b, "lock_config", store=st)
         info["config_locked"] = configured = True
+    return info, configured
+
+
+def claim_preparer(st, lock, log=print):
+    """For provision.provision_claim(prepare=...) with store atecc608: before the claim is
+    written, a blank chip gets upcert's slot layout and both zones locked (lock=True, or
+    ChipError explaining locking); the board's first boot then makes its key with GenKey in a
+    key slot its config allows (AteccStore.new_key), and the CSR is signed by the chip."""
+
+    def prepare(b):
+        info, _ = _configured(b, st, lock, log)
+        spares = [n for n in (*st.get("spares", (2, 3, 4)), st.get("slot", 0))
+                  if not _key_slot_problem(info, n, True)]
+        if not spares:
+            raise ChipError(f"chip {info['serial']}: no key slot where GenKey is allowed for "
+                            "the claim's key: check the chip's slot configuration")
+        if not info["data_locked"]:
+            if not lock:
+                raise ChipError(explain_lock(st.get("address", 0x60), info["serial"]))
+            log(f"chip {info['serial']}: locking the data zone (the board makes its key at "
+                "first boot)")
+            run(b, "lock_data", store=st)
+
+    return prepare
+
+
+def _provision_chip(b, cfg, issue, st, slot, where, roots_der, config_bytes, reg, *, lock,
+                    board, install, reset, log, started, stored):
+    fw = b.probe(firmware.probe_modules("atecc608"))
+    firmware.check_board(fw, "atecc608")
+    mine = [(CONFIG_PATH, config_bytes), (ROOTS_PATH, roots_der)]
+    p = firmware.plan(b, fw, board, extra=mine, files_wanted=install)
+    if install:
+        firmware.install(b, board=board, log=log, info=fw, planned=p)
+    else:
+        firmware.check_room(fw, p.extra, p.have)
+    info, configured = _configured(b, st, lock, log)
     gen = not info["data_locked"]
     problem = _key_slot_problem(info, slot, gen)
     if problem:

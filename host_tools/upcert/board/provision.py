@@ -370,13 +370,15 @@ CLAIM_KEY_PATH = "/upcert.d/claim.key"
 
 
 def provision_claim(port, cfg, cert, key, roots, *, board="esp32_generic", install=True,
-                    reset=True, log=print, timeout_s=10, deadline_s=DEADLINE_S):
+                    reset=True, log=print, timeout_s=10, deadline_s=DEADLINE_S, prepare=None):
     """Provisioning by claim (AWS IoT developer guide, "Provisioning by claim"): write a batch's
     claim certificate and key, the trust anchors and cfg (with "claim": {"template", ...})
     instead of an identity. At its first boot the board makes its own key (in its store; in the
     chip for atecc608) and gets its certificate through the claim template; then it erases the
     claim (firmware/upcert/claim.py). Refuses a board that already holds an identity: the claim
-    would never be used there. Returns Result for the claim certificate."""
+    would never be used there. prepare(board session), if given, runs after the firmware is
+    installed and before the claim is written (atecc608: chip.claim_preparer). Returns Result
+    for the claim certificate."""
     from upcert.validate import check_config; check_config(cfg)  # noqa: E702, I001 (validate.py)
     if not isinstance(cfg.get("claim"), dict):
         raise UpcertError("the config has no 'claim': build it with make_config(..., "
@@ -403,6 +405,8 @@ def provision_claim(port, cfg, cert, key, roots, *, board="esp32_generic", insta
                 f"the board on {port} already holds certificate {held['cert_id'][:16]} for "
                 f"{held.get('thing')!r}: a claim is for a board without an identity (it would "
                 "never be used here); rotate that identity instead, or erase the board first")
+        if prepare is not None:
+            prepare(b)
         for path, data in files:
             if (path, data) in p.extra:
                 _write_checked(b, path, data)
