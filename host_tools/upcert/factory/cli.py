@@ -174,4 +174,5 @@ def do_flash_firmware(args):
         for c in calls:
             print("esptool " + " ".join(c))
         return
-    flash.run(calls, args.port, log=lambda m: print(m, file=sys.stderr))
+    st = flash.run(calls, args.port, log=lambda m: print(m, file=sys.stderr))
+    print(json.dumps(st, indent=2, default=str))

@@ -234,26 +234,39 @@ def _patched_firmware(firmware, table_bin, fw_offset):
 
 
 def merge_images(out, manifest, firmware, settings):
-    """merged.bin from 0x0 (esptool merge_bin): firmware with our table, then the partitions."""
+    """merged.bin from 0x0 (esptool merge-bin): MicroPython's bootloader (firmware.bin up to the
+    table), this board's table and partitions, and the app (firmware.bin from the first app
+    partition's offset on); what firmware.bin holds between them is its own (replaced) table
+    and erased padding over nvs and phy_init."""
     import esptool
 
     table = next(f for f in manifest["files"] if f["file"] == "partition-table.bin")
-    fw = _patched_firmware(firmware, (out / table["file"]).read_bytes(),
-                           settings["firmware_offset"])
-    fw_path = out / "firmware-patched.bin"
-    write_private(fw_path, fw)
+    off = settings["firmware_offset"]
+    fw = _patched_firmware(firmware, (out / table["file"]).read_bytes(), off)
+    apps = [p["offset"] for p in manifest["partitions"] if p["type"] == 0]
+    if not apps or len(fw) <= apps[0] - off:
+        raise UpcertError(f"{firmware} ends before the app partition at "
+                          f"{apps[0] if apps else 0:#x}: give MicroPython's whole firmware.bin")
+    pieces = [(off, "boot.part", fw[:TABLE_OFFSET - off]),
+              (apps[0], "app.part", fw[apps[0] - off:])]
     args = ["--chip", settings["chip"], "merge-bin", "--output", str(out / "merged.bin"),
-            "--flash-size", settings["flash_size"], f"{settings['firmware_offset']:#x}",
-            str(fw_path)]
+            "--flash-size", settings["flash_size"]]
+    for where, name, data in pieces:
+        write_private(out / name, data)
+        args += [f"{where:#x}", str(out / name)]
     for f in manifest["files"]:
-        if f["file"] != "partition-table.bin":
-            args += [f"{f['offset']:#x}", str(out / f["file"])]
+        args += [f"{f['offset']:#x}", str(out / f["file"])]
+    import contextlib
+    import sys
+
     try:
-        esptool.main(args)
+        with contextlib.redirect_stdout(sys.stderr):  # esptool's progress: not the result
+            esptool.main(args)
     except (esptool.FatalError, SystemExit) as e:
         raise UpcertError(f"esptool merge-bin failed: {e}") from None
     finally:
-        fw_path.unlink()
+        for _, name, _ in pieces:
+            (out / name).unlink()
     (out / "merged.bin").chmod(0o600)
     data = (out / "merged.bin").read_bytes()
     return {"file": "merged.bin", "offset": 0, "size": len(data), "sha256": _sha(data),
