@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from upcert.errors import UpcertError
+from upcert.factory.registry import registry
 
 
 def home():
@@ -74,7 +75,100 @@ def add_parsers(sub):
     p.add_argument("--no-erase", action="store_true", help="write without erasing the chip")
     p.add_argument("--dry-run", action="store_true", help="print the esptool calls only")
     p.set_defaults(fn=do_flash_firmware)
+
+    p = sub.add_parser(
+        "batch", help="provision many boards at once, with an inventory and an audit log",
+        description="Provision every board of a CSV (header target,thing,store,attributes; "
+        "target: a serial port, or a folder to build that board's images in) in parallel, "
+        "with a live table and a summary. Each board is recorded in the inventory (SQLite, or "
+        "PostgreSQL by URL) whose constraints refuse a thing, certificate or chip given twice; "
+        "a rerun skips boards done and finishes or rolls back half-done ones. Keys are made on "
+        "this host by the local CA and go only to the board (or its images).")
+    p.add_argument("--manifest", required=True, help="the batch CSV")
+    p.add_argument("--endpoint", required=True, help="HOST[:PORT] every board connects to")
+    p.add_argument("--inventory", default=None, help="SQLite file (default "
+                   "$UPCERT_HOME/inventory.sqlite) or postgresql://user@host/db")
+    p.add_argument("--audit", default=None, help="audit log, JSON lines (default "
+                   "$UPCERT_HOME/audit.jsonl)")
+    p.add_argument("--station", default=None, help="this station's name (default "
+                   "$UPCERT_STATION or the host name)")
+    p.add_argument("--jobs", type=int, default=4, help="boards at once (default 4)")
+    p.add_argument("--wifi-ssid", help="Wi-Fi network (password from UPCERT_WIFI_PASSWORD)")
+    p.add_argument("--no-wifi", action="store_true")
+    p.add_argument("--telemetry-interval", default=None, help="seconds, 1..86400")
+    p.add_argument("--days", default="365", help="validity of the certificates")
+    p.add_argument("--board", default="esp32_generic")
+    p.add_argument("--ca-dir", default=str(home() / "ca"))
+    p.add_argument("--cloud-dir", default=str(home() / "cloud"))
+    p.add_argument("--json", action="store_true", help="the summary as JSON on stdout")
+    p.set_defaults(fn=do_batch)
+
+    fl = sub.add_parser("fleet", help="the fleet's certificates").add_subparsers(
+        dest="sub", required=True)
+    p = fl.add_parser(
+        "report", help="expiring, never rotated, inactive on boards, on no board",
+        description="From the inventory and the local stand-in's registry: certificates "
+        "expiring within --days, boards never rotated, INACTIVE or REVOKED certificates still "
+        "on boards (the inventory's), ACTIVE certificates on no board. A table, --json, and "
+        "with --png a timeline of expiry dates.")
+    p.add_argument("--days", type=int, default=30, help="expiry horizon (default 30)")
+    p.add_argument("--inventory", default=None)
+    p.add_argument("--cloud-dir", default=str(home() / "cloud"))
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--png", help="write the expiry timeline to this PNG file")
+    p.set_defaults(fn=do_fleet_report)
     return sub
+
+
+def _inventory(args):
+    from upcert.factory.inventory import open_inventory
+
+    return open_inventory(args.inventory or home() / "inventory.sqlite")
+
+
+def do_batch(args):
+    from rich.console import Console
+
+    from upcert.factory import batch
+
+    if args.jobs < 1 or args.jobs > 64:
+        raise UpcertError(f"--jobs {args.jobs}: give 1..64 boards at once")
+    args.thing = "batch"  # checked per row; _checked needs a valid name
+    wifi, extra, days = _checked(args, local_ca=True)
+    jobs = batch.read_manifest(args.manifest)
+    station = args.station or batch.default_station()
+    inv = _inventory(args)
+    audit = batch.Audit(args.audit or home() / "audit.jsonl", station)
+    line = batch.Line(inv, audit, endpoint=args.endpoint, ca_dir=args.ca_dir,
+                      cloud_dir=args.cloud_dir, station=station, wifi=wifi, extra=extra,
+                      days=days, board=args.board)
+    try:
+        batch.run_batch(jobs, line, args.jobs)
+    finally:
+        audit.close()
+    if args.json:
+        print(json.dumps([{"thing": j.thing, "target": j.target, "store": j.store,
+                           "result": j.result, "cert_id": j.cert_id,
+                           "seconds": round(j.seconds, 2), "detail": j.detail} for j in jobs],
+                         indent=2))
+    else:
+        Console(width=160).print(batch.summary_table(jobs))
+    failed = [j for j in jobs if j.result == "failed"]
+    print(f"{len(jobs) - len(failed)} of {len(jobs)} boards done or already done; inventory "
+          f"{inv.where}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def do_fleet_report(args):
+    from upcert.factory import fleet
+
+    rep = fleet.report(_inventory(args), registry(args.cloud_dir), days=args.days)
+    if args.png:
+        fleet.timeline_png(rep, args.png)
+    if args.json:
+        print(json.dumps(rep, indent=2, default=str))
+    else:
+        fleet.print_report(rep)
 
 
 def _checked(args, local_ca):
@@ -94,16 +188,6 @@ def _checked(args, local_ca):
         raise UpcertError(f"board {args.board} joins the network over Wi-Fi and no --wifi-ssid "
                           "was given: give --wifi-ssid NAME, or --no-wifi")
     return wifi, {} if interval is None else {"telemetry_interval_s": interval}, days
-
-
-def registry(cloud_dir):
-    """The local stand-in's registry when a cloud lives in cloud_dir, else None."""
-    if not (Path(cloud_dir) / "cloud.json").exists():
-        return None
-    from upcert.cloud.registry import Registry
-    from upcert.cloud.standin import Cloud
-
-    return Registry(Cloud.from_state(cloud_dir).registry_path)
 
 
 def do_image_build(args):
