@@ -170,7 +170,10 @@ class PgInventory(Inventory):
         self.url = url
         self.where = _redact(url)
         self._local = threading.local()
-        self._run(SCHEMA, ())
+        try:
+            self._run(SCHEMA, ())
+        except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable):
+            pass  # another station created it at the same moment (IF NOT EXISTS races)
 
     def _con(self):
         con = getattr(self._local, "con", None)
