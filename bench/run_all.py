@@ -23,6 +23,7 @@ SCRIPTS = [
     "bench_rotation_heap.py",
     "bench_tls_crypto.py",
     "bench_tls12.py",
+    "bench_factory.py",
 ]
 
 
