@@ -25,6 +25,7 @@ SCRIPTS = [
     "bench_tls12.py",
     "bench_tls12_atecc.py",
     "bench_provision_aws.py",
+    "bench_factory.py",
 ]
 
 

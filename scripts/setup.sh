@@ -8,10 +8,12 @@ cd "$(dirname "$0")/.."
 need_apt=""
 # gcc + mosquitto headers build the stand-in's identity plugin (host_tools/upcert/plugin).
 # haproxy: the stand-in's port-443 listener, routing on the ClientHello's ALPN (cloud/alpn.py).
+# postgresql: the tests start a throwaway server for the shared batch inventory (never the
+# system service).
 for pair in mosquitto:/usr/sbin/mosquitto haproxy:/usr/sbin/haproxy openssl:/usr/bin/openssl \
         gcc:/usr/bin/gcc \
         mosquitto-dev:/usr/include/mosquitto_broker.h libmosquitto-dev:/usr/include/mosquitto.h \
-        libssl-dev:/usr/include/openssl/ssl.h; do
+        libssl-dev:/usr/include/openssl/ssl.h postgresql:/usr/lib/postgresql; do
     pkg=${pair%%:*}; path=${pair#*:}
     [ -e "$path" ] || need_apt="$need_apt $pkg"
 done

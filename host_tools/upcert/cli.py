@@ -226,6 +226,9 @@ def build_parser():
     p.add_argument("--cloud-dir", default=str(commands.home() / "cloud"),
                    help="local stand-in whose registry records the certificate, if it exists")
     p.set_defaults(fn=commands.do_chip_rotate)
+    from upcert.factory import cli as factory_cli
+
+    factory_cli.add_parsers(sub)  # image, flash-firmware, batch, fleet
     return ap
 
 

@@ -44,19 +44,19 @@ def _open_state(state, cfg):
     except OSError:
         pass
     flash = FlashFile(open_image(state + "/flash.img", cfg["flash_size"]), cfg["flash_size"])
-    nvs_f = open_image(state + "/nvs.bin", cfg["nvs_size"])
+    nvs = FlashFile(open_image(state + "/nvs.bin", cfg["nvs_size"]), cfg["nvs_size"])
     entries = []
     for p in cfg["partitions"]:
         label, size = p["label"], p["size"]
         if label == "vfs":
             dev = flash
         elif label == "nvs":
-            dev = FlashFile(nvs_f, size)
+            dev = nvs
         else:
             dev = FlashFile(open_image(state + "/part-" + label + ".bin", size), size)
         entries.append((label, p["type"], p["subtype"], p["offset"], size, dev))
     emu_partition.install(entries)
-    emu_nvs.install(emu_nvs.NvsStore(nvs_f, cfg["nvs_size"]).load())
+    emu_nvs.install(emu_nvs.NvsStore(nvs, cfg["nvs_size"]).load())
     emu_rtc.install(open_image(state + "/rtc.bin", 8))
     uid = b"\x24\x0a\xc4" + hashlib.sha256(state.encode()).digest()[:3]
     emu_machine.configure(int(os.getenv("UPCERT_RESET_CAUSE") or 1), uid)

@@ -24,7 +24,7 @@ from upcert.validate import open_private, private_dir, private_file, write_priva
 START_PY = ROOT / "boards" / "unix" / "emu" / "start.py"
 # GC heap the stand-ins (emu_*.py, compiled at boot) occupy on the unix port; added to the
 # configured heapsize so user code finds about as much free heap as on an ESP32.
-EMU_HEAP_RESERVE = 46 * 1024
+EMU_HEAP_RESERVE = 53 * 1024
 # ... and what the I2C bridge client (emu_i2c.py) adds on a board with an emulated ATECC608.
 I2C_HEAP_RESERVE = 3 * 1024
 # A board's state holds its private key and Wi-Fi password (flash.img, nvs.bin, part-*.bin,

@@ -303,3 +303,78 @@ def use_table(state_dir, csv_path):
     check(cfg, path)
     _save(path, cfg)
     return cfg
+
+
+def use_images(state_dir, images_dir):
+    """Give the board in state_dir exactly the flash an image folder (`upcert image build`)
+    describes, as writing those images with esptool would: its partition table from
+    partition-table.bin, its littlefs root from vfs.bin, its nvs partition from nvs.bin (erased
+    when the folder has none), every other partition from its image or erased. Each file is
+    checked against the manifest's SHA-256 first. Refused while the board runs. Returns the
+    settings."""
+    import hashlib
+    import shutil
+
+    from upcert.procs import running_pid
+
+    state, folder = Path(state_dir), Path(images_dir)
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.exists():
+        raise UpcertError(f"{folder} holds no manifest.json: build it with `upcert image build`")
+    try:
+        files = json.loads(manifest_path.read_text())["files"]
+        by_name = {f["file"]: f for f in files}
+    except (ValueError, KeyError, TypeError) as e:
+        raise UpcertError(f"{manifest_path} is not an image manifest ({e})") from None
+    for f in files:
+        data = (folder / f["file"]).read_bytes() if (folder / f["file"]).exists() else None
+        if data is None or hashlib.sha256(data).hexdigest() != f["sha256"]:
+            raise UpcertError(f"{folder / f['file']} is missing or differs from its manifest "
+                              "(sha256): build the images again")
+    if "partition-table.bin" not in by_name:
+        raise UpcertError(f"{manifest_path} lists no partition-table.bin")
+    table = _binary_table((folder / "partition-table.bin").read_bytes())
+    pid = running_pid(state / "board.pid")
+    if pid:
+        raise UpcertError(f"the board in {state} runs (pid {pid}): stop it before writing its "
+                          "flash (`upcert board stop`)")
+    sizes = {p["label"]: p["size"] for p in table}
+    if "vfs" not in sizes or "nvs" not in sizes:
+        raise UpcertError("the image's partition table lacks 'nvs' or 'vfs', which the board "
+                          "mounts")
+    private_dir(state)
+    cfg = load(state)
+    cfg.update(partitions=table, flash_size=sizes["vfs"], nvs_size=sizes["nvs"])
+    check(cfg, state / "board.json")
+    by_part = {f["partition"]: f for f in files if f.get("partition")}
+    for p in table:
+        label = p["label"]
+        name = {"vfs": "flash.img", "nvs": "nvs.bin"}.get(label, f"part-{label}.bin")
+        f = by_part.get(label)
+        if f is not None and (f["offset"] != p["offset"] or f["size"] != p["size"]):
+            raise UpcertError(f"{f['file']} is for offset {f['offset']:#x}, {f['size']} bytes, "
+                              f"but the table puts {label} at {p['offset']:#x}, {p['size']} "
+                              "bytes: build the images again")
+        if f is None:  # erased, as `esptool erase-flash` before the write leaves it: the
+            if (state / name).exists():  # board makes a missing image erased
+                (state / name).unlink()
+            continue
+        tmp = state / (name + ".tmp")
+        shutil.copyfile(folder / f["file"], tmp)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, state / name)
+    _save(state / "board.json", cfg)
+    return cfg
+
+
+def _binary_table(binary):
+    """board.json partitions from an ESP-IDF binary partition table (esp-idf-defs reads it and
+    checks its MD5 row)."""
+    from esp_idf_defs.partitions import InputError, PartitionTable
+
+    try:
+        table = PartitionTable.from_binary(binary)
+    except InputError as e:
+        raise UpcertError(f"partition-table.bin is not an ESP-IDF partition table: {e}") from None
+    return [{"label": p.name, "type": p.type, "subtype": p.subtype, "offset": p.offset,
+             "size": p.size} for p in table]
