@@ -38,6 +38,23 @@ def pending():
         return False
 
 
+def settings(config):
+    """config["claim"] checked, with defaults: {"template": AWS template name, "parameters":
+    {str: str}} (config.py leaves it to this module: on a board without a claim its names
+    would cost interned strings for good). ConfigError naming the problem."""
+    c = config["claim"]
+    t = c.get("template", "upcert-claim") if type(c) is dict else None
+    p = c.get("parameters", {}) if type(c) is dict else None
+    # AWS provisioning template names: [0-9A-Za-z_-], 1..36 characters
+    if (type(t) is not str or not 0 < len(t) <= 36
+            or [ch for ch in t if not (ch.isalpha() or ch.isdigit() or ch in "_-")]
+            or type(p) is not dict or [k for k in p if type(p[k]) is not str]
+            or [k for k in c if k not in ("template", "parameters")]):
+        raise ConfigError("config 'claim' must be {\"template\": a template name ([0-9A-Za-z_-"
+                          "], 1..36), \"parameters\": {name: string}}, got %r" % (c,))
+    return {"template": t, "parameters": p}
+
+
 def run(config, store, clock, make, roots, log):
     """Claim the board's own identity, or prove the one a cut claim left; then erase the
     claim. make(cert, key, roots) -> connect(host, port) for the board's own identity (app's
@@ -45,6 +62,7 @@ def run(config, store, clock, make, roots, log):
     an AWS rejection or a refused certificate; StoreError/ConfigError when a person must act."""
     if not pending():
         return
+    cl = settings(config)
     try:
         have = store.certificate()
     except StoreError:
@@ -59,7 +77,7 @@ def run(config, store, clock, make, roots, log):
                 if e.reason != REFUSED:
                     raise
                 log("upcert: claim: the stored identity was refused (%s): claiming again" % e)
-        _claim(config, store, clock, make, roots, log)
+        _claim(config, cl, store, clock, make, roots, log)
     except (StoreError, ConfigError):
         raise  # a person must act: the store cannot hold the pair, or a setting is wrong
     except UpcertError as e:  # network, TLS, MQTT, an AWS rejection, a failed check: retry
@@ -84,12 +102,11 @@ def _prove(config, make, cert, key, roots, log):
     log("upcert: claim: connected as %s with the board's own certificate" % config["client_id"])
 
 
-def _claim(config, store, clock, make, roots, log):
+def _claim(config, cl, store, clock, make, roots, log):
     from upcert import csr, tlsconn
     from upcert.store import read
 
     t = config["thing"]
-    cl = config["claim"]
     new_key = getattr(store, "new_key", None)
     if new_key:  # a secure element: the key made in a free key slot, never leaves it
         key, ref = new_key()

@@ -25,8 +25,7 @@ _RENEW = (
     ("jitter_s", 3600, 0, 604800),
 )
 _SUBJECT = ("O", "OU", "C", "ST", "L", "serialNumber")  # CN is always the thing name
-_TEMPLATE = const("upcert-rotation")  # the rotation's provisioning template (fleet.template)
-_CLAIM = const("upcert-claim")  # provisioning by claim (claim.template)
+_TEMPLATE = const("upcert-rotation")  # AWS provisioning template names: [0-9A-Za-z_-], <= 36 chars
 
 
 def _fail(path, msg):
@@ -100,7 +99,6 @@ def validate(cfg, path=PATH):
             path, "'wifi' must be an object with 'ssid' (1..32 bytes) and a string 'password'"
         )
     _rotation(c, path)
-    _claim(c, path)
     return c
 
 
@@ -145,7 +143,17 @@ def _rotation(c, path):
         path,
         {"template": _TEMPLATE, "subject": [], "parameters": {}, "timeout_s": 30},
     )
-    _template(f, "fleet", path, True)
+    v = f["template"]
+    if v is not None and (
+        type(v) is not str
+        or not 0 < len(v) <= 36
+        or [ch for ch in v if not (ch.isalpha() or ch.isdigit() or ch in "_-")]
+    ):
+        raise _fail(
+            path,
+            "'fleet.template' must be null or a template name ([0-9A-Za-z_-], 1..36), got %r"
+            % (v,),
+        )
     v = f["subject"]
     if type(v) is not list or [
         p
@@ -157,40 +165,12 @@ def _rotation(c, path):
             "'fleet.subject' must be a list of [attribute, value] pairs, attribute one of %s; got %r"
             % (", ".join(_SUBJECT), v),
         )
-    _params(f, "fleet", path)
+    v = f["parameters"]
+    if type(v) is not dict or [k for k in v if type(v[k]) is not str]:
+        raise _fail(path, "'fleet.parameters' must map names to strings, got %r" % (v,))
     v = f["timeout_s"]
     if type(v) is not int or not 1 <= v <= 300:
         raise _fail(path, "'fleet.timeout_s' must be an integer 1..300, got %r" % (v,))
-
-
-def _template(d, key, path, none_ok):
-    # AWS provisioning template names: [0-9A-Za-z_-], 1..36 characters.
-    v = d["template"]
-    if (v is not None or not none_ok) and (
-        type(v) is not str
-        or not 0 < len(v) <= 36
-        or [ch for ch in v if not (ch.isalpha() or ch.isdigit() or ch in "_-")]
-    ):
-        raise _fail(
-            path,
-            "'%s.template' must be %sa template name ([0-9A-Za-z_-], 1..36), got %r"
-            % (key, "null or " if none_ok else "", v),
-        )
-
-
-def _params(d, key, path):
-    v = d["parameters"]
-    if type(v) is not dict or [k for k in v if type(v[k]) is not str]:
-        raise _fail(path, "'%s.parameters' must map names to strings, got %r" % (key, v))
-
-
-def _claim(c, path):
-    # "claim" (claim.py): provisioning by claim at first boot, with this template; parameters
-    # go to RegisterThing besides ThingName (the thing name).
-    if "claim" in c:
-        d = _obj(c, "claim", path, {"template": _CLAIM, "parameters": {}})
-        _template(d, "claim", path, False)
-        _params(d, "claim", path)
 
 
 def load(path=PATH):

@@ -129,14 +129,3 @@ def test_bad_endpoint_store_topics_wifi():
     _bad("wifi", {"ssid": "lab", "password": 5}, "a string 'password'")
     _bad("wifi", {"ssid": "x" * 33}, "1..32 bytes")
 
-
-def test_claim():
-    eq("claim" in config.validate(_MIN), False, "no claim by default")
-    c = config.validate(dict(_MIN, claim={}))["claim"]
-    eq(c, {"template": "upcert-claim", "parameters": {}}, "claim defaults")
-    _bad("claim", [], "'claim' must be an object")
-    _bad("claim", {"template": None}, "'claim.template' must be a template name")
-    _bad("claim", {"template": "a/b"}, "'claim.template' must be a template name")
-    _bad("claim", {"parameters": {"Batch": 1}}, "'claim.parameters' must map names to strings")
-    _bad("claim", {"templat": "x"}, "'claim.templat' unknown")
-    _bad("fleet", {"template": "x" * 37}, "'fleet.template' must be null or a template name")
