@@ -29,7 +29,9 @@ DEVICE_CONFIG = FIRMWARE / "upcert" / "config.py"
 TELEMETRY_S = (1, 86400)
 KEEPALIVE_S = (30, 1200)
 PORT = (1, 65535)
-_INTS = {"port": PORT, "telemetry_interval_s": TELEMETRY_S, "keepalive_s": KEEPALIVE_S}
+QUEUE = (1, 64)  # telemetry messages kept in RAM until acknowledged (the agent's queue)
+_INTS = {"port": PORT, "telemetry_interval_s": TELEMETRY_S, "keepalive_s": KEEPALIVE_S,
+         "queue": QUEUE}
 # Validity of a local-CA certificate: at most 10 years, the local CA's own lifetime (pki/ca.py
 # _CA_DAYS) and the device's "renew.days" maximum.
 DAYS = (1, 3650)
