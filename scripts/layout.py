@@ -3,6 +3,7 @@ device module group), its size and what it imports, and exits 1 on a broken rule
 
 Host (host_tools/upcert): layers, each importing only its own package and the layers below it:
     cli, commands, __main__   -> the subsystems and below
+    soak                      -> the subsystems and below (it drives boards and the stand-in)
     board, emu, cloud         -> pki and the base, never one another
     pki                       -> the base
     errors, paths, procs, validate (the base) -> the base
@@ -21,8 +22,8 @@ DEVICE = ROOT / "firmware" / "upcert"
 BASE = ("errors", "paths", "procs", "validate")
 SUBSYSTEMS = ("board", "emu", "cloud")
 TOP = ("cli", "commands", "__main__")
-RANK = {**dict.fromkeys(BASE, 0), "pki": 1, **dict.fromkeys(SUBSYSTEMS, 2),
-        **dict.fromkeys(TOP, 3)}
+RANK = {**dict.fromkeys(BASE, 0), "pki": 1, **dict.fromkeys(SUBSYSTEMS, 2), "soak": 3,
+        **dict.fromkeys(TOP, 4)}
 
 
 def _name(path, top):
@@ -136,7 +137,7 @@ def report(out=sys.stdout, host=HOST, device=DEVICE):
         parts[part(mod) if part(mod) in RANK and part(mod) not in BASE + TOP else
               ("base" if part(mod) in BASE or mod == "upcert" else "cli")].append(mod)
     print("host_tools/upcert (CPython)", file=out)
-    for name in ("base", "pki", *SUBSYSTEMS, "cli"):
+    for name in ("base", "pki", *SUBSYSTEMS, "soak", "cli"):
         mods = parts.get(name, [])
         size = sum(len(known[m].read_text().splitlines()) for m in mods)
         uses = sorted({part(t) for m in mods for t in edges.get(m, ())} - {name}

@@ -205,6 +205,23 @@ def whole_number(value, what, lo, hi, unit):
     return n
 
 
+_DECIMAL_RE = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,6})?")  # ASCII: float() takes more
+
+
+def number(value, what, lo, hi):
+    """A float lo..hi from an int, a float or ASCII decimal text such as "2" or "0.5"."""
+    if isinstance(value, str) and _DECIMAL_RE.fullmatch(value):
+        x = float(value)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
+        x = float(value)
+    else:
+        raise InputError(f"{what} {shown(value)} is not a number in the digits 0-9 (and one "
+                         f"'.'): give {lo:g}..{hi:g}")
+    if not lo <= x <= hi:
+        raise InputError(f"{what} {x:g} is out of range: give {lo:g}..{hi:g}")
+    return x
+
+
 def telemetry_interval(value, what="--telemetry-interval"):
     """Seconds between telemetry messages, as the device accepts them; None stays None."""
     lo, hi = device_ints()["telemetry_interval_s"]

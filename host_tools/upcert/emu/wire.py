@@ -42,24 +42,43 @@ class Wire:
 
     def __init__(self, target_host, target_port, port=0):
         self.target = (target_host, target_port)
-        self._srv = socket.socket()
-        self._srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._srv.bind(("127.0.0.1", port))
+        self._srv = self._listener(port)
         self.port = self._srv.getsockname()[1]
         self._pairs = []
         self._lock = threading.Lock()
         self._stop = False
         self.connections = 0  # accepted so far
 
+    @staticmethod
+    def _listener(port):
+        srv = socket.socket()
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind(("127.0.0.1", port))
+        return srv
+
     def start(self):
         self._srv.listen(32)
-        threading.Thread(target=self._accept, daemon=True, name=f"wire-{self.port}").start()
+        threading.Thread(target=self._accept, args=(self._srv,), daemon=True,
+                         name=f"wire-{self.port}").start()
         return self
+
+    def pause(self):
+        """Stop listening: new connections are refused (ECONNREFUSED, as from a host whose
+        broker is down); open ones carry on."""
+        srv, self._srv = self._srv, None
+        if srv:
+            srv.close()
+
+    def resume(self):
+        """Listen again on the same port."""
+        if self._srv is None and not self._stop:
+            self._srv = self._listener(self.port)
+            self.start()
 
     def stop(self):
         """Stop listening and close every connection."""
         self._stop = True
-        self._srv.close()
+        self.pause()
         with self._lock:
             pairs, self._pairs = self._pairs, []
         for p in pairs:
@@ -88,10 +107,10 @@ class Wire:
             p.close(rst=True)
         return len(pairs)
 
-    def _accept(self):
+    def _accept(self, srv):
         while not self._stop:
             try:
-                client, _ = self._srv.accept()
+                client, _ = srv.accept()
             except OSError:
                 return
             try:
