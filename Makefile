@@ -6,7 +6,7 @@ PYTEST  := .venv/bin/pytest
 STAMP   := .venv/.upcert-setup
 export UPCERT_HOME ?= $(CURDIR)/.state
 
-.PHONY: setup test test-device test-host test-e2e lint layout mpy bench demo clean
+.PHONY: setup test test-device test-host test-e2e lint layout mpy bench demo soak clean
 
 $(STAMP) .build/deps/umqtt/simple.py: host_tools/requirements.txt pyproject.toml scripts/setup.sh
 	@./scripts/setup.sh
@@ -42,6 +42,13 @@ bench: setup
 
 demo: setup
 	$(PY) scripts/demo.py
+
+# The field day (README "Reliability under faults"): emulated boards against the stand-in under
+# random faults, then a report (table, JSON, timeline.png) in $(UPCERT_HOME)/soak/<seed>.
+# BOARDS, MINUTES, FAULTS, SEED change the run: make soak BOARDS=2 MINUTES=2 SEED=1
+soak: setup
+	$(PY) -m upcert.cli soak --boards $(or $(BOARDS),5) --minutes $(or $(MINUTES),10) \
+		--faults $(or $(FAULTS),all) $(if $(SEED),--seed $(SEED))
 
 clean:
 	-$(PY) -m upcert.cli cloud down >/dev/null 2>&1

@@ -35,7 +35,7 @@ from tests.tools import micropython_cmd  # noqa: E402
 # The board: real clock, the real fs store (A/B slots) over the device folder.
 BOARD = r"""
 NAME = "unix-heap-bench"
-def network_up(config):
+def network_up(config, timeout_ms=20000):
     pass
 def clock():
     from upcert.clock import Clock

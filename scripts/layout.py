@@ -2,8 +2,8 @@
 device module group), its size and what it imports, and exits 1 on a broken rule.
 
 Host (host_tools/upcert): layers, each importing only its own package and the layers below it:
-    cli, commands, provision_aws, __main__ -> factory, the subsystems and below
-    factory                   -> the subsystems and below (the production line uses them all)
+    cli, commands, provision_aws, __main__ -> factory, soak, the subsystems and below
+    factory, soak             -> the subsystems and below (the production line, the field day)
     board, emu, cloud, aws    -> pki and the base, never one another
     pki                       -> the base
     errors, paths, policy, procs, validate (the base) -> the base
@@ -22,7 +22,7 @@ DEVICE = ROOT / "firmware" / "upcert"
 BASE = ("errors", "paths", "policy", "procs", "validate")
 SUBSYSTEMS = ("board", "emu", "cloud", "aws")
 TOP = ("cli", "commands", "provision_aws", "__main__")
-RANK = {**dict.fromkeys(BASE, 0), "pki": 1, **dict.fromkeys(SUBSYSTEMS, 2), "factory": 3,
+RANK = {**dict.fromkeys(BASE, 0), "pki": 1, **dict.fromkeys(SUBSYSTEMS, 2), "factory": 3, "soak": 3,
         **dict.fromkeys(TOP, 4)}
 
 
@@ -137,7 +137,7 @@ def report(out=sys.stdout, host=HOST, device=DEVICE):
         parts[part(mod) if part(mod) in RANK and part(mod) not in BASE + TOP else
               ("base" if part(mod) in BASE or mod == "upcert" else "cli")].append(mod)
     print("host_tools/upcert (CPython)", file=out)
-    for name in ("base", "pki", *SUBSYSTEMS, "factory", "cli"):
+    for name in ("base", "pki", *SUBSYSTEMS, "factory", "soak", "cli"):
         mods = parts.get(name, [])
         size = sum(len(known[m].read_text().splitlines()) for m in mods)
         uses = sorted({part(t) for m in mods for t in edges.get(m, ())} - {name}

@@ -17,7 +17,14 @@ def network_up(config, timeout_ms=20000):
     """Bring up Wi-Fi station mode from config['wifi'] (ssid, password); wait until connected.
 
     Without a 'wifi' entry an already connected interface is used as is. Raises ConnectError
-    naming the SSID (and the last WLAN status) on timeout.
+    naming the SSID (and the last WLAN status) on timeout. timeout_ms 0 (the agent, before each
+    connection): no wait, and the driver is left to its own reconnects.
+
+    After a drop the ESP32 port's driver reassociates by itself for as long as a connect is
+    requested (ports/esp32/network_wlan.c, its STA_DISCONNECTED handler), and connect() while it
+    is at it fails ("Wifi Internal Error", ESP_ERR_WIFI_CONN): so connect() is asked for only
+    when the station is idle (never asked, or disconnect() after a timeout), and a failing
+    connect() is waited out like a slow association.
     """
     import network
 
@@ -29,16 +36,22 @@ def network_up(config, timeout_ms=20000):
         raise ConnectError(
             "no network: Wi-Fi is down and config has no 'wifi' {ssid, password}: add it with upcert provision"
         )
-    wlan.active(True)
+    if not wlan.active():
+        wlan.active(True)
     if wlan.isconnected():
         return wlan
     ssid = wifi["ssid"]
-    wlan.connect(ssid, wifi.get("password", ""))
+    if timeout_ms or wlan.status() == network.STAT_IDLE:
+        try:
+            wlan.connect(ssid, wifi.get("password", ""))
+        except OSError:
+            pass  # the driver is associating already
     start = time.ticks_ms()
     while not wlan.isconnected():
-        if time.ticks_diff(time.ticks_ms(), start) > timeout_ms:
+        if time.ticks_diff(time.ticks_ms(), start) >= timeout_ms:
             status = wlan.status()
-            wlan.disconnect()
+            if timeout_ms:
+                wlan.disconnect()  # start afresh at the next call
             raise ConnectError(
                 "wifi '%s': not connected after %d ms (%s): check ssid, password and signal"
                 % (ssid, timeout_ms, _status_name(network, status))
@@ -75,7 +88,8 @@ def heap_room():
 
 
 def _status_name(network, status):
-    for name in ("STAT_WRONG_PASSWORD", "STAT_NO_AP_FOUND", "STAT_CONNECT_FAIL", "STAT_CONNECTING"):
+    for name in ("STAT_WRONG_PASSWORD", "STAT_NO_AP_FOUND", "STAT_CONNECT_FAIL", "STAT_CONNECTING",
+                 "STAT_BEACON_TIMEOUT", "STAT_IDLE"):
         if getattr(network, name, None) == status:
             return name
     return "status %r" % (status,)

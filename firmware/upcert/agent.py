@@ -8,6 +8,10 @@
 # (a payload over config max_message_bytes, skipped unread by mqtt.py; id from its JSON when
 # found). Its QoS 1 PUBACK follows the reply. A flood costs one small write per command and one
 # log line per service ("reply queue full: N commands answered at once"); telemetry goes on.
+# Telemetry is QoS 1 and at least once: each message waits in a bounded queue (config "queue")
+# until its PUBACK, so a publish that got none is sent again after the reconnect, and messages
+# made while offline (once there was a connection) are sent in order; when the queue is full the
+# oldest goes and "dropped" counts it. "seq" numbers them: the host sees gaps and duplicates.
 # Everything it touches is injected; its log lines are a contract (tests and the demo grep them).
 import gc
 import json
@@ -51,10 +55,12 @@ class Agent:
     tlsconn.Connector.connect); log: one str per line (the serial console); rotation: an
     upcert.rotation.Rotation, None for a device that never rotates (no rotation telemetry), or
     False when it could not be loaded (telemetry "rotation": "off"); heap_room() -> bytes of RAM
-    the device can count on (the board's figure; telemetry "free_heap").
+    the device can count on (the board's figure; telemetry "free_heap"); net() raises
+    (ConnectError) while the board's network link is down (board.network_up(config, 0)).
     """
 
-    def __init__(self, config, store, clock, connect, log=print, rotation=None, heap_room=None):
+    def __init__(self, config, store, clock, connect, log=print, rotation=None, heap_room=None,
+                 net=None):
         self.config = config
         self.store = store
         self.clock = clock
@@ -80,6 +86,10 @@ class Agent:
         self._busy = 0  # commands answered at once from the callback since the last log line
         self._up_ms = 0
         self._last_ms = ticks_ms()
+        self.net = net
+        self.queue = []  # (seq, JSON) of telemetry not yet acknowledged, oldest first
+        self.dropped = 0
+        self._due = self._last_ms  # when the next report falls due while offline
 
     def uptime_s(self):
         """Seconds since the agent started (immune to ticks_ms wrap-around)."""
@@ -148,6 +158,8 @@ class Agent:
             ) from None
 
     def _connect(self):
+        if self.net:
+            self.net()  # the link first: no lookups while the Wi-Fi is down
         if not self.clock.trusted():
             try:
                 self.clock.sync()
@@ -193,10 +205,44 @@ class Agent:
         # Exponential backoff 1 s .. 300 s plus up to 25 % random jitter; reset by a good report.
         self._backoff_s, ms = backoff(self._backoff_s, 1, _BACKOFF_MAX_S)
         self.log("upcert: %s; retry in %d.%d s" % (why, ms // 1000, ms % 1000 // 100))
-        self.sleep_ms(ms)
+        self._idle(ms)
 
-    def _report(self):
+    def _online(self):
+        try:
+            self.net()
+            return True
+        except Exception:
+            return False
+
+    def _idle(self, ms):
+        # The backoff wait: telemetry that falls due meanwhile is queued (once a connection
+        # gave the agent its identity); after a failure with the link down, the link coming
+        # back ends the wait (polled each second: the driver reconnects by itself).
+        i = self.config["telemetry_interval_s"] * 1000
+        down = self.net and not self._online()
+        while ms > 0:
+            t = ms
+            if i and self._cert:
+                d = ticks_diff(self._due, ticks_ms())
+                if d <= 0:
+                    self._tell()
+                    d = i
+                t = min(t, d)
+            if down:
+                t = min(t, 1000)
+            self.sleep_ms(t)
+            ms -= t
+            if down and self._online():
+                return
+
+    def _tell(self):
+        # One telemetry message into the queue; when full, the oldest is dropped and counted.
+        self._due = ticks_add(ticks_ms(), self.config["telemetry_interval_s"] * 1000)
         self.seq += 1
+        q = self.queue
+        if len(q) >= self.config.get("queue", 8):
+            q.pop(0)
+            self.dropped += 1
         cert = self._cert
         m = {
             "thing": self.config["thing"],
@@ -207,20 +253,27 @@ class Agent:
             "clock": "trusted" if self.clock.trusted() else "untrusted",
             "seq": self.seq,
             "tls": self.tls,
+            "dropped": self.dropped,
         }
         if self.rot:
             m["rotation"] = self.rot.state  # idle, due, in-progress, failed:<step>, done
             m["renew_due"] = self.rot.due_iso()
         elif self.rot is False:
             m["rotation"] = "off"  # app.py: no RAM left for it
-        msg = json.dumps(m)
-        m = None
-        self.mqtt.publish(self.topics["telemetry"], msg, qos=1)
-        if self.rot:
-            self.rot.proven()  # a new identity has done real work: no rollback any more
-        self._good = True
-        self._backoff_s = 0
-        self.log("upcert: published telemetry seq=%d" % self.seq)
+        q.append((self.seq, json.dumps(m)))
+
+    def _report(self):
+        # A new message, then the queue in order; each leaves it only once acknowledged.
+        self._tell()
+        q = self.queue
+        while q:
+            self.mqtt.publish(self.topics["telemetry"], q[0][1], qos=1)
+            n = q.pop(0)[0]
+            if self.rot:
+                self.rot.proven()  # a new identity has done real work: no rollback any more
+            self._good = True
+            self._backoff_s = 0
+            self.log("upcert: published telemetry seq=%d" % n)
 
     def _serve(self, ms):
         deadline = ticks_add(ticks_ms(), ms)

@@ -45,8 +45,8 @@ def _sync(clock):
 
 
 def main(board, config_path="/upcert.d/config.json", log=print, sleep_ms=time.sleep_ms):
-    """Run the device (board: NAME, network_up(config), clock(), store(config), and optionally
-    heap_room() -> bytes of RAM the device can count on, see boards/esp32_generic/board.py);
+    """Run the device (board: NAME, network_up(config, timeout_ms), clock(), store(config), and
+    optionally heap_room() -> bytes of RAM the device can count on, see boards/esp32_generic/board.py);
     returns only when a person must fix something, after one "upcert: cannot start: ..." line.
     KeyboardInterrupt (Ctrl-C from mpremote) propagates."""
     # Start-up in a frame of its own: this one, which lives as long as the agent, then holds
@@ -88,7 +88,8 @@ def _start(board, config_path, log, sleep_ms):
 
     room = getattr(board, "heap_room", gc.mem_free)
     rot = _rotation(config, store, clock, store_mod, roots_path, log, room)
-    return Agent(config, store, clock, connect, log, rot, room)
+    return Agent(config, store, clock, connect, log, rot, room,
+                 lambda: board.network_up(config, 0))
 
 
 def _claim(config, store, clock, roots, log):

@@ -11,11 +11,13 @@ PATH = "/upcert.d/config.json"
 # max_message_bytes: the largest payload the device holds in RAM (mqtt.py skips a bigger one by
 # its length and the agent answers it); AWS IoT's own limit is 128 KB, and below 4096 bytes a
 # Fleet Provisioning reply (certificate PEM + ownership token, ~3 KB) would not fit.
+# queue: telemetry messages kept in RAM until acknowledged (agent.py), ~300 bytes each.
 _INTS = const((
     ("port", 8883, 1, 65535),
     ("telemetry_interval_s", 60, 1, 86400),
     ("keepalive_s", 60, 30, 1200),
     ("max_message_bytes", 4096, 4096, 131072),
+    ("queue", 8, 1, 64),
 ))
 # "renew" (renew.py): key, default, min, max. 30 days: Device Defender's
 # DEVICE_CERTIFICATE_EXPIRING_CHECK default; days or fraction 0 turns that rule off.

@@ -216,6 +216,19 @@ def build_parser():
         "the network and this host on its way to the board. Default: the key is made on the "
         "board and only its CSR leaves it"))
     p.set_defaults(fn=commands.do_provision)
+    p = sub.add_parser("soak", help="N emulated boards against the local stand-in under random "
+                       "faults; a report of what was lost and how long recoveries took")
+    p.add_argument("--boards", default="2", help="emulated boards, 1..32 (default 2)")
+    p.add_argument("--minutes", default="2", help="length of the run; faults land in its first "
+                   "four fifths (default 2)")
+    p.add_argument("--faults", default="all", help="comma-separated kinds, or all: wifi, dns, "
+                   "stall, slow, broker, service, power, job, expiry (short certificates)")
+    p.add_argument("--rate", default=None, help="faults per minute (default: every kind once "
+                   "in the fault window, at least 2/min)")
+    p.add_argument("--seed", default=None, help="random seed (a run is repeatable with it)")
+    p.add_argument("--out", default=None, help="folder for the report and every state "
+                   "(default $UPCERT_HOME/soak/<seed>)")
+    p.set_defaults(fn=commands.do_soak)
     ch = sub.add_parser("chip", help="ATECC608 secure element on a board").add_subparsers(
         dest="sub", required=True)
     p = ch.add_parser("rotate", help="new key in a spare key slot, certificate from the local "

@@ -184,6 +184,31 @@ def do_rotate(args):
     print(f"job {job} queued for {args.thing}: the agent rotates when it receives it")
 
 
+# ---- soak --------------------------------------------------------------------------------
+def do_soak(args):
+    from upcert import validate as v
+    from upcert.soak import report
+    from upcert.soak.run import Soak, parse_kinds
+
+    boards = v.whole_number(args.boards, "--boards", 1, 32, "")
+    minutes = v.number(args.minutes, "--minutes", 0.5, 1440)
+    rate = v.number(args.rate, "--rate", 0.1, 120) if args.rate is not None else None
+    seed = v.whole_number(args.seed, "--seed", 0, 2**31, "") if args.seed is not None else None
+    soak = Soak(args.out or home() / "soak" / "run", boards=boards, minutes=minutes,
+                kinds=parse_kinds(args.faults), rate=rate, seed=seed,
+                log=lambda m: print(m, file=sys.stderr))
+    if args.out is None:
+        soak.out = (home() / "soak" / str(soak.seed)).resolve()
+    rep = soak.run()
+    print(report.table(rep), end="")
+    print(f"report: {soak.out / 'report.json'}, {soak.out / 'report.txt'}"
+          + (f", {rep['timeline']}" if rep.get("timeline") else
+             " (no timeline.png: matplotlib is missing, `make setup` installs it)"))
+    if not rep["ok"]:
+        raise UpcertError("soak: the verdict is FAILED (see the report): messages lost, an "
+                          "orphaned certificate, or a board that needs a person")
+
+
 # ---- provision ---------------------------------------------------------------------------
 def _checked(args, local_ca):
     """Every option of `provision` checked before anything is written: (wifi, extra, days)."""

@@ -29,7 +29,9 @@ DEVICE_CONFIG = FIRMWARE / "upcert" / "config.py"
 TELEMETRY_S = (1, 86400)
 KEEPALIVE_S = (30, 1200)
 PORT = (1, 65535)
-_INTS = {"port": PORT, "telemetry_interval_s": TELEMETRY_S, "keepalive_s": KEEPALIVE_S}
+QUEUE = (1, 64)  # telemetry messages kept in RAM until acknowledged (the agent's queue)
+_INTS = {"port": PORT, "telemetry_interval_s": TELEMETRY_S, "keepalive_s": KEEPALIVE_S,
+         "queue": QUEUE}
 # Validity of a local-CA certificate: at most 10 years, the local CA's own lifetime (pki/ca.py
 # _CA_DAYS) and the device's "renew.days" maximum.
 DAYS = (1, 3650)
@@ -201,6 +203,23 @@ def whole_number(value, what, lo, hi, unit):
     if not lo <= n <= hi:
         raise InputError(f"{what} {n} is out of range: give {lo}..{hi}{unit}")
     return n
+
+
+_DECIMAL_RE = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,6})?")  # ASCII: float() takes more
+
+
+def number(value, what, lo, hi):
+    """A float lo..hi from an int, a float or ASCII decimal text such as "2" or "0.5"."""
+    if isinstance(value, str) and _DECIMAL_RE.fullmatch(value):
+        x = float(value)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
+        x = float(value)
+    else:
+        raise InputError(f"{what} {shown(value)} is not a number in the digits 0-9 (and one "
+                         f"'.'): give {lo:g}..{hi:g}")
+    if not lo <= x <= hi:
+        raise InputError(f"{what} {x:g} is out of range: give {lo:g}..{hi:g}")
+    return x
 
 
 def telemetry_interval(value, what="--telemetry-interval"):

@@ -42,7 +42,8 @@ def test_connect_publish_log_lines():
     m = json.loads(p)
     eq(
         sorted(m.keys()),
-        sorted(["thing", "uptime_s", "free_heap", "cert_id", "days_left", "clock", "seq", "tls"]),
+        sorted(["thing", "uptime_s", "free_heap", "cert_id", "days_left", "clock", "seq", "tls",
+                "dropped"]),
         "keys",
     )
     eq(
@@ -216,7 +217,7 @@ class _Board:
         self.ups = 0
         self.clk = FakeClock(trusted=False, sync_ok=True)
 
-    def network_up(self, cfg):
+    def network_up(self, cfg, timeout_ms=20000):
         self.ups += 1
         if self.ups < 2:
             raise OSError(113)  # EHOSTUNREACH while Wi-Fi associates

@@ -288,7 +288,7 @@ def test_app_wires_rotation_for_slot_stores():
         def __init__(self, store):
             self.s = store
 
-        def network_up(self, cfg):
+        def network_up(self, cfg, timeout_ms=20000):
             pass
 
         def clock(self):
@@ -298,7 +298,8 @@ def test_app_wires_rotation_for_slot_stores():
             return self.s
 
     class Recorder:
-        def __init__(self, config, store, clock, connect, log, rotation=None, room=None):
+        def __init__(self, config, store, clock, connect, log, rotation=None, room=None,
+                     net=None):
             got.append(rotation)
             got.append(room())
 

@@ -101,7 +101,7 @@ except KeyboardInterrupt:
 
 BOARD = r"""
 NAME = "unix-test"
-def network_up(config):
+def network_up(config, timeout_ms=20000):
     pass
 def clock():
     from upcert.clock import Clock

@@ -44,7 +44,7 @@ MPY_BUDGET = 12 * 1024
 BOARD = r"""
 NAME = "unix-rotation-test"
 last = []
-def network_up(config):
+def network_up(config, timeout_ms=20000):
     pass
 def clock():
     from upcert.clock import Clock

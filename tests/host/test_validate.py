@@ -225,6 +225,8 @@ def test_bad_wifi_refused_and_the_password_never_shown(upcert, ca, opened, monke
     ("dev-1", "localhost", {"telemetry_interval_s": "60"}, "is text"),
     ("dev-1", "localhost", {"keepalive_s": 5}, "'keepalive_s' 5 is out of range"),
     ("dev-1", "localhost", {"port": 70000}, "'port' 70000 is out of range"),
+    ("dev-1", "localhost", {"queue": 0}, "'queue' 0 is out of range: give 1..64"),
+    ("dev-1", "localhost", {"queue": "8"}, "'queue' '8' is text"),
 ])
 def test_library_provision_refuses_a_bad_config_before_the_board(ca, opened, thing, endpoint,
                                                                  extra, why):

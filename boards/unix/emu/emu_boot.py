@@ -17,6 +17,7 @@ import emu_ntptime
 import emu_nvs
 import emu_partition
 import emu_rtc
+import emu_socket
 import emu_time
 import vfs
 from emu_flash import FlashFile, open_image
@@ -43,6 +44,10 @@ def _open_state(state, cfg):
         emu_cut.install(open(state + "/powercut.bin", "r+b"))
     except OSError:
         pass
+    try:  # the host's network faults (emu_network.py); absent: a network that never fails
+        emu_network.install(open(state + "/network.bin", "rb"))
+    except OSError:
+        pass
     flash = FlashFile(open_image(state + "/flash.img", cfg["flash_size"]), cfg["flash_size"])
     nvs = FlashFile(open_image(state + "/nvs.bin", cfg["nvs_size"]), cfg["nvs_size"])
     entries = []
@@ -66,7 +71,8 @@ def _open_state(state, cfg):
 
         emu_i2c.connect(state + "/i2c.sock")  # connects at the first transfer
     for name, mod in (("esp32", emu_esp32), ("machine", emu_machine), ("network", emu_network),
-                      ("ntptime", emu_ntptime), ("time", emu_time)):
+                      ("ntptime", emu_ntptime), ("socket", emu_socket), ("usocket", emu_socket),
+                      ("time", emu_time)):
         sys.modules[name] = mod
     sys.modules["utime"] = emu_time
     sys.modules["umachine"] = emu_machine

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from upcert.emu import config as emu_config
+from upcert.emu import netfault
 from upcert.errors import UpcertError
 from upcert.paths import ROOT, find_micropython
 from upcert.procs import alive, running_pid
@@ -24,7 +25,7 @@ from upcert.validate import open_private, private_dir, private_file, write_priva
 START_PY = ROOT / "boards" / "unix" / "emu" / "start.py"
 # GC heap the stand-ins (emu_*.py, compiled at boot) occupy on the unix port; added to the
 # configured heapsize so user code finds about as much free heap as on an ESP32.
-EMU_HEAP_RESERVE = 53 * 1024
+EMU_HEAP_RESERVE = 58 * 1024
 # ... and what the I2C bridge client (emu_i2c.py) adds on a board with an emulated ATECC608.
 I2C_HEAP_RESERVE = 3 * 1024
 # A board's state holds its private key and Wi-Fi password (flash.img, nvs.bin, part-*.bin,
@@ -34,7 +35,7 @@ I2C_HEAP_RESERVE = 3 * 1024
 # tightened at each start.
 STATE_UMASK = 0o077
 STATE_FILES = ("board.json", "board.json.tmp", "flash.img", "nvs.bin", "rtc.bin",
-               emu_config.POWERCUT, "atecc608.json", "serial.log", "host.log", "board.pid")
+               emu_config.POWERCUT, netfault.NETWORK, "atecc608.json", "serial.log", "host.log", "board.pid")
 
 
 def secure_state(state_dir):
@@ -93,6 +94,7 @@ def _run(state_dir, *, heapsize, clock, ntp, atecc608):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
     emu_config.write_powercut(state, 0, cfg["power_cut_after_writes"], 0)
+    netfault.reset(state)  # faults last until the board process stops; a power cut keeps them
     write_private(pid_file, f"{os.getpid()}\n")
     try:
         with open_private(state / "serial.log", "ab") as log:
@@ -294,6 +296,16 @@ class EmulatedBoard:
     def write_count(self):
         """Persistent writes the board made since start() or the last arm_power_cut()."""
         return emu_config.read_powercut(self.state_dir)[0]
+
+    def network(self, **faults):
+        """Change the board's network faults while it runs and return them all (see
+        upcert.emu.netfault.change): wifi=False takes the access point away (sockets aborted,
+        DNS failing, the station retrying), wifi=True brings it back (the lease comes dhcp_ms
+        later), dns=False makes lookups fail, connect_ms slows every TCP connect. No
+        arguments: the faults as they are."""
+        if faults:
+            return netfault.change(self.state_dir, **faults)
+        return netfault.read(self.state_dir)
 
     def power_cuts(self):
         """Power cuts injected by arm_power_cut()/power_cut_after_writes/arm_chip_cut() since

@@ -28,6 +28,7 @@ from upcert.validate import private_dir
 _CA_DAYS = 3653  # 10 years
 _SERVER_DAYS = 825  # CA/Browser Forum limit that Apple and others enforce on server certs
 _BACKDATE = datetime.timedelta(minutes=5)  # tolerate small clock skew between host and device
+BACKDATE = _BACKDATE  # notBefore of what this CA issues lies this far in the past
 ADMIN_CN = "upcert-admin"
 
 
