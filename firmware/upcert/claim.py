@@ -26,7 +26,7 @@ CLAIM_KEY = "/upcert.d/claim.key"
 # AWS IoT accepts one CONNECT per second per client id: the claim's, this board's proof and the
 # agent's own connection use the same one.
 _PACE_MS = const(1100)
-_WORK = ("fleet", "csr", "p256", "derw", "x509", "der", "mqtt", "store_journal")
+_WORK = ("fleet", "csr", "p256", "derw", "certlean", "der", "mqtt", "store_journal")
 
 
 def pending():
@@ -128,7 +128,7 @@ def _claim(config, store, clock, make, roots, log):
         # certificate the board does not hold.
         store.write(_checked(cpem, point, clock), key)
         cpem = key = None
-        drop("store_journal", "x509", "der")
+        drop("store_journal", "certlean")
         params = dict(cl["parameters"])
         params["ThingName"] = t
         got = fleet.register_thing(c, cl["template"], token, params, ms)["thingName"]
@@ -146,7 +146,7 @@ def _checked(pem, point, clock):
     # The issued certificate's DER after the checks a device can make on its own: our key, a
     # signature algorithm AWS accepts, valid now. (Its issuer is AWS's CA or the account's own,
     # not one of the server's roots: there is no earlier identity to compare it with.)
-    from upcert.x509 import load
+    from upcert.certlean import load
 
     new = load(pem)
     why = None

@@ -21,7 +21,7 @@ from tests.fuzz.mutate import parse
 UTC = dt.timezone.utc
 NIST_BITS = {"secp256r1": 256, "secp384r1": 384, "secp521r1": 521}
 _PRINTABLE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 '()+,-./:=?"
-# Signature algorithm OIDs -> AWS IoT's names: the one table (firmware/upcert/x509.py).
+# Signature algorithm OIDs -> AWS IoT's names: the one table (firmware/upcert/certlean.py).
 from upcert.pki.algorithms import AWS_SIGNATURE_OIDS as AWS_NAMES  # noqa: E402
 
 _HASHES = (hashes.SHA256(), hashes.SHA384(), hashes.SHA512())
