@@ -10,6 +10,7 @@ from micropython import const
 
 from upcert.clock import utc_seconds
 from upcert.errors import CertificateError
+from upcert.sigalgs import SIG_ALGS
 
 _SEQ = const(0x30)
 _INT = const(0x02)
@@ -23,19 +24,6 @@ _EC = b"*\x86H\xce=\x02\x01"  # id-ecPublicKey 1.2.840.10045.2.1 (RFC 5480 §2.1
 _PKCS1 = b"*\x86H\x86\xf7\r\x01\x01"  # .1 rsaEncryption, .10 RSASSA-PSS (RFC 4055)
 # Named curves (RFC 5480 §2.1.1.1), OID content octets -> bits: P-256, P-384, P-521.
 _CURVES = {b"*\x86H\xce=\x03\x01\x07": 256, b"+\x81\x04\x00\x22": 384, b"+\x81\x04\x00\x23": 521}
-# Signature algorithms (RFC 4055, RFC 5758 §3) -> the names AWS IoT accepts (AWS IoT Developer
-# Guide, "X.509 client certificates"). The one table: x509.py imports it, the host reads it
-# from this file (host_tools/upcert/pki/algorithms.py).
-SIG_ALGS = {
-    "1.2.840.113549.1.1.11": "SHA256WITHRSA",
-    "1.2.840.113549.1.1.12": "SHA384WITHRSA",
-    "1.2.840.113549.1.1.13": "SHA512WITHRSA",
-    "1.2.840.113549.1.1.10": "RSASSAPSS",
-    "2.16.840.1.101.3.4.3.2": "DSA_WITH_SHA256",
-    "1.2.840.10045.4.3.2": "ECDSA-WITH-SHA256",
-    "1.2.840.10045.4.3.3": "ECDSA-WITH-SHA384",
-    "1.2.840.10045.4.3.4": "ECDSA-WITH-SHA512",
-}
 
 
 def error(why, pos):
@@ -112,6 +100,21 @@ def _text(b, t, s, e):
     w = 2 if t == 0x1E else 4 if t == 0x1C else 1
     try:
         if w == 1 and t != 0x14:
+            # RFC 3629 §4 well-formed UTF-8: MicroPython's decoder lets overlong forms,
+            # surrogates and code points past U+10FFFF through (CPython's does not).
+            i = s
+            while i < e:
+                x = b[i]
+                n = 0 if x < 0x80 else 1 if 0xC2 <= x < 0xE0 else 2 if 0xE0 <= x < 0xF0 else 3
+                if n == 3 and not 0xF0 <= x < 0xF5 or i + n >= e:
+                    raise ValueError
+                lo = 0xA0 if x == 0xE0 else 0x90 if x == 0xF0 else 0x80
+                hi = 0x9F if x == 0xED else 0x8F if x == 0xF4 else 0xBF
+                for j in range(i + 1, i + n + 1):
+                    if not lo <= b[j] <= hi:
+                        raise ValueError
+                    lo, hi = 0x80, 0xBF
+                i += n + 1
             return str(bytes(b[s:e]), "utf-8")
         if (e - s) % w:
             raise ValueError
