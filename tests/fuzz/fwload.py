@@ -114,7 +114,7 @@ def view(fw, data):
 def view_lean(fw, data):
     """What the lean reader (certlean.load) makes of `data`: the fields its callers use (chain.py,
     rotate.py, the agent), or {"error": type, "message": ...}. Its extensions are read too (as
-    chain.py reads them): a malformed one is the view's error. Same dict as replay_mp.py lean."""
+    chain.py reads them): a malformed one is the view's error. Same dict as replay_lean_mp.py."""
     try:
         c = fw.certlean.load(data)
         ext = [[fw.certlean.oid(o, 0, len(o)), crit, bytes(v).hex()] for o, crit, v in

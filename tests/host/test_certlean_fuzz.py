@@ -1,7 +1,8 @@
 """Fuzzing the lean certificate reader (firmware/upcert/certlean.py: what chain.py, rotate.py and
 the agent read) as tests/host/test_der_fuzz.py fuzzes x509.py: hypothesis on CPython against the
 same code (tests/fuzz), checked against pyca/cryptography and against x509.py, the reader it
-replaces on those paths, plus the corpus replayed on the MicroPython unix port.
+replaces on those paths, plus the corpus replayed on the MicroPython unix port
+(tests/fuzz/replay_lean_mp.py).
 Property: certlean.load() returns a Cert whose extensions read, or raises CertificateError with
 a reason and a byte offset, within 1 s and 64 KiB + 8x the input of allocation.
 """
@@ -20,9 +21,9 @@ from tests.fuzz.check import check, check_lean
 from tests.fuzz.make_corpus import EDGES
 from tests.tools import ROOT, micropython_cmd, require
 
-# The unix port's heap for the replay: the reader beside its .mpy modules, and a view that holds
-# the names, key and extensions as hex (a 4096-bit RSA root's row is ~3 KB of JSON).
-REPLAY_HEAP = "64K"
+# The unix port's heap for the replay, as test_der_fuzz's: the reader must fit beside its .mpy
+# modules.
+REPLAY_HEAP = "52K"
 _MPY_MODULES = ("__init__", "errors", "clock", "sigalgs", "certlean")
 # Fields both readers give; the lean one must agree with x509.py on them whenever both accept.
 _COMMON = ("subject_cn", "issuer_cn", "not_before", "not_after", "key_type", "key_bits",
@@ -99,13 +100,14 @@ def test_corpus_replayed_on_micropython(tmp_path):
     for name in _MPY_MODULES:
         src = ROOT / "firmware" / "upcert" / f"{name}.py"
         subprocess.run([mpy_cross, "-o", str(pkg / f"{name}.mpy"), str(src)], check=True)
-    subprocess.run([mpy_cross, "-o", str(tmp_path / "replay_mp.mpy"),
-                    str(ROOT / "tests" / "fuzz" / "replay_mp.py")], check=True)
+    for name in ("replay_mp", "replay_lean_mp"):
+        subprocess.run([mpy_cross, "-o", str(tmp_path / f"{name}.mpy"),
+                        str(ROOT / "tests" / "fuzz" / f"{name}.py")], check=True)
     files = fwload.corpus_files()
     listing = tmp_path / "files.txt"
     listing.write_text("\n".join(str(p) for p in files))
     proc = subprocess.run(
-        micropython_cmd(heapsize=REPLAY_HEAP) + ["-m", "replay_mp", str(listing), "lean"],
+        micropython_cmd(heapsize=REPLAY_HEAP) + ["-m", "replay_lean_mp", str(listing)],
         capture_output=True, text=True, timeout=300, env=dict(os.environ, MICROPYPATH=str(tmp_path)),
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
