@@ -225,3 +225,18 @@ def disagreement(dev, data, view=crypto_view):
     keys = [k for k in sorted(want) if dev.get(k) != want[k]]
     return f"fields differ from cryptography ({', '.join(keys)}): " + ", ".join(
         f"{k}={dev.get(k)!r} (want {want[k]!r})" for k in keys)
+
+
+# Fields both device readers give: certlean must agree with x509.py on them whenever both accept.
+COMMON = ("subject_cn", "issuer_cn", "not_before", "not_after", "key_type", "key_bits",
+          "public_key", "sig_alg", "sig_alg_aws_ok", "cert_id")
+
+
+def lean_vs_full(lean, full):
+    """Why the lean reader's view (fwload.view_lean) contradicts x509.py's (fwload.view) on the
+    same input, or None. x509.py also decodes the serial and the curve's OID; the lean reader
+    reads the extensions' framing eagerly (chain.py does): so each may refuse alone."""
+    if "error" in lean or "error" in full:
+        return None
+    diff = [k for k in COMMON if lean[k] != full[k]]
+    return f"certlean and x509.py differ on {diff}" if diff else None
