@@ -10,7 +10,6 @@ from micropython import const
 
 from upcert.clock import utc_seconds
 from upcert.errors import CertificateError
-from upcert.sigalgs import SIG_ALGS
 
 _SEQ = const(0x30)
 _INT = const(0x02)
@@ -179,7 +178,8 @@ class Cert:
     copied, so it must not change meanwhile), subject_cn, issuer_cn (str or None), not_before,
     not_after (seconds, port epoch), key_type ("EC", "RSA" or the dotted OID), key_bits (None
     for another curve or key), public_key (EC: the point as sent; RSA: the modulus), key_exp
-    (RSA exponent, else None), sig_alg (AWS's name or the dotted OID), sig_alg_aws_ok,
+    (RSA exponent, else None), sig_oid (the signature algorithm's dotted OID; sigalgs.py has
+    AWS's names),
     signature (a view into der), ski, aki (bytes; None when absent or unreadable), _at (offsets
     into der: tbsCertificate, the signature AlgorithmIdentifier's content, issuer and subject
     Names, the extensions' [3] content or 0, 0; chain.py reads them).
@@ -213,9 +213,7 @@ class Cert:
             raise error("signature algorithm mismatch", p)
         at = (c, te, s, q)
         _, s, p = tlv(b, s, q, _OID)
-        a = oid(b, s, p)
-        self.sig_alg = SIG_ALGS.get(a, a)
-        self.sig_alg_aws_ok = a in SIG_ALGS
+        self.sig_oid = oid(b, s, p)
         _, s, p = tlv(b, q, te, _SEQ)  # issuer
         self.issuer_cn = _cn(b, s, p)
         at += (q, p)

@@ -41,7 +41,7 @@ def run(rot, client, cert, k):
         roots = rot.roots() if rot.roots else ()
         nid, na, new, name, how, sig = _checked(cpem, k[2], cert, rot.clock, roots)
         cpem = None
-        drop("certlean")  # before p256 comes in: the heap holds one of them at a time
+        drop("certlean", "sigalgs")  # before p256 comes in: the heap holds one of them at a time
         if sig:
             how = _verify(name, sig)
         say("checks passed: issuer %r %s" % (name, how))
@@ -126,11 +126,14 @@ def check(new, point, old, now, roots):
     new public key (65 bytes 04||X||Y); now: trusted time (port epoch); roots: trust anchors
     (DER certificates).
     """
+    from upcert.sigalgs import SIG_ALGS
+
+    alg = SIG_ALGS.get(new.sig_oid)
     why = None
     if new.public_key != point:
         why = "is not for our new key"
-    elif not new.sig_alg_aws_ok:
-        why = "signed %s: AWS IoT refuses it" % new.sig_alg
+    elif not alg:
+        why = "signed %s: AWS IoT refuses it" % new.sig_oid
     elif new.validity(now) != "valid":
         why = "valid %s..%s, not now (%s)" % (iso(new.not_before), iso(new.not_after), iso(now))
     # >=, not >: certificates AWS issues from a CSR all expire 2049-12-31 (AWS IoT API reference,
@@ -156,7 +159,7 @@ def check(new, point, old, now, roots):
                 raise RotationError(
                     "issued certificate names issuer key %s, but trust anchor %r has key %s"
                     % (_hex(new.aki), name, _hex(ca.ski)), CHECK)
-            if ca.key_bits == 256 and ca.key_type == "EC" and new.sig_alg == "ECDSA-WITH-SHA256":
+            if ca.key_bits == 256 and ca.key_type == "EC" and alg == "ECDSA-WITH-SHA256":
                 return name, None, _signature(new, ca.public_key)
             how = "is a trust anchor (%s)" % ca.key_type
             break

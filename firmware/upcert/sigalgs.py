@@ -1,7 +1,7 @@
 # Certificate signature algorithms (RFC 4055, RFC 5758 §3) -> the names AWS IoT accepts (AWS IoT
-# Developer Guide, "X.509 client certificates"). The one table: the device's two certificate
-# readers (x509.py, certlean.py) import it, the host reads it from this file
-# (host_tools/upcert/pki/algorithms.py).
+# Developer Guide, "X.509 client certificates"). The one table: x509.py and the checks of an
+# issued certificate (rotate.py, claim.py) import it, the host reads it from this file
+# (host_tools/upcert/pki/algorithms.py). Not loaded for a TLS handshake.
 SIG_ALGS = {
     "1.2.840.113549.1.1.11": "SHA256WITHRSA",
     "1.2.840.113549.1.1.12": "SHA384WITHRSA",

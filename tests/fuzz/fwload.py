@@ -48,7 +48,7 @@ def _ours(name):
     return name == "upcert" or name in _SHIMMED or name.startswith("upcert.")
 
 
-def load_firmware(names=("errors", "der", "certlean", "x509")):
+def load_firmware(names=("errors", "der", "sigalgs", "certlean", "x509")):
     """The firmware modules `upcert.<name>` as attributes of a namespace (cached per process)."""
     key = tuple(names)
     with _LOCK:
@@ -127,7 +127,8 @@ def view_lean(fw, data):
         "subject_cn": c.subject_cn, "issuer_cn": c.issuer_cn,
         "not_before": c.not_before, "not_after": c.not_after,
         "key_type": c.key_type, "key_bits": c.key_bits, "public_key": bytes(c.public_key).hex(),
-        "key_exp": c.key_exp, "sig_alg": c.sig_alg, "sig_alg_aws_ok": c.sig_alg_aws_ok,
+        "key_exp": c.key_exp, "sig_alg": fw.sigalgs.SIG_ALGS.get(c.sig_oid, c.sig_oid),
+        "sig_alg_aws_ok": c.sig_oid in fw.sigalgs.SIG_ALGS,
         "cert_id": c.cert_id(), "signature_sha256": hashlib.sha256(c.signature).hexdigest(),
         "tbs_sha256": hashlib.sha256(der[a[0]:a[1]]).hexdigest(),
         "sig_alg_der": der[a[2]:a[3]].hex(),

@@ -7,6 +7,7 @@ from binascii import hexlify
 from replay_mp import main
 from upcert import certlean
 from upcert.errors import CertificateError
+from upcert.sigalgs import SIG_ALGS
 
 
 def _sha(b):
@@ -34,7 +35,8 @@ def view(data):
         "subject_cn": c.subject_cn, "issuer_cn": c.issuer_cn,
         "not_before": c.not_before, "not_after": c.not_after,
         "key_type": c.key_type, "key_bits": c.key_bits, "public_key": hexlify(c.public_key).decode(),
-        "key_exp": c.key_exp, "sig_alg": c.sig_alg, "sig_alg_aws_ok": c.sig_alg_aws_ok,
+        "key_exp": c.key_exp, "sig_alg": SIG_ALGS.get(c.sig_oid, c.sig_oid),
+        "sig_alg_aws_ok": c.sig_oid in SIG_ALGS,
         "cert_id": c.cert_id(), "signature_sha256": _sha(c.signature),
         "tbs_sha256": _sha(d[a[0]:a[1]]), "sig_alg_der": hexlify(d[a[2]:a[3]]).decode(),
         "issuer_der": hexlify(d[a[4]:a[5]]).decode(),
