@@ -15,7 +15,7 @@ from upcert.errors import UpcertError  # noqa: E402
 # Budgets from the issues: the foundation (emulated board, agent) <= 24 KiB; what the
 # certificate lifecycle adds (keys, CSR, rotation) <= 16 KiB; the ATECC608 driver <= 6 KB.
 GROUPS = {
-    "foundation": ("__init__", "errors", "der", "x509", "clock", "config", "store", "store_slots",
+    "foundation": ("__init__", "errors", "der", "x509", "certlean", "sigalgs", "clock", "config", "store", "store_slots",
                    "store_fs", "store_nvs", "tlsconn", "diagnose", "mqtt", "agent", "app"),
     "lifecycle": ("p256", "csr", "derw", "rotation", "rotate", "renew", "store_journal",
                   "store_part", "fleet", "jobs"),

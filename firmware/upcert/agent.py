@@ -29,8 +29,8 @@ _MAX_REPLIES = const(4)  # replies queued between two services; more commands ar
 
 
 class Ident:
-    """What the agent keeps of its certificate (x509.Certificate c), so that the X.509 and DER
-    readers can leave RAM: cert_id(), not_before, not_after (port epoch), issuer_cn."""
+    """What the agent keeps of its certificate (certlean.Cert c), so that the certificate
+    reader can leave RAM: cert_id(), not_before, not_after (port epoch), issuer_cn."""
 
     def __init__(self, c):
         self.id = c.cert_id()
@@ -148,10 +148,10 @@ class Agent:
                 self._retry(why)
 
     def _read_cert(self):
-        from upcert.x509 import Certificate
+        from upcert.certlean import Cert
 
         try:
-            return Ident(Certificate(self.store.certificate()))
+            return Ident(Cert(self.store.certificate()))
         except CertificateError as e:
             raise CertificateError(
                 "device certificate unreadable (%s): run upcert provision" % e
@@ -168,7 +168,7 @@ class Agent:
         try:
             cert = self._read_cert()
         finally:
-            drop("x509", "der")  # read once per connection: no need to keep their code
+            drop("certlean")  # read once per connection: no need to keep its code
         tlsconn.check_validity(cert, self.clock)
         c = self.config
         self.log("upcert: connecting %s:%s as %s" % (c["endpoint"], c["port"], c["client_id"]))
@@ -312,7 +312,7 @@ class Agent:
         try:
             cert = self._read_cert()
         finally:
-            drop("x509", "der")
+            drop("certlean")
         self._up(cert, self.mqtt.sock.sock)
         return True
 

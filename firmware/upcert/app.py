@@ -71,7 +71,7 @@ def _start(board, config_path, log, sleep_ms):
         _retry("network down", lambda: board.network_up(config), log, sleep_ms)
         store = board.store(config)
         roots = store_mod.load_roots(roots_path)
-        drop("x509", "der")  # the agent reads its certificate once per connection, then drops them
+        drop("certlean")  # the agent reads its certificate once per connection, then drops it
         clock = board.clock()
         if "claim" in config:  # provisioning by claim, until the board's identity connected
             _retry("clock not set", lambda: _sync(clock), log, sleep_ms)

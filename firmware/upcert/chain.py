@@ -1,13 +1,13 @@
 # Server certificate path validation for upcert's own TLS client: RFC 5280 §6.1 (simplified as
 # verify() says) and host names per RFC 6125 §6.4. Loaded only with that client.
 
+from binascii import hexlify
+
 from micropython import const
 
-from upcert import der
+from upcert.certlean import Cert, error, items, oid, tlv, uint
 from upcert.clock import iso
-from upcert.der import BIT_STRING, INTEGER, OID, SEQUENCE
 from upcert.errors import CLOCK, SERVER, CertificateError
-from upcert.x509 import Certificate
 
 # TLS alerts (RFC 5246 §7.2.2) for ChainError.alert.
 BAD_CERTIFICATE = const(42)
@@ -19,6 +19,10 @@ UNKNOWN_CA = const(48)
 _MAX_PATH = const(4)  # certificates in a path, the trust anchor included
 _MAX_DER = const(8192)  # bytes per certificate
 _BOOLEAN = const(0x01)
+_INTEGER = const(0x02)
+_BIT_STRING = const(0x03)
+_OID = const(0x06)
+_SEQUENCE = const(0x30)
 _NULL = b"\x05\x00"
 _DNS = const(0x82)  # GeneralName dNSName [2] IA5String (RFC 5280 §4.2.1.6)
 _IP = const(0x87)  # GeneralName iPAddress [7] OCTET STRING
@@ -39,7 +43,7 @@ _HASHES = ("sha256", "sha384", "sha512")
 
 
 def tbs(c):
-    """c's tbsCertificate DER, the bytes the signature covers (memoryview; c: x509.Certificate)."""
+    """c's tbsCertificate DER, the bytes the signature covers (memoryview; c: certlean.Cert)."""
     return memoryview(c.der)[c._at[0] : c._at[1]]
 
 
@@ -72,7 +76,7 @@ class ChainError(CertificateError):
 
 def verify(chain, roots, hostname, now, trusted_clock=True):
     """Validate the server's Certificate message as a TLS client must; return the leaf
-    (x509.Certificate, kept over chain[0]'s buffer, not copied) or raise ChainError (.alert
+    (certlean.Cert, kept over chain[0]'s buffer, not copied) or raise ChainError (.alert
     says which TLS alert applies). ValueError for a hostname that is no name (empty, "*", a
     malformed IPv6 literal).
 
@@ -109,7 +113,7 @@ def verify(chain, roots, hostname, now, trusted_clock=True):
 
 def walk(chain, roots, hostname, now, trusted_clock=True):
     """verify() but for the signatures, for a caller that checks them once this module and the
-    X.509 reader are out of RAM (upcert's TLS client): (the leaf's key, the signatures to
+    certificate reader are out of RAM (upcert's TLS client): (the leaf's key, the signatures to
     check), plain data. The key: (type, bits, public key, RSA exponent or None), as key()
     gives it; the signatures: a list for sigs.path(), whose signed data and signature values
     are views into chain's buffers."""
@@ -220,7 +224,7 @@ def _parse(data, i):
         raise ChainError("certificate %d: %d bytes, over %d" % (i, len(data), _MAX_DER),
                           UNSUPPORTED_CERTIFICATE)
     try:
-        return Certificate(memoryview(data))
+        return Cert(memoryview(data))
     except CertificateError as exc:
         raise ChainError("certificate %d: %s" % (i, exc), BAD_CERTIFICATE) from None
 
@@ -233,7 +237,7 @@ def _issuer(c, certs, used):
     for i in range(len(certs)):
         if used >= 0 and used >> i & 1:
             continue
-        d = _parse(certs[i], i) if used >= 0 else Certificate(certs[i])
+        d = _parse(certs[i], i) if used >= 0 else Cert(certs[i])
         if subject_der(d) == name and not (c.aki and d.ski and c.aki != d.ski):
             return i, d
         d = None
@@ -256,45 +260,45 @@ def _extensions(c, host, ip, anchor):
     # (None: no SAN, or neither given)). ChainError for an extension c must be refused for.
     ca = plen = ku = eku = san = None
     seen = 0
-    for oid, crit, v in c.extensions():
+    for x, crit, v in c.extensions():
         k = 0
-        for x in _KNOWN:
-            if oid == x:
+        for y in _KNOWN:
+            if x == y:
                 break
             k += 1
         if k == len(_KNOWN):
             if crit and not anchor:  # RFC 5280 §4.2: MUST reject
                 raise ChainError("%r has an unknown critical extension %s" % (
-                    c.subject_cn, der.read_oid(oid, 0, len(oid))), UNSUPPORTED_CERTIFICATE)
+                    c.subject_cn, oid(x, 0, len(x))), UNSUPPORTED_CERTIFICATE)
             continue
         if seen >> k & 1:  # RFC 5280 §4.2: at most one instance of an extension
             raise ChainError("%r repeats an extension" % c.subject_cn, BAD_CERTIFICATE)
         seen |= 1 << k
         if k == 0:  # BasicConstraints ::= SEQUENCE { cA DEFAULT FALSE, pathLen OPTIONAL }
-            s, e = der.expect(v, 0, len(v), SEQUENCE, "basicConstraints")
+            _, s, e = tlv(v, 0, len(v), _SEQUENCE)
             ca = False
-            for t, fs, fe in der.children(v, s, e):
+            for t, fs, fe in items(v, s, e):
                 if t == _BOOLEAN and fe - fs == 1:
                     ca = v[fs] != 0
-                elif t == INTEGER and fe > fs and not v[fs] & 0x80:
-                    plen = int.from_bytes(der.read_uint_bytes(v, fs, fe), "big")
+                elif t == _INTEGER and fe > fs and not v[fs] & 0x80:
+                    plen = int.from_bytes(uint(v, fs, fe), "big")
                 else:
-                    raise der.error("bad basicConstraints", fs)
+                    raise error("bad basicConstraints", fs)
         elif k == 1:  # KeyUsage ::= BIT STRING; first octet after the unused-bits count
-            s, e = der.expect(v, 0, len(v), BIT_STRING, "keyUsage")
+            _, s, e = tlv(v, 0, len(v), _BIT_STRING)
             ku = v[s + 1] if e - s > 1 else 0
         elif k == 2:  # ExtKeyUsageSyntax ::= SEQUENCE SIZE (1..MAX) OF KeyPurposeId
-            s, e = der.expect(v, 0, len(v), SEQUENCE, "extendedKeyUsage")
+            _, s, e = tlv(v, 0, len(v), _SEQUENCE)
             eku = False
-            for t, fs, fe in der.children(v, s, e):
-                if t != OID:
-                    raise der.error("bad extendedKeyUsage", fs)
+            for t, fs, fe in items(v, s, e):
+                if t != _OID:
+                    raise error("bad extendedKeyUsage", fs)
                 if v[fs:fe] == _SERVER_AUTH or v[fs:fe] == _ANY_EKU:
                     eku = True
         elif k == 3 and (host or ip):  # GeneralNames ::= SEQUENCE OF GeneralName
-            s, e = der.expect(v, 0, len(v), SEQUENCE, "subjectAltName")
+            _, s, e = tlv(v, 0, len(v), _SEQUENCE)
             san = False
-            for t, fs, fe in der.children(v, s, e):
+            for t, fs, fe in items(v, s, e):
                 if t == _DNS and host and _dns_match(host, v[fs:fe]):
                     san = True
                 elif t == _IP and ip and v[fs:fe] == ip:
@@ -345,11 +349,11 @@ def _ip(host):
 def _hash(buf, s, e):
     # Name of the SHA-2 hash of the AlgorithmIdentifier at buf[s:e] (parameters NULL or absent,
     # RFC 4055 §2.1); None for any other algorithm.
-    s, e = der.expect(buf, s, e, SEQUENCE, "hash algorithm")
-    os_, oe = der.expect(buf, s, e, OID, "hash algorithm")
-    oid = buf[os_:oe]
-    if oid[:-1] == _SHA2 and 0 < oid[-1] <= len(_HASHES) and buf[oe:e] in (b"", _NULL):
-        return _HASHES[oid[-1] - 1]
+    _, s, e = tlv(buf, s, e, _SEQUENCE)
+    _, os_, oe = tlv(buf, s, e, _OID)
+    x = buf[os_:oe]
+    if x[:-1] == _SHA2 and 0 < x[-1] <= len(_HASHES) and buf[oe:e] in (b"", _NULL):
+        return _HASHES[x[-1] - 1]
     return None
 
 
@@ -358,35 +362,35 @@ def _sig_alg(c):
     # (unsupported). RFC 4055 §5 (PKCS #1 v1.5 parameters: NULL; RFC 4055 §3.1:
     # RSASSA-PSS-params, whose SHA-1 defaults are refused), RFC 5758 §3.2 (ECDSA: absent).
     a = sig_alg_der(c)
-    s, e = der.expect(a, 0, len(a), OID, "signature algorithm")
-    oid, last, params = a[s : e - 1], a[e - 1], a[e:]
-    if oid == _PKCS1 and 11 <= last <= 13 and params in (b"", _NULL):
+    _, s, e = tlv(a, 0, len(a), _OID)
+    x, last, params = a[s : e - 1], a[e - 1], a[e:]
+    if x == _PKCS1 and 11 <= last <= 13 and params in (b"", _NULL):
         return "pkcs1", _HASHES[last - 11], 0
-    if oid == _ECDSA and 2 <= last <= 3 and not params:
+    if x == _ECDSA and 2 <= last <= 3 and not params:
         return "ecdsa", _HASHES[last - 2], 0
-    if oid == _PKCS1 and last == 10:
+    if x == _PKCS1 and last == 10:
         h = mgf = None
         salt = 20
-        ps, pe = der.expect(a, e, len(a), SEQUENCE, "RSASSA-PSS-params")
-        for t, fs, fe in der.children(a, ps, pe):
+        _, ps, pe = tlv(a, e, len(a), _SEQUENCE)
+        for t, fs, fe in items(a, ps, pe):
             if t == 0xA0:  # hashAlgorithm [0]
                 h = _hash(a, fs, fe)
             elif t == 0xA1:  # maskGenAlgorithm [1]: {id-mgf1, hash AlgorithmIdentifier}
-                ms, me = der.expect(a, fs, fe, SEQUENCE, "maskGenAlgorithm")
-                os_, oe = der.expect(a, ms, me, OID, "maskGenAlgorithm")
+                _, ms, me = tlv(a, fs, fe, _SEQUENCE)
+                _, os_, oe = tlv(a, ms, me, _OID)
                 if a[os_:oe] == _PKCS1 + b"\x08":
                     mgf = _hash(a, oe, me)
             elif t == 0xA2 or t == 0xA3:  # saltLength [2], trailerField [3] (must be 1)
-                is_, ie = der.expect(a, fs, fe, INTEGER, "RSASSA-PSS-params")
-                x = int.from_bytes(der.read_uint_bytes(a, is_, ie), "big")
+                _, is_, ie = tlv(a, fs, fe, _INTEGER)
+                n = int.from_bytes(uint(a, is_, ie), "big")
                 if t == 0xA2:
-                    salt = x
-                elif x != 1:
+                    salt = n
+                elif n != 1:
                     h = None
         if h and mgf == h:  # MGF1 with another hash than the message's: not supported
             return "pss", h, salt
     raise ChainError("%r: signature algorithm %s (parameters %s) unsupported" % (
-        c.subject_cn, der.read_oid(a, s, e), der.hexstr(a[e:])), UNSUPPORTED_CERTIFICATE)
+        c.subject_cn, oid(a, s, e), hexlify(a[e:]).decode()), UNSUPPORTED_CERTIFICATE)
 
 
 def verify_signed(leaf, scheme, data, sig):

@@ -45,7 +45,7 @@ def run(rot, client, cert, k):
         roots = rot.roots() if rot.roots else ()
         nid, na, new, name, how, sig = _checked(cpem, k[2], cert, rot.clock, roots)
         cpem = None
-        drop("x509", "der")  # before p256 comes in: the heap holds one of them at a time
+        drop("certlean", "sigalgs")  # before p256 comes in: the heap holds one of them at a time
         if sig:
             how = _verify(name, sig)
         say("checks passed: issuer %r %s" % (name, how))
@@ -90,9 +90,9 @@ def run(rot, client, cert, k):
 def _checked(pem, point, cert, clock, roots):
     # The issued certificate (PEM) read and checked in a frame of its own: (id, not_after, DER)
     # + check()'s result. MicroPython's VM leaves popped values in a frame's stack slots, and
-    # the GC scans them: had run() held the Certificate, the X.509 reader would stay in RAM
+    # the GC scans them: had run() held the Cert, the certificate reader would stay in RAM
     # (via its class) however it is dropped.
-    from upcert.x509 import load
+    from upcert.certlean import load
 
     new = load(pem)
     return (new.cert_id(), new.not_after, new.der) + check(
@@ -123,18 +123,21 @@ def _trial(rot, client, roots):
 
 def check(new, point, old, now, roots):
     """(issuer CN, how it was checked, signature to verify or None), or RotationError naming the
-    first problem. The signature (issuer's point, digest, r, s) is for _verify(), once the X.509
-    reader has left RAM.
+    first problem. The signature (issuer's point, digest, r, s) is for _verify(), once the
+    certificate reader has left RAM.
 
-    new: x509.Certificate (issued); old: the identity in use (not_after, issuer_cn); point: our
+    new: certlean.Cert (issued); old: the identity in use (not_after, issuer_cn); point: our
     new public key (65 bytes 04||X||Y); now: trusted time (port epoch); roots: trust anchors
     (DER certificates).
     """
+    from upcert.sigalgs import SIG_ALGS
+
+    alg = SIG_ALGS.get(new.sig_oid)
     why = None
     if new.public_key != point:
         why = "is not for our new key"
-    elif not new.sig_alg_aws_ok:
-        why = "signed %s: AWS IoT refuses it" % new.sig_alg
+    elif not alg:
+        why = "signed %s: AWS IoT refuses it" % new.sig_oid
     elif new.validity(now) != "valid":
         why = "valid %s..%s, not now (%s)" % (iso(new.not_before), iso(new.not_after), iso(now))
     # >=, not >: certificates AWS issues from a CSR all expire 2049-12-31 (AWS IoT API reference,
@@ -147,12 +150,12 @@ def check(new, point, old, now, roots):
     # (ECDSA-SHA256 only: MicroPython's hashlib has no SHA-384). Otherwise the issuer must be a
     # trust anchor or the current certificate's issuer, and its signature is not checked here
     # (RSA issuers such as AWS's own CA, or issuers whose certificate is not on the device).
-    from upcert.x509 import Certificate
+    from upcert.certlean import Cert
 
     name = new.issuer_cn
     how = "as before"
     for d in roots:
-        ca = Certificate(d)
+        ca = Cert(d)
         if ca.subject_cn == name:
             # Same name, another key (an impostor CA): the issuer's key identifier says so
             # (RFC 5280 §4.2.1.1), for RSA issuers too, whose signature the device cannot check.
@@ -160,7 +163,7 @@ def check(new, point, old, now, roots):
                 raise RotationError(
                     "issued certificate names issuer key %s, but trust anchor %r has key %s"
                     % (_hex(new.aki), name, _hex(ca.ski)), CHECK)
-            if ca.key_bits == 256 and ca.key_type == "EC" and new.sig_alg == "ECDSA-WITH-SHA256":
+            if ca.key_bits == 256 and ca.key_type == "EC" and alg == "ECDSA-WITH-SHA256":
                 return name, None, _signature(new, ca.public_key)
             how = "is a trust anchor (%s)" % ca.key_type
             break
@@ -181,15 +184,17 @@ def _hex(b):
 def _signature(cert, point):
     # (point, SHA-256 of tbsCertificate's DER (RFC 5280 §4.1.1.3), r, s of its Ecdsa-Sig-Value
     # (RFC 3279 §2.2.3)).
-    from upcert import der
+    from upcert.certlean import error, tlv, uint
 
-    buf, s, e = der.single(cert.der)
-    digest = hashlib.sha256(buf[s : der.tlv(buf, s, e)[2]]).digest()
-    b, s, e = der.single(cert.signature)
-    rs, re_ = der.expect(b, s, e, der.INTEGER, "r")
-    ss, se = der.expect(b, re_, e, der.INTEGER, "s")
-    r = int.from_bytes(der.read_uint_bytes(b, rs, re_), "big")
-    return point, digest, r, int.from_bytes(der.read_uint_bytes(b, ss, se), "big")
+    digest = hashlib.sha256(memoryview(cert.der)[cert._at[0] : cert._at[1]]).digest()
+    b = cert.signature
+    _, s, e = tlv(b, 0, len(b), 0x30)
+    _, rs, re_ = tlv(b, s, e, 2)
+    _, ss, se = tlv(b, re_, e, 2)
+    if se != len(b):
+        raise error("trailing bytes", se)
+    r = int.from_bytes(uint(b, rs, re_), "big")
+    return point, digest, r, int.from_bytes(uint(b, ss, se), "big")
 
 
 def _verify(name, sig):

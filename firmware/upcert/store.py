@@ -70,13 +70,9 @@ def load_roots(path=ROOTS):
     """Trust anchors: the DER certificates concatenated in `path`. StoreError when missing/bad."""
     data = read(path, "trust anchors")
     try:
-        from upcert import der
-        from upcert.x509 import Certificate
+        from upcert.certlean import split
 
-        certs = der.split_certs(data)
-
-        for c in certs:
-            Certificate(c)
+        certs = split(data)
     except CertificateError as exc:
         raise StoreError(
             "trust anchors %s corrupt (%s): run `upcert provision` to rewrite it" % (path, exc)

@@ -6,7 +6,7 @@
 #
 # In RAM: this module and tls12rec (the record layer) while a connection is open; the
 # handshake's parts are loaded one after another and dropped (tls12hs: the hellos and the
-# server's Certificate; chain, x509, der: its path checks; tls12kx with sigs, p256 or rsa:
+# server's Certificate; chain, certlean: its path checks; tls12kx with sigs, p256 or rsa:
 # the signatures, the key exchange and Finished), so the handshake's peak heap is the
 # largest part's, not their sum.
 #
@@ -27,7 +27,7 @@ from upcert.tls12rec import (  # noqa: F401 (the names this client has always of
 
 # the handshake's modules, dropped after it (p256 and hmac256 too: the record protection
 # keeps what it uses)
-_PARTS = ("tls12hs", "chain", "x509", "der", "tls12kx", "sigs", "rsa", "sha512", "p256",
+_PARTS = ("tls12hs", "chain", "certlean", "der", "tls12kx", "sigs", "rsa", "sha512", "p256",
           "derw", "hmac256")
 
 
@@ -128,7 +128,7 @@ class TlsClient(Record):
 
 
 def _walk(certs, roots, host, now, trusted):
-    # chain.walk(), then chain.py and the X.509 reader out of RAM
+    # chain.walk(), then chain.py and the certificate reader out of RAM
     from upcert import chain, drop
 
     try:
@@ -137,4 +137,4 @@ def _walk(certs, roots, host, now, trusted):
         raise fail(e.alert, "server certificate: %s" % e, SERVER) from None
     finally:
         chain = None
-        drop("chain", "x509", "der")
+        drop("chain", "certlean")

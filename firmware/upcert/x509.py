@@ -9,6 +9,7 @@ from upcert import der
 from upcert.clock import utc_seconds
 from upcert.der import BIT_STRING, INTEGER, OID, SEQUENCE, error
 from upcert.errors import CertificateError
+from upcert.sigalgs import SIG_ALGS
 
 _CN = b"\x55\x04\x03"  # id-at-commonName 2.5.4.3, compared undecoded
 _SKI = b"\x55\x1d\x0e"  # id-ce-subjectKeyIdentifier 2.5.29.14 (RFC 5280 §4.2.1.2)
@@ -19,19 +20,7 @@ _EC = "1.2.840.10045.2.1"
 _RSA = ("1.2.840.113549.1.1.1", "1.2.840.113549.1.1.10")  # rsaEncryption, RSASSA-PSS (RFC 4055)
 # Named curves (RFC 5480 §2.1.1.1) -> bits.
 _CURVES = {"1.2.840.10045.3.1.7": 256, "1.3.132.0.34": 384, "1.3.132.0.35": 521}
-# Signature algorithms (RFC 4055, RFC 5758 §3) -> the names AWS IoT accepts (AWS IoT Developer
-# Guide, "X.509 client certificates"). The one table: the host reads it from this file
-# (host_tools/upcert/pki/algorithms.py).
-SIG_ALGS = {
-    "1.2.840.113549.1.1.11": "SHA256WITHRSA",
-    "1.2.840.113549.1.1.12": "SHA384WITHRSA",
-    "1.2.840.113549.1.1.13": "SHA512WITHRSA",
-    "1.2.840.113549.1.1.10": "RSASSAPSS",
-    "2.16.840.1.101.3.4.3.2": "DSA_WITH_SHA256",
-    "1.2.840.10045.4.3.2": "ECDSA-WITH-SHA256",
-    "1.2.840.10045.4.3.3": "ECDSA-WITH-SHA384",
-    "1.2.840.10045.4.3.4": "ECDSA-WITH-SHA512",
-}
+# Signature algorithms -> the names AWS IoT accepts: the one table, in sigalgs.py.
 
 
 def _cn(buf, s, e):

@@ -1,12 +1,13 @@
-"""The fuzz property: `x509.load(data)` returns a Certificate or raises CertificateError (with a
-reason and a byte offset) within a time limit and a memory bound; anything else is a Failure.
+"""The fuzz property: `x509.load(data)` (or `certlean.load`, reader=view_lean) returns a
+certificate or raises CertificateError (with a reason and a byte offset) within a time limit and
+a memory bound; anything else is a Failure.
 """
 
 import signal
 import tracemalloc
 from contextlib import contextmanager
 
-from tests.fuzz.fwload import view
+from tests.fuzz.fwload import view, view_lean
 
 TIME_LIMIT_S = 1.0
 # Allocation bound: the reader copies its input once or twice; more is a leak or a blow-up.
@@ -40,8 +41,9 @@ def _time_limit(seconds):
         signal.signal(signal.SIGALRM, old)
 
 
-def check(fw, data, time_limit_s=TIME_LIMIT_S, memory=True):
-    """The reader's view of `data` (fwload.view dict); raise Failure on any misbehaviour.
+def check(fw, data, time_limit_s=TIME_LIMIT_S, memory=True, reader=view):
+    """The reader's view of `data` (fwload.view dict, or reader's: fwload.view_lean); raise
+    Failure on any misbehaviour.
 
     For many calls start tracemalloc once around them: started and stopped per call (the
     default when it is off) it leaks a few MB of process memory per thousand calls."""
@@ -52,7 +54,7 @@ def check(fw, data, time_limit_s=TIME_LIMIT_S, memory=True):
         tracemalloc.reset_peak()
         before = tracemalloc.get_traced_memory()[0]
         with _time_limit(time_limit_s):
-            out = view(fw, data)
+            out = reader(fw, data)
         peak = tracemalloc.get_traced_memory()[1] - before
     except _Timeout:
         raise Failure(f"hang: no answer within {time_limit_s} s ({len(data)}-byte input)",
@@ -69,3 +71,8 @@ def check(fw, data, time_limit_s=TIME_LIMIT_S, memory=True):
     if msg is not None and not (" at byte " in msg or msg.startswith(("PEM", "not a cert"))):
         raise Failure(f"CertificateError without a position or reason: {msg!r}", data)
     return out
+
+
+def check_lean(fw, data, **kw):
+    """check() with the lean reader (certlean.load; fwload.view_lean)."""
+    return check(fw, data, reader=view_lean, **kw)

@@ -6,6 +6,7 @@ Code that imports inside its functions (the TLS client loads and drops modules a
 inside `device()`, which gives it the device's `upcert` for that time.
 """
 
+import hashlib
 import importlib
 import importlib.abc
 import importlib.util
@@ -47,7 +48,7 @@ def _ours(name):
     return name == "upcert" or name in _SHIMMED or name.startswith("upcert.")
 
 
-def load_firmware(names=("errors", "der", "x509")):
+def load_firmware(names=("errors", "der", "sigalgs", "certlean", "x509")):
     """The firmware modules `upcert.<name>` as attributes of a namespace (cached per process)."""
     key = tuple(names)
     with _LOCK:
@@ -107,6 +108,33 @@ def view(fw, data):
         "not_before_tuple": list(c.not_before_tuple), "not_after_tuple": list(c.not_after_tuple),
         "key_type": c.key_type, "key_bits": c.key_bits, "public_key": bytes(c.public_key).hex(),
         "sig_alg": c.sig_alg, "sig_alg_aws_ok": c.sig_alg_aws_ok, "cert_id": c.cert_id(),
+    }
+
+
+def view_lean(fw, data):
+    """What the lean reader (certlean.load) makes of `data`: the fields its callers use (chain.py,
+    rotate.py, the agent), or {"error": type, "message": ...}. Its extensions are read too (as
+    chain.py reads them): a malformed one is the view's error. Same dict as replay_lean_mp.py."""
+    try:
+        c = fw.certlean.load(data)
+        ext = [[fw.certlean.oid(o, 0, len(o)), crit, bytes(v).hex()] for o, crit, v in
+               c.extensions()]
+    except fw.errors.CertificateError as exc:
+        return {"error": "CertificateError", "message": str(exc)}
+    a = c._at
+    der = bytes(c.der)
+    return {
+        "subject_cn": c.subject_cn, "issuer_cn": c.issuer_cn,
+        "not_before": c.not_before, "not_after": c.not_after,
+        "key_type": c.key_type, "key_bits": c.key_bits, "public_key": bytes(c.public_key).hex(),
+        "key_exp": c.key_exp, "sig_alg": fw.sigalgs.SIG_ALGS.get(c.sig_oid, c.sig_oid),
+        "sig_alg_aws_ok": c.sig_oid in fw.sigalgs.SIG_ALGS,
+        "cert_id": c.cert_id(), "signature_sha256": hashlib.sha256(c.signature).hexdigest(),
+        "tbs_sha256": hashlib.sha256(der[a[0]:a[1]]).hexdigest(),
+        "sig_alg_der": der[a[2]:a[3]].hex(),
+        "issuer_der": der[a[4]:a[5]].hex(), "subject_der": der[a[6]:a[7]].hex(),
+        "ski": c.ski.hex() if c.ski else None, "aki": c.aki.hex() if c.aki else None,
+        "ext": ext,
     }
 
 

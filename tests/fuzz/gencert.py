@@ -16,12 +16,12 @@ from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
 from hypothesis import strategies as st
 
-from tests.fuzz.mutate import parse
+from tests.fuzz.mutate import encode, parse
 
 UTC = dt.timezone.utc
 NIST_BITS = {"secp256r1": 256, "secp384r1": 384, "secp521r1": 521}
 _PRINTABLE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 '()+,-./:=?"
-# Signature algorithm OIDs -> AWS IoT's names: the one table (firmware/upcert/x509.py).
+# Signature algorithm OIDs -> AWS IoT's names: the one table (firmware/upcert/sigalgs.py).
 from upcert.pki.algorithms import AWS_SIGNATURE_OIDS as AWS_NAMES  # noqa: E402
 
 _HASHES = (hashes.SHA256(), hashes.SHA384(), hashes.SHA512())
@@ -83,6 +83,12 @@ def certificates(draw):
         b = b.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
     if draw(st.booleans()):
         b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName("dev.example")]), False)
+    if draw(st.booleans()):  # key identifiers: what a chain and the rotation match on
+        b = b.add_extension(x509.SubjectKeyIdentifier(draw(st.binary(min_size=1, max_size=32))),
+                            False)
+    if draw(st.booleans()):
+        b = b.add_extension(x509.AuthorityKeyIdentifier(
+            draw(st.binary(min_size=1, max_size=32)), None, None), False)
     h = draw(st.sampled_from(_HASHES))
     if signer == "ed25519":
         c = b.sign(k[signer], None)
@@ -163,10 +169,53 @@ def crypto_view(data):
             return None
 
 
-def disagreement(dev, data):
+def expected_lean(c):
+    """The lean reader's view of `c` (fwload.view_lean keys), from cryptography: the fields of
+    expected() but serial and the time tuples, and the spans, key identifiers and extensions
+    that chain.py and rotate.py read."""
+    e = expected(c)
+    for k in ("serial", "not_before_tuple", "not_after_tuple"):
+        del e[k]
+    tbs = parse(c.tbs_certificate_bytes).kids
+    i = 1 if tbs[0].tag == 0xA0 else 0
+    pk = c.public_key()
+
+    def ext(kind):
+        try:
+            return c.extensions.get_extension_for_class(kind).value
+        except x509.ExtensionNotFound:
+            return None
+
+    ski, aki = ext(x509.SubjectKeyIdentifier), ext(x509.AuthorityKeyIdentifier)
+    e.update({
+        "key_exp": pk.public_numbers().e if isinstance(pk, rsa.RSAPublicKey) else None,
+        "signature_sha256": hashlib.sha256(c.signature).hexdigest(),
+        "tbs_sha256": hashlib.sha256(c.tbs_certificate_bytes).hexdigest(),
+        "sig_alg_der": b"".join(encode(k) for k in tbs[i + 1].kids).hex(),
+        "issuer_der": encode(tbs[i + 2]).hex(), "subject_der": encode(tbs[i + 4]).hex(),
+        "ski": ski.digest.hex() if ski else None,
+        "aki": aki.key_identifier.hex() if aki and aki.key_identifier else None,
+        "ext": [[x.oid.dotted_string, x.critical, x.value.public_bytes().hex()]
+                for x in c.extensions],
+    })
+    return e
+
+
+def crypto_view_lean(data):
+    """cryptography's view of DER `data` in the lean reader's terms, or None when it refuses it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return expected_lean(x509.load_der_x509_certificate(data))
+        except Exception:
+            return None
+
+
+def disagreement(dev, data, view=crypto_view):
     """Why the device's answer `dev` (fwload.view) contradicts cryptography's on `data`, or None.
-    The device may accept what cryptography refuses (it skips extensions, other attributes)."""
-    want = crypto_view(data)
+    The device may accept what cryptography refuses (it skips extensions, other attributes).
+    view: crypto_view (x509.load's fields) or crypto_view_lean (certlean.load's)."""
+    want = view(data)
     if want is None or dev == want:
         return None
     if "error" in dev:
@@ -176,3 +225,18 @@ def disagreement(dev, data):
     keys = [k for k in sorted(want) if dev.get(k) != want[k]]
     return f"fields differ from cryptography ({', '.join(keys)}): " + ", ".join(
         f"{k}={dev.get(k)!r} (want {want[k]!r})" for k in keys)
+
+
+# Fields both device readers give: certlean must agree with x509.py on them whenever both accept.
+COMMON = ("subject_cn", "issuer_cn", "not_before", "not_after", "key_type", "key_bits",
+          "public_key", "sig_alg", "sig_alg_aws_ok", "cert_id")
+
+
+def lean_vs_full(lean, full):
+    """Why the lean reader's view (fwload.view_lean) contradicts x509.py's (fwload.view) on the
+    same input, or None. x509.py also decodes the serial and the curve's OID; the lean reader
+    reads the extensions' framing eagerly (chain.py does): so each may refuse alone."""
+    if "error" in lean or "error" in full:
+        return None
+    diff = [k for k in COMMON if lean[k] != full[k]]
+    return f"certlean and x509.py differ on {diff}" if diff else None

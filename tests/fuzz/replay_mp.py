@@ -1,16 +1,18 @@
 # Corpus replay on the MicroPython unix port: `micropython replay_mp.py LISTING` with
 # MICROPYPATH=firmware. Parses every file named in LISTING and prints one JSON line each: the
 # reader's view (same keys as tests/fuzz/fwload.py view()) or {"error": type, "message": ...}.
+# replay_lean_mp.py does the same with the lean reader (certlean).
 import gc
 import json
 import sys
 from binascii import hexlify
 
-from upcert import x509
 from upcert.errors import CertificateError
 
 
 def view(data):
+    from upcert import x509
+
     try:
         c = x509.load(data)
     except CertificateError as exc:
@@ -27,7 +29,7 @@ def view(data):
     }
 
 
-def main(listing):
+def main(listing, view=view):
     with open(listing) as paths:  # one path a line, read as we go: the heap is small
         for line in paths:
             path = line.strip()
@@ -41,4 +43,5 @@ def main(listing):
             data = r = None
 
 
-main(sys.argv[1])
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,9 +1,10 @@
-"""Long fuzzing run of the device's DER/X.509 reader, by hand (the test suite runs a short one):
+"""Long fuzzing run of the device's DER/X.509 readers (x509.py, certlean.py), by hand (the test suite runs a short one):
 
     .venv/bin/python -m tests.fuzz.run_long [--minutes 10] [--engine hypothesis|atheris]
 
 hypothesis: rounds of the structure-aware strategies (mutate.py) with fresh seeds until time is
-up; each example must pass check.py and agree with cryptography where both accept it. Every
+up; each example must pass check.py with both readers and agree with cryptography (and the two
+readers with each other) where both accept it. Every
 distinct failure is shrunk and saved as corpus/der/crash-<what>-<sha256[:10]>.der (--no-save
 to keep the corpus as it is). atheris: coverage-guided libFuzzer over the firmware modules,
 starting from a copy of the corpus; atheris 3.0.0 has a wheel for CPython 3.11 on PyPI
@@ -27,7 +28,7 @@ import hypothesis
 from hypothesis import HealthCheck, given, settings
 
 from tests.fuzz import gencert
-from tests.fuzz.check import Failure, check
+from tests.fuzz.check import Failure, check, check_lean
 from tests.fuzz.fwload import CORPUS, load_firmware
 from tests.fuzz.mutate import inputs
 
@@ -48,10 +49,13 @@ def save_crash(data, message):
 
 def _one(fw, data):
     out = check(fw, data)
+    lean = check_lean(fw, data)
+    problem = gencert.lean_vs_full(lean, out)
     if not data.startswith(b"-----"):
-        problem = gencert.disagreement(out, data)
-        if problem:
-            raise Failure(problem, data)
+        problem = (problem or gencert.disagreement(out, data)
+                   or gencert.disagreement(lean, data, gencert.crypto_view_lean))
+    if problem:
+        raise Failure(problem, data)
     return out
 
 
@@ -108,7 +112,7 @@ def run_hypothesis(seconds, save=True, jobs=1):
 
 
 def _instrument(atheris, fw):
-    for mod in (fw.der, fw.x509):
+    for mod in (fw.der, fw.x509, fw.certlean):
         for obj in vars(mod).values():
             if getattr(obj, "__module__", None) != mod.__name__:
                 continue

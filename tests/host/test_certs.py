@@ -192,7 +192,7 @@ def test_rsa_pss_and_dsa_signatures_are_verified():
 
 
 def test_aws_algorithm_names(ca):
-    # The one table (firmware/upcert/x509.py SIG_ALGS, read by pki/algorithms.py): its OIDs are
+    # The one table (firmware/upcert/sigalgs.py SIG_ALGS, read by pki/algorithms.py): its OIDs are
     # cryptography's own constants for the algorithms AWS names (RFC 4055, RFC 5758 §3.2).
     sig = SignatureAlgorithmOID
     assert AWS_SIGNATURE_ALGORITHMS == {

@@ -370,9 +370,9 @@ AMAZON = ("Amazon_Root_CA_1.pem", "Amazon_Root_CA_2.pem", "Amazon_Root_CA_3.pem"
 AMAZON_SCRIPT = r"""
 import sys, json
 from binascii import hexlify
-from upcert import chain, x509
+from upcert import certlean, chain
 for path in sys.argv[1:]:
-    c = x509.load(open(path).read())
+    c = certlean.load(open(path).read())
     r = {"subject": hexlify(chain.subject_der(c)).decode(), "issuer": hexlify(chain.issuer_der(c)).decode(),
          "tbs": hexlify(chain.tbs(c)).decode(), "ski": hexlify(c.ski).decode(),
          "ext": list(chain._extensions(c, None, None, True))}
@@ -479,11 +479,11 @@ def test_mutants_give_only_verify_error(tmp_path, pki):
 SIGNED_SCRIPT = r"""
 import sys, json
 from binascii import unhexlify
-from upcert import chain, x509
+from upcert import certlean, chain
 for line in open(sys.argv[1]):
     case = json.loads(line)
     with open(case["leaf"], "rb") as f:
-        leaf = x509.Certificate(f.read())
+        leaf = certlean.Cert(f.read())
     try:
         r = chain.verify_signed(leaf, case["scheme"], unhexlify(case["data"]),
                                 unhexlify(case["sig"]))

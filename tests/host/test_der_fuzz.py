@@ -24,7 +24,7 @@ from tests.tools import ROOT, micropython_cmd, require
 # reason codes (+0.6 KB live): at 48K the replay's 3.3 KB file buffer then found no contiguous
 # block with 12 KB free (fragmentation); at 52K the smallest free heap seen is 13.7 KB.
 REPLAY_HEAP = "52K"
-_MPY_MODULES = ("__init__", "errors", "clock", "der", "x509")
+_MPY_MODULES = ("__init__", "errors", "clock", "der", "sigalgs", "x509")
 
 
 def fuzz(n):

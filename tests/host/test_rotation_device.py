@@ -79,7 +79,7 @@ def log(line):
 try:
     app.main(board, sys.argv[1] + "/config.json", log)
 except KeyboardInterrupt:
-    from upcert.x509 import Certificate
+    from upcert.certlean import Cert as Certificate
     s = board.last[-1]
     gc.collect()
     print("STORE", s.describe()["slot"], Certificate(s.certificate()).cert_id())
@@ -105,7 +105,7 @@ def log(line):
 try:
     app.main(board, sys.argv[1] + "/config.json", log)
 except KeyboardInterrupt:
-    from upcert.x509 import Certificate
+    from upcert.certlean import Cert as Certificate
     s = board.last[-1]
     d = s.describe()
     print("STORE", d["slot"], Certificate(s.certificate()).cert_id(), "staged", d["staged"])

@@ -1,6 +1,6 @@
 """AWS IoT's certificate signature algorithms (AWS IoT Developer Guide, "X.509 client
 certificates"): one table for host and board. It lives in the device's reader,
-firmware/upcert/x509.py (SIG_ALGS: dotted OID -> AWS's name); the host reads that literal from
+firmware/upcert/sigalgs.py (SIG_ALGS: dotted OID -> AWS's name); the host reads that literal from
 the source with ast, so the two can never disagree."""
 
 import ast
@@ -9,7 +9,7 @@ from cryptography.x509 import ObjectIdentifier
 
 from upcert.paths import FIRMWARE
 
-SOURCE = FIRMWARE / "upcert" / "x509.py"
+SOURCE = FIRMWARE / "upcert" / "sigalgs.py"
 
 
 def _device_table():
