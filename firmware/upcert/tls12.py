@@ -34,11 +34,12 @@ _PARTS = ("tls12hs", "chain", "certlean", "der", "tls12kx", "sigs", "rsa", "sha5
 def connector(config, store, clock, cert, key, roots, chip):
     """connect(host, port) with this client for the agent (app._connector): the chip's signer
     (key None: the active identity; else a key reference, e.g. a staged one), else the key's
-    DER (a p256.Key is made for each handshake only), ALPN from config["alpn"]."""
+    scalar (key_scalar: a p256.Key is made for each handshake only), ALPN from
+    config["alpn"]."""
     if chip:
         signer = store.signer(key)
     else:
-        signer = store.signer() if key is None else bytes(key)
+        signer = store.signer() if key is None else key_scalar(key)
     if signer is None:
         from upcert.errors import StoreError
 
@@ -46,6 +47,20 @@ def connector(config, store, clock, cert, key, roots, chip):
                          % store.location)
     alpn = [n.encode() for n in config["alpn"]] or None
     return Connector(cert, signer, roots, clock, alpn).connect
+
+
+def key_scalar(der):
+    """A software key's DER (PKCS#8 or SEC 1, checked: P-256, its public key) as its 32-byte
+    scalar, what TlsClient takes as the signer of a software key: read once here, so that no
+    handshake loads the DER reader beside its key exchange (its peak heap). CertificateError for
+    a key that is not a P-256 key."""
+    from upcert import drop
+    from upcert.p256 import Key
+
+    d = Key.from_der(bytes(der))._d.to_bytes(32, "big")
+    Key = None
+    drop("p256", "der", "derw")
+    return d
 
 
 class Connector:
@@ -77,8 +92,9 @@ class TlsClient(Record):
     roots: DER trust anchors; now: seconds (port epoch) to judge validity by; identity:
     (certificate DER, signer) where the signer has sign_digest(digest32) -> (r, s) (p256.Key,
     atecc.Signer) and may have ecdhe(peer_point65) -> (our_point65, shared_x32) (atecc.Signer:
-    the ephemeral key stays in the chip; else p256.ecdhe makes one), or is the P-256 key's DER
-    (bytes: a p256.Key is made for the handshake only, so p256 is not resident between);
+    the ephemeral key stays in the chip; else p256.ecdhe makes one), or is the P-256 key as
+    bytes: its 32-byte scalar (key_scalar, what the agent's connector gives) or its DER (a
+    p256.Key is made for the handshake only, so p256 is not resident between);
     alpn: protocol names (bytes) to offer, the server must pick one. The handshake runs in the
     constructor; a failure sends the alert, closes the socket and raises TlsError.
     """

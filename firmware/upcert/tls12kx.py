@@ -56,7 +56,7 @@ def finish(tc, hello, leaf, todo, identity):
         raise fail(HANDSHAKE_FAILURE, "the server did not ask for our certificate", SERVER)
     cert_der, signer = identity
     tc.send_hs(_CERTIFICATE, _vec3(_vec3(cert_der)))
-    if type(signer) is bytes:  # a software key (DER): a p256.Key for this handshake only
+    if type(signer) is bytes:  # a software key (its scalar, or DER): a p256.Key for now only
         signer = _key(signer)
     if hasattr(signer, "ecdhe"):  # a secure element: its own ephemeral key, in the chip
         ours, pms = signer.ecdhe(peer)
@@ -130,10 +130,12 @@ def _signatures(tc, todo, leaf, randoms):
         drop("sigs", "rsa", "sha512")
 
 
-def _key(der):
+def _key(b):
     from upcert.p256 import Key
 
-    k = Key.from_der(der)
+    if len(b) == 32:  # the scalar (tls12.key_scalar): no DER to read
+        return Key(int.from_bytes(b, "big"))
+    k = Key.from_der(b)
     Key = None
     drop("der")  # read the key file
     return k

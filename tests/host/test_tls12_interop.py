@@ -31,7 +31,9 @@ import gc
 from upcert import tls12
 a = json.load(open(sys.argv[1]))
 roots = [bytes.fromhex(r) for r in a["roots"]]
-key = bytes.fromhex(a["key"])  # the key's DER: a p256.Key only during the handshake
+# the key's scalar, read from its DER once, as the agent's connector does (tls12.key_scalar):
+# a p256.Key only during the handshake
+key = tls12.key_scalar(bytes.fromhex(a["key"]))
 s = socket.socket()
 s.connect(socket.getaddrinfo("127.0.0.1", a["port"])[0][-1])
 out = {}
