@@ -386,6 +386,13 @@ class Rotation:
             return
         f, self.final = self.final, None
         job, self.job = self.job, None
+        if not job and f[0] == "SUCCEEDED":
+            # No job to report to (expiry, a command): the same event a failure sends, so the
+            # cloud sets the old certificate INACTIVE (the stand-in does; on AWS an IoT rule).
+            client.publish(
+                self.config["topics"]["telemetry"].rsplit("/", 1)[0] + "/rotation",
+                '{"event":"rotation-done","oldCertificateId":"%s","newCertificateId":"%s"}'
+                % (f[1]["oldCertificateId"], f[1]["newCertificateId"]), qos=1)
         if job:
             try:
                 from upcert import jobs

@@ -357,3 +357,23 @@ def test_failed_rotation_reports_its_certificate_for_retirement():
     eq((j["status"], j["details"].get("abandonedCertificateId")), ("FAILED", cid), "job")
     r.service()
     eq(len(r.aws.published("things/dev1/rotation")), 1, "reported once")
+
+
+def test_rotation_without_a_job_reports_the_old_certificate_for_retirement():
+    # An expiry rotation has no job to report SUCCEEDED to: once the new identity is proven
+    # (its first telemetry acknowledged), the event on things/<thing>/rotation names the old and
+    # the new certificate, so the cloud sets the old one INACTIVE; not before, and once.
+    import json
+
+    r = Rig()
+    eq(r.service(), "new", "rotated")
+    ids = dict(r.rot.final[1])
+    r.service()
+    eq(r.aws.published("things/dev1/rotation"), [], "not before the new identity is proven")
+    r.rot.proven()
+    r.service()
+    got = [json.loads(p) for t, p in r.aws.published("things/dev1/rotation")]
+    eq(got, [dict(ids, event="rotation-done")], "reported")
+    eq(len(ids["oldCertificateId"]) == len(ids["newCertificateId"]) == 64, True, "ids")
+    r.service()
+    eq(len(r.aws.published("things/dev1/rotation")), 1, "once")

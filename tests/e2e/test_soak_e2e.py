@@ -57,8 +57,9 @@ def test_no_rotation_leaves_a_mixed_or_orphaned_identity(soak):
     assert ids["held_active"] == 2, rep["boards"]
     assert ids["orphaned_active"] == [], ids
     assert rep["rotations"]["committed"] >= 1 and rep["rotations"]["rolled_back"] == 0
-    # an identity replaced by an expiry rotation is not retired (no job reports its success):
-    # with the short certificates it expires within their lifetime
+    # an identity replaced by a rotation is retired once the new one is proven (the job's
+    # report, or the rotation-done event); a power cut between the proof and that report
+    # leaves it ACTIVE until it expires, which the short certificates bound
     for c in ids["superseded_still_active"]:
         assert c["expires_in_s"] <= s.cert_minutes * 60, c
 

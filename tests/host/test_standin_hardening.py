@@ -472,6 +472,34 @@ def test_rotation_abandoned_event_deactivates_the_things_own_certificate(cloud, 
     assert f"names certificate {victim['cert_id'][:16]}, which is another thing's: ignored" in log
 
 
+def test_rotation_done_event_retires_the_old_certificate(cloud, registry, ca, tmp_path):
+    # A rotation without a job (expiry, a command) reports {"event": "rotation-done"} once its
+    # new identity is proven: the old certificate goes INACTIVE, as for a job SUCCEEDED; only
+    # when both are the thing's and ACTIVE.
+    thing = "done-evt"
+    cert, certfile0, keyfile0 = identity(ca, tmp_path, thing)
+    old = registry.register(cert)
+    victim = registry.register(identity(ca, tmp_path, "done-victim")[0])
+    dev = Device(cloud, thing, certfile0, keyfile0)
+    try:
+        new_id, certfile, keyfile = _new_active(dev, thing, tmp_path)
+
+        def done(old_id, new):
+            dev.client.publish(f"things/{thing}/rotation", json.dumps({
+                "event": "rotation-done", "oldCertificateId": old_id,
+                "newCertificateId": new}), qos=1).wait_for_publish(5)
+
+        done(victim["cert_id"], new_id)  # another thing's certificate: ignored
+        done(old["cert_id"], new_id)
+        wait_until(lambda: registry.get(old["cert_id"])["status"] == "INACTIVE", 10,
+                   "the old certificate retired")
+        assert registry.get(new_id)["status"] == "ACTIVE"
+        assert registry.get(victim["cert_id"])["status"] == "ACTIVE"
+        handshake(cloud, certfile, keyfile)  # the new identity still works
+    finally:
+        dev.close()
+
+
 def _refused(cloud, certfile, keyfile):
     try:
         handshake(cloud, certfile, keyfile)

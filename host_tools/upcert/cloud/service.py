@@ -138,12 +138,19 @@ class Provisioner:
     def _abandoned_event(self, thing, payload):
         """{"event": "rotation-abandoned", "certificateId": ID, "step": STEP} on
         things/<thing>/rotation (the broker's ACL lets only that thing, or the admin, publish
-        there): the same rule as _abandoned_job, for a rotation without a job."""
+        there): the same rule as _abandoned_job, for a rotation without a job; and
+        {"event": "rotation-done", "oldCertificateId", "newCertificateId"}: _retire's."""
         try:
             event = json.loads(payload)
         except (ValueError, UnicodeDecodeError):
             log.info("things/%s/rotation: not JSON, ignored", thing)
             return False
+        if isinstance(event, dict) and event.get("event") == "rotation-done":
+            # a rotation without a job, its new identity proven: the old one retired as for a
+            # job reported SUCCEEDED (_retire's checks: both the thing's, both ACTIVE)
+            details = {k: event.get(k) for k in ("oldCertificateId", "newCertificateId")}
+            return self._retire(thing, json.dumps({"status": "SUCCEEDED",
+                                                   "statusDetails": details}))
         if not isinstance(event, dict) or event.get("event") != "rotation-abandoned":
             return False
         return self._deactivate_abandoned(thing, event.get("certificateId"),
