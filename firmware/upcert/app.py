@@ -150,8 +150,18 @@ def _rotation(config, store, clock, store_mod, roots_path, log, room):
                 pass  # the next rotation goes without
 
     try:
-        from upcert.rotation import Rotation
+        from upcert.rotation import _WORK, Rotation
 
+        # With the key in a chip (upcert's TLS client: many modules, many names), each module
+        # a rotation loads is loaded once now and dropped, so that its names are interned while
+        # the heap is whole: MicroPython's pools of interned names double in size (py/qstr.c),
+        # and the pool a rotation's modules would open mid-rotation is one large block that
+        # the heap, fragmented by then, may not have (emulated chip board: none with 74 KB
+        # free). Not for a software key: there it costs the 32-bit cycle 17K (71K -> 88K).
+        if store.kind == "atecc608":
+            for m in _WORK:
+                __import__("upcert." + m)
+            drop(*_WORK)
         rot = Rotation(
             config, store, clock, connector, log, lambda: store_mod.load_roots(roots_path), room
         )
