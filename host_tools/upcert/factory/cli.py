@@ -247,7 +247,9 @@ def _do_fleet_report(args):
 
         reg = aws_registry(Aws(region=args.region, profile=args.profile), home())
     else:
-        reg = registry(args.cloud_dir)
+        from upcert.factory.registry import fleet_registry
+
+        reg = fleet_registry(args.cloud_dir)
     rep = fleet.report(_inventory(args), reg, days=args.days)
     if args.png:
         fleet.timeline_png(rep, args.png)

@@ -14,6 +14,28 @@ def registry(cloud_dir):
     return Registry(Cloud.from_state(cloud_dir).registry_path)
 
 
+class StandinRegistry:
+    """The stand-in's registry as the fleet report reads it: its claim certificates (CN
+    claim-*, shared by a batch provisioned by claim, no board's identity) left out."""
+
+    source = "local stand-in"
+    region = None
+
+    def __init__(self, reg):
+        self.reg = reg
+
+    def list(self):
+        from upcert.cloud.standin import CLAIM_PREFIX
+
+        return [c for c in self.reg.list() if not (c["thing"] or "").startswith(CLAIM_PREFIX)]
+
+
+def fleet_registry(cloud_dir):
+    """StandinRegistry of the stand-in in cloud_dir, or None when there is none."""
+    reg = registry(cloud_dir)
+    return None if reg is None else StandinRegistry(reg)
+
+
 class AwsRegistry:
     """The region's certificates in AWS IoT, as the fleet report reads a registry (list():
     [{cert_id, status, thing, not_after, created}]). The claim certificate `upcert aws setup`
