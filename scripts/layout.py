@@ -2,8 +2,10 @@
 device module group), its size and what it imports, and exits 1 on a broken rule.
 
 Host (host_tools/upcert): layers, each importing only its own package and the layers below it:
-    cli, commands, provision_aws, __main__ -> factory, soak, the subsystems and below
-    factory, soak             -> the subsystems and below (the production line, the field day)
+    cli, commands, __main__   -> factory, soak, provision_aws, the subsystems and below
+    factory, soak             -> provision_aws, the subsystems and below (the production line,
+                                 the field day)
+    provision_aws             -> the subsystems and below (a board on AWS needs board and aws)
     board, emu, cloud, aws    -> pki and the base, never one another
     pki                       -> the base
     errors, paths, policy, procs, validate (the base) -> the base
@@ -21,9 +23,9 @@ HOST = ROOT / "host_tools" / "upcert"
 DEVICE = ROOT / "firmware" / "upcert"
 BASE = ("errors", "paths", "policy", "procs", "validate")
 SUBSYSTEMS = ("board", "emu", "cloud", "aws")
-TOP = ("cli", "commands", "provision_aws", "__main__")
-RANK = {**dict.fromkeys(BASE, 0), "pki": 1, **dict.fromkeys(SUBSYSTEMS, 2), "factory": 3, "soak": 3,
-        **dict.fromkeys(TOP, 4)}
+TOP = ("cli", "commands", "__main__")
+RANK = {**dict.fromkeys(BASE, 0), "pki": 1, **dict.fromkeys(SUBSYSTEMS, 2), "provision_aws": 2.5,
+        "factory": 3, "soak": 3, **dict.fromkeys(TOP, 4)}
 
 
 def _name(path, top):
@@ -137,13 +139,13 @@ def report(out=sys.stdout, host=HOST, device=DEVICE):
         parts[part(mod) if part(mod) in RANK and part(mod) not in BASE + TOP else
               ("base" if part(mod) in BASE or mod == "upcert" else "cli")].append(mod)
     print("host_tools/upcert (CPython)", file=out)
-    for name in ("base", "pki", *SUBSYSTEMS, "factory", "soak", "cli"):
+    for name in ("base", "pki", *SUBSYSTEMS, "provision_aws", "factory", "soak", "cli"):
         mods = parts.get(name, [])
         size = sum(len(known[m].read_text().splitlines()) for m in mods)
         uses = sorted({part(t) for m in mods for t in edges.get(m, ())} - {name}
                       - (set(BASE) if name == "base" else set()))
         uses = sorted({"base" if u in BASE else "cli" if u in TOP else u for u in uses} - {name})
-        print(f"  {name:<6} {len(mods):>2} modules {size:>5} lines  imports: "
+        print(f"  {name:<13} {len(mods):>2} modules {size:>5} lines  imports: "
               f"{', '.join(uses) or '-'}", file=out)
     problems += host_problems(edges, lines)
     problems += [f"host import circle: {' -> '.join(c)}" for c in cycles(edges)]

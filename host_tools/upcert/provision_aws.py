@@ -1,6 +1,6 @@
 """`upcert provision --aws`: a board's identity on AWS IoT Core, with what `upcert aws setup` left
 in $UPCERT_HOME/aws/<region>/aws.json. It needs a board and AWS, so it sits above both (`board`
-and `aws` never import each other).
+and `aws` never import each other), and below `factory` (`upcert batch --aws` uses it).
 
 The key is made on the board (store fs, nvs, partition: upcert.p256 on the board; atecc608: in
 the chip), the CSR goes to CreateCertificateFromCsr (or, with a local CA registered by `upcert
@@ -64,8 +64,11 @@ def device_config(settings, thing, store, extra=None, wifi=None, chip=None):
 
 def provision_aws(aws, home, port, cfg, *, thing_type=None, group=None, attributes=None,
                   key_travels=False, ca_dir=None, days=365, lock=False, board="esp32_generic",
-                  install=True, reset=True, log=print):
-    """Provision the board on `port` with config cfg (device_config) on AWS; an AwsResult."""
+                  install=True, reset=True, log=print, on_issued=None):
+    """Provision the board on `port` with config cfg (device_config) on AWS; an AwsResult.
+    on_issued(identity.Issued), if given, runs once AWS holds the certificate (INACTIVE) and
+    before the board is told to store it (the batch records it in its inventory there); if it
+    raises, the certificate is retired as for any failure before activation."""
     import time
 
     from upcert.board import provision as p
@@ -98,6 +101,8 @@ def provision_aws(aws, home, port, cfg, *, thing_type=None, group=None, attribut
         issued.append(iss)
         identity.attach(aws, iss, thing, settings["device_policy"])
         log(f"certificate {iss.certificate_id[:16]} for {thing}: {how}")
+        if on_issued is not None:
+            on_issued(iss)
         return iss.certificate, how
 
     def stored(_cert):
@@ -111,6 +116,8 @@ def provision_aws(aws, home, port, cfg, *, thing_type=None, group=None, attribut
             iss = identity.keys_and_certificate(aws)
             issued.append(iss)
             identity.attach(aws, iss, thing, settings["device_policy"])
+            if on_issued is not None:
+                on_issued(iss)
             log(f"certificate {iss.certificate_id[:16]} and its key made by AWS "
                 "(CreateKeysAndCertificate): the key travelled to this host and the board")
             res = p.provision(port, cfg, iss.certificate, iss.private_key, roots,

@@ -2,8 +2,9 @@
 
 The CSV has a header and one row per board: target (a serial port, or a folder: images are
 built there instead), thing, store (fs, nvs, partition; default fs), attributes (k=v;k2=v2:
-the thing's attributes in the registry). Boards run in parallel threads (--jobs), each through
-the same steps, each step recorded before the next:
+the thing's attributes in the registry), and, on AWS only (--aws, upcert.factory.batch_aws),
+thing_type and thing_group. Boards run in parallel threads (--jobs), each through the same
+steps, each step recorded before the next:
 
     reserve (inventory row, state reserved: the database refuses a thing or chip id taken)
     issue   (key and certificate from the local CA; inventory state issued, registry ACTIVE)
@@ -12,8 +13,10 @@ the same steps, each step recorded before the next:
 
 Resume: a board done is skipped; a half-done one (issued) is asked which certificate it holds:
 the recorded one -> finished (done); another or none -> rolled back (the certificate set
-INACTIVE, the row back to reserved) and made again. The audit log (JSON lines) has one line per
-action. No key or password reaches the inventory, the audit log or the output.
+INACTIVE, the row back to reserved) and made again; a board that does not answer is left as it
+is (nothing can be told). The audit log (JSON lines) has one line per action. No key or
+password reaches the inventory, the audit log or the output. On AWS IoT Core the same steps
+run with the certificate from AWS: upcert.factory.batch_aws.
 """
 
 import csv
@@ -39,6 +42,8 @@ class Job:
     store: str
     attributes: dict
     line: int
+    thing_type: str = ""
+    thing_group: str = ""
     step: str = "waiting"
     result: str = ""
     cert_id: str = ""
@@ -90,7 +95,15 @@ def read_manifest(path):
                     raise UpcertError(f"{where}: attributes {row.get('attributes')!r}: write "
                                       "them as key=value;key2=value2")
                 attrs[k.strip()] = val.strip()
-            jobs.append(Job(target, thing, store, attrs, n))
+            kind, group = ((row.get(c) or "").strip() for c in ("thing_type", "thing_group"))
+            for col, name in (("thing_type", kind), ("thing_group", group)):
+                if name:
+                    try:
+                        v.thing_name(name, local_ca=False)  # AWS's [a-zA-Z0-9:_-]{1,128}
+                    except UpcertError:
+                        raise UpcertError(f"{where}: {col} {name!r}: 1..128 characters of "
+                                          "[a-zA-Z0-9:_-] (AWS IoT names)") from None
+            jobs.append(Job(target, thing, store, attrs, n, kind, group))
     if not jobs:
         raise UpcertError(f"{p} lists no boards")
     return jobs
@@ -183,6 +196,7 @@ class Line:
             self.audit(job, "chip-changed", was=row["chip_id"], now=chip)
         if row["state"] == "issued":
             if self._holds(job, row["cert_id"]):
+                self._finish(job, row["cert_id"])
                 self.inv.done(job.thing, chip, firmware, job.target)
                 job.cert_id, job.detail = row["cert_id"], "half-done: finished"
                 self.audit(job, "finished", cert_id=row["cert_id"])
@@ -204,9 +218,22 @@ class Line:
                 return read_manifest(job.target).get("cert_id") == cert_id
             except UpcertError:
                 return False
+        return self._held(job) == cert_id
+
+    def _held(self, job):
+        """The id (SHA-256 of the DER) of the certificate the board holds, "" for none."""
         from upcert.board.provision import held_certificate
 
-        return held_certificate(job.target) == cert_id
+        held = held_certificate(job.target)
+        if held is None:  # rolling back a certificate the board may hold would cut it off
+            raise UpcertError(f"board on {job.target} does not say which certificate it holds "
+                              "(it does not answer, or its store cannot be read): left half-done; "
+                              "check the board and run the batch again")
+        return held
+
+    def _finish(self, job, cert_id):
+        """A half-done board holds its recorded certificate: what is left before `done` (the
+        stand-in's registry has it ACTIVE already)."""
 
     def _roll_back(self, job, cert_id):
         job.step = "roll back"

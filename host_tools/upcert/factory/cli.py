@@ -83,9 +83,13 @@ def add_parsers(sub):
         "with a live table and a summary. Each board is recorded in the inventory (SQLite, or "
         "PostgreSQL by URL) whose constraints refuse a thing, certificate or chip given twice; "
         "a rerun skips boards done and finishes or rolls back half-done ones. Keys are made on "
-        "this host by the local CA and go only to the board (or its images).")
+        "this host by the local CA and go only to the board (or its images). With --aws, on "
+        "AWS IoT Core as `upcert provision --aws` does (key and CSR made on the board; the "
+        "columns thing_type and thing_group apply); image folders then get local-CA "
+        "certificates registered with AWS (`upcert aws register-ca` first).")
     p.add_argument("--manifest", required=True, help="the batch CSV")
-    p.add_argument("--endpoint", required=True, help="HOST[:PORT] every board connects to")
+    p.add_argument("--endpoint", help="HOST[:PORT] every board connects to (not with --aws: "
+                   "the endpoint `upcert aws setup` found)")
     p.add_argument("--inventory", default=None, help="SQLite file (default "
                    "$UPCERT_HOME/inventory.sqlite) or postgresql://user@host/db")
     p.add_argument("--audit", default=None, help="audit log, JSON lines (default "
@@ -101,23 +105,46 @@ def add_parsers(sub):
     p.add_argument("--ca-dir", default=str(home() / "ca"))
     p.add_argument("--cloud-dir", default=str(home() / "cloud"))
     p.add_argument("--json", action="store_true", help="the summary as JSON on stdout")
+    _aws_options(p)
     p.set_defaults(fn=do_batch)
 
     fl = sub.add_parser("fleet", help="the fleet's certificates").add_subparsers(
         dest="sub", required=True)
     p = fl.add_parser(
         "report", help="expiring, never rotated, inactive on boards, on no board",
-        description="From the inventory and the local stand-in's registry: certificates "
-        "expiring within --days, boards never rotated, INACTIVE or REVOKED certificates still "
-        "on boards (the inventory's), ACTIVE certificates on no board. A table, --json, and "
-        "with --png a timeline of expiry dates.")
+        description="From the inventory and the local stand-in's registry (with --aws, the "
+        "region's certificates in AWS IoT): certificates expiring within --days, boards never "
+        "rotated, INACTIVE or REVOKED certificates still on boards (the inventory's), ACTIVE "
+        "certificates on no board. A table, --json, and with --png a timeline of expiry dates.")
     p.add_argument("--days", type=int, default=30, help="expiry horizon (default 30)")
     p.add_argument("--inventory", default=None)
     p.add_argument("--cloud-dir", default=str(home() / "cloud"))
     p.add_argument("--json", action="store_true")
     p.add_argument("--png", help="write the expiry timeline to this PNG file")
+    _aws_options(p)
     p.set_defaults(fn=do_fleet_report)
     return sub
+
+
+def _aws_options(p):
+    # as upcert.cli's: --aws, --region, --profile
+    p.add_argument("--aws", action="store_true", help="on AWS IoT Core (boto3) instead of "
+                   "the local stand-in")
+    p.add_argument("--region", default=None, help="AWS region, e.g. eu-west-1 (default: "
+                   "AWS_REGION or the profile's)")
+    p.add_argument("--profile", default=None, help="AWS profile in ~/.aws (default: "
+                   "AWS_PROFILE, or boto3's default credentials)")
+
+
+def _aws_errors(args):
+    # Any AWS error, however deep, as one AwsError line naming the region and profile.
+    import contextlib
+
+    if not getattr(args, "aws", False):
+        return contextlib.nullcontext()
+    from upcert.aws.client import errors
+
+    return errors(args.region, args.profile)
 
 
 def _inventory(args):
@@ -127,21 +154,46 @@ def _inventory(args):
 
 
 def do_batch(args):
+    with _aws_errors(args):
+        return _do_batch(args)
+
+
+def _do_batch(args):
     from rich.console import Console
 
     from upcert.factory import batch
 
     if args.jobs < 1 or args.jobs > 64:
         raise UpcertError(f"--jobs {args.jobs}: give 1..64 boards at once")
+    if args.aws and args.endpoint:
+        raise UpcertError("--aws connects the boards to the endpoint `upcert aws setup` found: "
+                          "leave out --endpoint")
+    if not args.aws and not args.endpoint:
+        raise UpcertError("--endpoint HOST[:PORT] is needed (or --aws: the endpoint `upcert aws "
+                          "setup` found)")
     args.thing = "batch"  # checked per row; _checked needs a valid name
+    args.endpoint = args.endpoint or "localhost"  # checked when given; --aws: the account's
     wifi, extra, days = _checked(args, local_ca=True)
     jobs = batch.read_manifest(args.manifest)
     station = args.station or batch.default_station()
+    if args.aws:
+        line_for = _aws_line(args, jobs)
+    else:
+        for j in jobs:
+            if j.thing_type or j.thing_group:
+                raise UpcertError(f"{args.manifest}:{j.line}: thing_type and thing_group apply "
+                                  "on AWS IoT (--aws); the local stand-in has no thing types "
+                                  "or groups: leave them empty, or use attributes")
+        line_for = None
     inv = _inventory(args)
     audit = batch.Audit(args.audit or home() / "audit.jsonl", station)
-    line = batch.Line(inv, audit, endpoint=args.endpoint, ca_dir=args.ca_dir,
-                      cloud_dir=args.cloud_dir, station=station, wifi=wifi, extra=extra,
-                      days=days, board=args.board)
+    if line_for is not None:
+        line = line_for(inv, audit, station=station, wifi=wifi, extra=extra, days=days,
+                        board=args.board)
+    else:
+        line = batch.Line(inv, audit, endpoint=args.endpoint, ca_dir=args.ca_dir,
+                          cloud_dir=args.cloud_dir, station=station, wifi=wifi, extra=extra,
+                          days=days, board=args.board)
     try:
         batch.run_batch(jobs, line, args.jobs)
     finally:
@@ -159,10 +211,46 @@ def do_batch(args):
     return 1 if failed else 0
 
 
+def _aws_line(args, jobs):
+    """Everything `batch --aws` checks before a board is touched; a maker of its AwsLine."""
+    import functools
+
+    from upcert.aws.client import Aws
+    from upcert.aws.fleet import load_settings
+    from upcert.factory import batch_aws
+    from upcert.provision_aws import parse_attributes
+
+    for j in jobs:
+        try:
+            parse_attributes(f"{k}={v}" for k, v in j.attributes.items())
+        except UpcertError as e:
+            raise UpcertError(f"{args.manifest}:{j.line}: {str(e).replace('--attr ', 'attribute ')}"
+                              ) from None
+    aws = Aws(region=args.region, profile=args.profile)
+    settings = load_settings(home(), aws.region)
+    local = batch_aws.check_images_ca(aws, args.ca_dir) if any(j.images for j in jobs) else None
+    return functools.partial(batch_aws.AwsLine, aws=aws, home=home(), settings=settings,
+                             local=local)
+
+
 def do_fleet_report(args):
+    with _aws_errors(args):
+        return _do_fleet_report(args)
+
+
+def _do_fleet_report(args):
     from upcert.factory import fleet
 
-    rep = fleet.report(_inventory(args), registry(args.cloud_dir), days=args.days)
+    if args.aws:
+        from upcert.aws.client import Aws
+        from upcert.factory.registry import aws_registry
+
+        reg = aws_registry(Aws(region=args.region, profile=args.profile), home())
+    else:
+        from upcert.factory.registry import fleet_registry
+
+        reg = fleet_registry(args.cloud_dir)
+    rep = fleet.report(_inventory(args), reg, days=args.days)
     if args.png:
         fleet.timeline_png(rep, args.png)
     if args.json:

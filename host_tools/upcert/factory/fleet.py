@@ -6,8 +6,9 @@ onto which board) and the registry (what each thing holds now, after rotations):
 - inactive on boards: a board's current certificate is INACTIVE or REVOKED (it cannot connect);
 - on no board: an ACTIVE certificate that is no board's current one (a leftover to retire).
 
-A board's current certificate is the newest ACTIVE one of its thing in the registry, else the
-one the inventory recorded. Without a registry, the inventory alone (nothing is known of
+The registry is the local stand-in's, or AWS IoT's for a region (`--aws`, factory.registry:
+ListCertificates, DescribeCertificate, ListPrincipalThings). A board's current certificate is
+the newest ACTIVE one of its thing in the registry, else the one the inventory recorded. Without a registry, the inventory alone (nothing is known of
 rotations or status).
 """
 
@@ -54,6 +55,8 @@ def report(inv, registry=None, days=30, now=None):
     return {
         "generated": now.isoformat(timespec="seconds"), "days": days,
         "registry": registry is not None, "boards": boards,
+        "source": None if registry is None else getattr(registry, "source", "local stand-in")
+        + (f" {registry.region}" if getattr(registry, "region", None) else ""),
         "expiring": [b["thing"] for b in boards
                      if b["not_after"] and _ts(b["not_after"]) <= horizon],
         "never_rotated": [b["thing"] for b in boards if not b["rotated"]],
@@ -71,7 +74,8 @@ def print_report(rep, console=None):
     from rich.table import Table
 
     console = console or Console(width=140)
-    t = Table(title=f"fleet: {len(rep['boards'])} boards, horizon {rep['days']} days")
+    t = Table(title=f"fleet: {len(rep['boards'])} boards, horizon {rep['days']} days"
+              + (f", registry: {rep['source']}" if rep.get("source") else ""))
     for col in ("thing", "store", "certificate", "status", "expires", "days left", "rotated"):
         t.add_column(col)
     for b in sorted(rep["boards"], key=lambda b: b["days_left"] if b["days_left"] is not None
