@@ -36,7 +36,6 @@ def rotate_live(home, ca, ca_dir, cloud, tap):
     """A second board with a 10-minute certificate renews it live over Fleet Provisioning."""
     import datetime as dt
 
-    from upcert.cloud.admin import set_certificate_status
     from upcert.cloud.registry import Registry
     from upcert.pki import certs
 
@@ -67,13 +66,16 @@ def rotate_live(home, ca, ca_dir, cloud, tap):
                 lambda m: json.loads(m.payload)["cert_id"] != old, timeout_s=60).payload)
         new = body["cert_id"]
         say(f"telemetry now from certificate {new[:16]} ({body['days_left']} days left)")
-        # AWS's advice: deactivate the old certificate once the device works with the new one
-        # (a rotation job reported SUCCEEDED does this by itself; here the operator does it).
-        set_certificate_status(cloud.state_dir, old, "INACTIVE")
-        states = {r["cert_id"][:16]: r["status"]
-                  for r in Registry(cloud.registry_path).list(thing)
+        # AWS's advice: deactivate the old certificate once the device works with the new one.
+        # The board reports rotation-done once its new identity is proven, and the stand-in
+        # sets the old certificate INACTIVE (as for a rotation job reported SUCCEEDED).
+        reg = Registry(cloud.registry_path)
+        deadline = time.monotonic() + 30
+        while reg.get(old)["status"] != "INACTIVE" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        states = {r["cert_id"][:16]: r["status"] for r in reg.list(thing)
                   if r["cert_id"] in (old, new)}
-        say(f"registry: {states}")
+        say(f"registry: {states} (the old one retired on the board's rotation-done report)")
     finally:
         board.stop()
 
