@@ -211,30 +211,9 @@ def do_soak(args):
 
 # ---- provision ---------------------------------------------------------------------------
 def _checked(args, local_ca):
-    """Every option of `provision` checked before anything is written: (wifi, extra, days)."""
-    from upcert import validate as v
-    from upcert.board.firmware import board_network
+    from upcert.board.provision import check_options
 
-    v.thing_name(args.thing, local_ca=local_ca)
-    if args.endpoint is not None:
-        v.endpoint(args.endpoint)
-    interval = v.telemetry_interval(args.telemetry_interval)
-    days = v.days(args.days)
-    wifi = None
-    if args.wifi_ssid is not None:
-        if args.no_wifi:
-            raise UpcertError("--wifi-ssid and --no-wifi contradict each other: give one")
-        wifi = v.wifi(args.wifi_ssid, os.environ.get("UPCERT_WIFI_PASSWORD", ""))
-    elif not args.no_wifi and board_network(args.board) == "wifi":
-        # Else the board starts, finds no network and loops "Wi-Fi is down and config has no
-        # 'wifi'": refused now, before anything is written.
-        raise UpcertError(
-            f"board {args.board} joins the network over Wi-Fi, and no --wifi-ssid was given: "
-            "give --wifi-ssid NAME (the password in the environment variable "
-            "UPCERT_WIFI_PASSWORD), or --no-wifi when the board is on a network without it "
-            "(the emulated board, or Wi-Fi your own boot.py brings up)")
-    return wifi, {} if interval is None else {"telemetry_interval_s": interval}, days
-
+    return check_options(args, local_ca)
 
 def do_provision(args):
     from upcert.board import provision as p

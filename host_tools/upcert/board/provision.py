@@ -48,6 +48,36 @@ def parse_endpoint(text):
     return host, int(port)
 
 
+def check_options(args, local_ca):
+    """The board options of `provision`, `image build` and `batch` (argparse args: thing,
+    endpoint, telemetry_interval, days, wifi_ssid, no_wifi, board) checked before anything is
+    written: (wifi, extra config, days)."""
+    import os
+
+    from upcert import validate as v
+    from upcert.board.firmware import board_network
+
+    v.thing_name(args.thing, local_ca=local_ca)
+    if args.endpoint is not None:
+        v.endpoint(args.endpoint)
+    interval = v.telemetry_interval(args.telemetry_interval)
+    days = v.days(args.days)
+    wifi = None
+    if args.wifi_ssid is not None:
+        if args.no_wifi:
+            raise UpcertError("--wifi-ssid and --no-wifi contradict each other: give one")
+        wifi = v.wifi(args.wifi_ssid, os.environ.get("UPCERT_WIFI_PASSWORD", ""))
+    elif not args.no_wifi and board_network(args.board) == "wifi":
+        # Else the board starts, finds no network and loops "Wi-Fi is down and config has no
+        # 'wifi'": refused now, before anything is written.
+        raise UpcertError(
+            f"board {args.board} joins the network over Wi-Fi, and no --wifi-ssid was given: "
+            "give --wifi-ssid NAME (the password in the environment variable "
+            "UPCERT_WIFI_PASSWORD), or --no-wifi when the board is on a network without it "
+            "(the emulated board, or Wi-Fi your own boot.py brings up)")
+    return wifi, {} if interval is None else {"telemetry_interval_s": interval}, days
+
+
 def make_config(thing, endpoint, store="fs", extra=None, wifi=None):
     """The device's config.json as a dict. wifi: (ssid, password) or None when the board's
     network comes up by other means (its own boot.py, Ethernet)."""

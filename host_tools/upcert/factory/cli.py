@@ -260,22 +260,9 @@ def _do_fleet_report(args):
 
 
 def _checked(args, local_ca):
-    from upcert import validate as v
-    from upcert.board.firmware import board_network
+    from upcert.board.provision import check_options
 
-    v.thing_name(args.thing, local_ca=local_ca)
-    v.endpoint(args.endpoint)
-    interval = v.telemetry_interval(args.telemetry_interval)
-    days = v.days(args.days)
-    wifi = None
-    if args.wifi_ssid is not None:
-        if args.no_wifi:
-            raise UpcertError("--wifi-ssid and --no-wifi contradict each other: give one")
-        wifi = v.wifi(args.wifi_ssid, os.environ.get("UPCERT_WIFI_PASSWORD", ""))
-    elif not args.no_wifi and board_network(args.board) == "wifi":
-        raise UpcertError(f"board {args.board} joins the network over Wi-Fi and no --wifi-ssid "
-                          "was given: give --wifi-ssid NAME, or --no-wifi")
-    return wifi, {} if interval is None else {"telemetry_interval_s": interval}, days
+    return check_options(args, local_ca)
 
 
 def do_image_build(args):
