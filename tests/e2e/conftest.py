@@ -66,3 +66,18 @@ def telemetry_config(thing, cloud, store="fs", interval_s=2, port=None):
     return prov.make_config(thing, f"localhost:{port or cloud.port}", store,
                             {"telemetry_interval_s": interval_s, "keepalive_s": 30},
                             wifi=("upcert-lab", "test-password"))
+
+
+@pytest.fixture
+def account(monkeypatch, tmp_path, capsys):
+    """A moto AWS account (tests/aws_fakes.py) after `upcert aws setup --create-role`, with
+    $UPCERT_HOME under tmp_path/home."""
+    from upcert import cli
+
+    from tests.aws_fakes import moto_account
+
+    monkeypatch.setenv("UPCERT_WIFI_PASSWORD", "test-password")
+    with moto_account(monkeypatch, tmp_path / "home") as acct:
+        assert cli.main(["aws", "setup", "--create-role"]) == 0
+        capsys.readouterr()
+        yield acct

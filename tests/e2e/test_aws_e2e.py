@@ -12,19 +12,10 @@ import pytest
 from upcert import cli
 from upcert.pki import certs
 
-from tests.aws_fakes import KEY_ID, SECRET, TOKEN, honour_csr, moto_account
+from tests.aws_fakes import KEY_ID, SECRET, TOKEN, honour_csr
 
 # the emulated board's network.WLAN joins any network it is given
 _NET = ("--wifi-ssid", "upcert-lab", "--telemetry-interval", "2")
-
-
-@pytest.fixture
-def account(monkeypatch, tmp_path, capsys):
-    monkeypatch.setenv("UPCERT_WIFI_PASSWORD", "test-password")
-    with moto_account(monkeypatch, tmp_path / "home") as acct:
-        assert cli.main(["aws", "setup", "--create-role"]) == 0
-        capsys.readouterr()
-        yield acct
 
 
 def _standin(tmp_path, cloud, ca):

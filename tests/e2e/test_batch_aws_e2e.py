@@ -9,33 +9,15 @@ import json
 import sqlite3
 
 import boto3
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from upcert import cli
 from upcert.pki import certs
 
-from tests.aws_fakes import KEY_ID, SECRET, TOKEN, honour_csr, moto_account
+from tests.aws_fakes import honour_csr
+from tests.e2e.test_aws_e2e import _run
 from tests.tools import require
 
 TABLE_ROWS = ("fs", "nvs", "partition")
-
-
-@pytest.fixture
-def account(monkeypatch, tmp_path, capsys):
-    monkeypatch.setenv("UPCERT_WIFI_PASSWORD", "test-password")
-    with moto_account(monkeypatch, tmp_path / "home") as acct:
-        assert cli.main(["aws", "setup", "--create-role"]) == 0
-        capsys.readouterr()
-        yield acct
-
-
-def _run(capsys, *argv):
-    rc = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    for secret in (SECRET, TOKEN, KEY_ID):
-        assert secret not in out + err
-    return rc, out, err
 
 
 def _describe(cid):
