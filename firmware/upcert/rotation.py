@@ -354,7 +354,11 @@ class Rotation:
         gc.collect()
         if isinstance(e, MemoryError) or getattr(e, "reason", None) == MEMORY:
             # No diagnose import here: there may be no room for it.
-            why = "out of memory at %s (%d bytes of RAM after a collection)" % (step, self.room())
+            # MicroPython's message names the allocation that failed ("... allocating 612
+            # bytes"): with the free total it tells fragmentation from a full heap.
+            why = "out of memory at %s (%d bytes of RAM after a collection%s)" % (
+                step, self.room(), "; " + e.args[0] if isinstance(e, MemoryError) and e.args
+                else "")
             step = "memory"
             give_up = True
         elif type(e) is str:
