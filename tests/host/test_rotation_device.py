@@ -29,8 +29,10 @@ from tests.tools import ROOT, micropython_cmd, require_plugin_build
 # the connected agent alone needs about 90K. Frozen modules would stay in flash.
 HEAP = os.environ.get("UPCERT_HEAP_ROTATION", "128K")
 # Room for the connected agent and its telemetry but not for a rotation (keygen, CSR, the trial
-# connection's TLS context): 96K-104K all fail at the key or the CSR here (measured 2026-12-02).
-SMALL_HEAP = os.environ.get("UPCERT_HEAP_SMALL", "100K")
+# connection's TLS context): 96K fails at the key or the CSR here, 7 runs of 7; 100K sometimes
+# completes the rotation since the .mpy files lost their line-number tables, and at 92K the
+# harness itself may not fit (measured 2026-12-02).
+SMALL_HEAP = os.environ.get("UPCERT_HEAP_SMALL", "96K")
 NEW_MODULES = ("renew", "fleet", "jobs", "rotation", "rotate")
 # 8 KiB until the non-blocking Jobs exchange, the rollback after a refused reconnect and the
 # discard of a pair staged before a reboot joined them (~1.4 KB); 10 KiB until out-of-memory
@@ -102,6 +104,8 @@ def log(line):
         failed.append(1)
         if len(failed) > 2:
             raise KeyboardInterrupt
+    if line.startswith("upcert: rotation: done"):  # the heap had room after all
+        raise KeyboardInterrupt
 try:
     app.main(board, sys.argv[1] + "/config.json", log)
 except KeyboardInterrupt:
