@@ -13,8 +13,13 @@ $(STAMP) .build/deps/umqtt/simple.py: host_tools/requirements.txt pyproject.toml
 
 setup: $(STAMP) .build/deps/umqtt/simple.py
 
+# The suite in parallel (pytest-xdist): most e2e time is spent waiting on boards and brokers.
+# One worker per core, at most 4 (JOBS=1 runs it in one process).
+JOBS    ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ "$$n" -gt 4 ] && n=4; echo $$n)
+XDIST   := $(if $(filter-out 1,$(JOBS)),-n $(JOBS) --dist worksteal)
+
 test: setup lint layout mpy
-	$(PYTEST) -q -ra tests
+	$(PYTEST) -q -ra $(XDIST) tests
 
 test-device: setup
 	$(PYTEST) -q tests/device
