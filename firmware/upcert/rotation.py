@@ -350,29 +350,43 @@ class Rotation:
         """Step failed with exception e (or a str): log why, set the backoff; a job or a command
         gives up after _TRIES failures or at once (give_up, or out of memory: state
         failed:memory); the job is then reported FAILED (now when client is connected, else at
-        the next service())."""
+        the next service()). State, backoff and report do not depend on saying why: at the edge
+        of the heap that may run out of memory too (the reason is then "out of memory")."""
         gc.collect()
-        if isinstance(e, MemoryError) or getattr(e, "reason", None) == MEMORY:
-            # No diagnose import here: there may be no room for it.
-            # MicroPython's message names the allocation that failed ("... allocating 612
-            # bytes"): with the free total it tells fragmentation from a full heap.
-            why = "out of memory at %s (%d bytes of RAM after a collection%s)" % (
-                step, self.room(), "; " + e.args[0] if isinstance(e, MemoryError) and e.args
-                else "")
+        mem = isinstance(e, MemoryError) or getattr(e, "reason", None) == MEMORY
+        at = step
+        if mem:
             step = "memory"
             give_up = True
-        elif type(e) is str:
-            why = e
-        else:
-            from upcert import diagnose  # loaded on a failure only
-
-            why = diagnose.explain(e, self.config["endpoint"], self.config["port"])
+        # First what must hold even if the rest runs out of memory: a failed rotation that
+        # retried at once would reconnect to the broker in a loop.
         self.state = "failed:" + step
         self._backoff_s, d = backoff(self._backoff_s, _FIRST_S, _MAX_S)
         d //= 1000
         self._retry_at = self.clock.now() + d
-        self.say("failed at %s: %s; retry in %d s" % (step, why, d))
         self.tries += 1
+        why = "out of memory"
+        try:
+            if mem:
+                # No diagnose import here: there may be no room for it. MicroPython's message
+                # names the allocation that failed ("... allocating 612 bytes"): with the free
+                # total it tells fragmentation from a full heap.
+                why = "out of memory at %s (%d bytes of RAM after a collection%s)" % (
+                    at, self.room(), "; " + e.args[0]
+                    if isinstance(e, MemoryError) and e.args else "")
+            elif type(e) is str:
+                why = e
+            else:
+                from upcert import diagnose  # loaded on a failure only
+
+                why = diagnose.explain(e, self.config["endpoint"], self.config["port"])
+            self.say("failed at %s: %s; retry in %d s" % (step, why, d))
+        except MemoryError:
+            gc.collect()
+            try:
+                self.say("failed at %s: %s; retry in %d s" % (step, why, d))
+            except MemoryError:
+                pass  # the state and the backoff above stand
         if (self.want or self.job) and (give_up or self.tries >= _TRIES):
             if self.want:
                 self.say("%s given up after %d tries" % (self.want, self.tries))

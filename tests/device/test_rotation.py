@@ -377,3 +377,41 @@ def test_rotation_without_a_job_reports_the_old_certificate_for_retirement():
     eq(len(ids["oldCertificateId"]) == len(ids["newCertificateId"]) == 64, True, "ids")
     r.service()
     eq(len(r.aws.published("things/dev1/rotation")), 1, "once")
+
+
+def test_out_of_memory_while_saying_why_still_backs_off_and_reports():
+    # At the edge of the heap the failure's own line may not fit either (its text needs RAM):
+    # the state, the backoff and the job's report must not hang on it, else the rotation would
+    # start again at once, and again, each time over the broker.
+    r = Rig()
+    r.aws.add_job("j-edge", {"operation": "rotate-certificate"}, status="IN_PROGRESS")
+    r.rot.job = ("j-edge", 1)
+    r.rot.request("job j-edge")
+    undo = _out_of_memory_at(r, "csr")
+    room = r.rot.room
+    calls = []
+
+    def no_room():
+        calls.append(1)
+        if len(calls) > 1:  # the start line has its figure; the failure's line does not
+            raise MemoryError()
+        return room()
+
+    r.rot.room = no_room
+    eq(r.service(), False, "failed inside service(), nothing raised out of it")
+    eq(r.rot.state, "failed:memory", "state")
+    line = [x for x in r.lines if x.startswith(P + "failed at ")][-1]
+    true(line.startswith(P + "failed at memory: out of memory; retry in "), line)
+    s = int(line.rsplit(" ", 2)[1])
+    true(60 <= s <= 75, "backoff %d s" % s)
+    starts = len([x for x in r.lines if x.startswith(P + "start (")])
+    eq(r.service(), False, "backing off")
+    eq(len([x for x in r.lines if x.startswith(P + "start (")]), starts, "no second start")
+    j = r.aws.job("j-edge")
+    eq((j["status"], j["details"]["step"], j["details"]["reason"]),
+       ("FAILED", "memory", "out of memory"), "job reported")
+    eq((r.store.certificate(), r.store.staged()), (r.old, None), "old identity kept")
+    undo()
+    r.rot.room = room
+    r.clock.t += 3600
+    eq(r.service(), "new", "with room again, the due rotation commits")
