@@ -284,9 +284,9 @@ class Rotation:
         # Steps 1-2 before the rest is loaded (p256 and csr are the biggest part): [CSR PEM,
         # key DER, public point], or None after a failure.
         self.state = "in-progress"
-        self.say("start (%s; %d bytes of RAM)" % (why, self.room()))
         step = "key"
         try:
+            self.say("start (%s; %d bytes of RAM)" % (why, self.room()))  # (it needs RAM too)
             from upcert import csr
 
             new_key = getattr(self.store, "new_key", None)
