@@ -90,20 +90,29 @@ def mpy_cross_version():
 LEAN = ("-X", "no-source-lines")
 
 
+def source_name(src):
+    """The file name a device traceback shows for src: the module's dotted name (upcert.fleet),
+    which importing it interns anyway, not one more string per module ("fleet.py") in the
+    board's RAM for good (25 of them in a rotation cycle tipped it into a sixth qstr pool)."""
+    p = Path(src)
+    return p.parent.name if p.stem == "__init__" else f"{p.parent.name}.{p.stem}"
+
+
 def compile_mpy(src, out_dir=None, flags=()):
     """Compile one .py to .mpy (cached by content hash and flags); return the .mpy bytes.
     flags: extra mpy-cross options, e.g. ("-b", "5") for an older .mpy version (mpy_flags);
     without "-b", LEAN's too."""
     flags = tuple(flags) if "-b" in flags else LEAN + tuple(flags)
     data = Path(src).read_bytes()
-    digest = hashlib.sha256(data + repr(tuple(flags)).encode() * bool(flags)).hexdigest()[:16]
+    digest = hashlib.sha256(data + repr(tuple(flags)).encode() * bool(flags)
+                            + source_name(src).encode()).hexdigest()[:16]
     out_dir = Path(out_dir or BUILD / "mpy")
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"{Path(src).stem}-{digest}.mpy"
     if not out.exists():
         tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp")  # parallel compiles never clash
         proc = subprocess.run(
-            [mpy_cross(), *flags, "-o", str(tmp), "-s", Path(src).name, str(src)],
+            [mpy_cross(), *flags, "-o", str(tmp), "-s", source_name(src), str(src)],
             capture_output=True, text=True,
         )
         if proc.returncode:
