@@ -16,9 +16,10 @@ from upcert.errors import CHECK, RotationError
 def run(rot, client, cert, k):
     """Steps 3-8 of a rotation for rot (upcert.rotation.Rotation, read only) over the agent's
     connected client; cert: the identity in use (cert_id(), not_after, issuer_cn); k: [CSR PEM,
-    new key DER, its public point] (emptied as the steps use them). Returns (None, (new id,
-    not_after), connect) once the new identity is committed, client connected with it (connect:
-    the trial's, for later reconnections), or (step, exception, id) after a failed step, the
+    new key DER, its public point, the trust anchors (DER list)] (emptied as the steps use
+    them). Returns (None, (new id, not_after), connect) once the new identity is committed,
+    client connected with it (connect: the trial's, for later reconnections), or (step,
+    exception, id) after a failed step, the
     staged pair discarded (its key erased; from the trial on, client is closed), id: the
     certificate AWS issued for it, if any (to be retired: it must not stay usable). The caller
     (Rotation) owns every decision that follows."""
@@ -42,7 +43,8 @@ def run(rot, client, cert, k):
         # Checks before RegisterThing: a certificate we refuse stays PENDING_ACTIVATION, never
         # active, and AWS deletes it when the ownership token expires.
         step = "check"
-        roots = rot.roots() if rot.roots else ()
+        roots = k[3]
+        k[3] = None
         nid, na, new, name, how, sig = _checked(cpem, k[2], cert, rot.clock, roots)
         cpem = None
         drop("certlean", "sigalgs")  # before p256 comes in: the heap holds one of them at a time

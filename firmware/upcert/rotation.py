@@ -282,11 +282,14 @@ class Rotation:
 
     def _newkey(self, client, why):
         # Steps 1-2 before the rest is loaded (p256 and csr are the biggest part): [CSR PEM,
-        # key DER, public point], or None after a failure.
+        # key DER, public point, trust anchors], or None after a failure.
         self.state = "in-progress"
         step = "key"
         try:
             self.say("start (%s; %d bytes of RAM)" % (why, self.room()))  # (it needs RAM too)
+            # The trust anchors first, while the heap is whole: the check and the trial need
+            # each in one piece, and after the key and the CSR the free RAM is in small holes.
+            roots = self.roots() if self.roots else ()
             from upcert import csr
 
             new_key = getattr(self.store, "new_key", None)
@@ -303,7 +306,7 @@ class Rotation:
             pem = csr.pem(csr.build(key, [("CN", t)] + list(self.config["fleet"]["subject"])))
             self.say("CSR for CN=%s (%d bytes)" % (t, len(pem)))
             # run() frees items as it goes; the chip's key is staged by its reference
-            return [pem, ref or key.private_der(), key.public_point()]
+            return [pem, ref or key.private_der(), key.public_point(), roots]
         except Exception as e:
             self.fail(client, step, e)
         finally:

@@ -261,10 +261,13 @@ def _out_of_memory_at(r, step):
 
         c.publish = publish
         return lambda: delattr(c, "publish")
-    if step == "check":
-        roots = r.rot.roots
-        r.rot.roots = lambda: _NoRoom().load()
-        return lambda: setattr(r.rot, "roots", roots)
+    if step == "check":  # the trust anchors are read at the key step, the time here
+
+        def require_trusted():
+            raise MemoryError()
+
+        r.clock.require_trusted = require_trusted
+        return lambda: delattr(r.clock, "require_trusted")
     if step in ("stage", "commit"):
         r.store.fail, r.store.exc = step, MemoryError
         return lambda: setattr(r.store, "fail", None)
