@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "host_tools")]
 
+from upcert.board.firmware import compile_mpy  # noqa: E402
 from upcert.cloud.standin import Cloud  # noqa: E402
 from upcert.pki.ca import LocalCa  # noqa: E402
 
@@ -32,13 +33,14 @@ from bench import interp  # noqa: E402
 from tests.host.test_rotation_device import make_device, mpy_lib  # noqa: E402
 from tests.tools import micropython_cmd  # noqa: E402
 
-# The board: the ESP32 board definition a device runs (boards/esp32_generic/board.py: its code
-# takes ~3.9 KB of a 32-bit heap, which a bench-only board of a few lines would leave out), here
-# with the real clock and the real fs store (A/B slots) over the device folder. Its one
-# hardware module on this path, `network` (C on the ESP32), is the stand-in below: a station
-# already connected (the config has no 'wifi'); it costs ~0.4 KB of heap that a device does not
-# spend. `esp32` is absent, so heap_room() is gc.mem_free(), as on a heap that cannot grow.
-BOARD = (ROOT / "boards" / "esp32_generic" / "board.py").read_text()
+# The board: the ESP32 board definition a device runs (boards/esp32_generic/board.py as .mpy, as
+# `upcert provision` installs it: ~3.9 KB of a 32-bit heap, which a bench-only board of a few
+# lines would leave out), here with the real clock and the real fs store (A/B slots) over the
+# device folder. Its one hardware module on this path, `network` (C on the ESP32), is the
+# stand-in below: a station already connected (the config has no 'wifi'); it costs ~0.4 KB of
+# heap that a device does not spend. `esp32` is absent, so heap_room() is gc.mem_free(), as on a
+# heap that cannot grow.
+BOARD = ROOT / "boards" / "esp32_generic" / "board.py"
 NETWORK = r"""
 STA_IF = 0
 STAT_IDLE = 1000
@@ -120,7 +122,8 @@ def run(folder, cloud, lib, n, heap, profile=False):
     tests.tools.micropython_cmd's: $UPCERT_MICROPYTHON (interp.select) or the .venv's."""
     dev = folder / f"dev{n}"
     make_device(dev, cloud, f"heap-bench-{n}", left_days=20)
-    (dev / "board.py").write_text(BOARD)
+    (dev / "board.py").unlink()  # make_device's, for the tests
+    (dev / "board.mpy").write_bytes(compile_mpy(BOARD, folder / "cache"))
     (dev / "network.py").write_text(NETWORK)
     (dev / "run.py").write_text(PROFILE if profile else SCRIPT)
     env = {"MICROPYPATH": f"{dev}:{lib}", "PATH": "/usr/bin:/bin"}

@@ -1,5 +1,5 @@
 # Board definition for a generic ESP32 running stock MicroPython: the only device code that
-# constructs hardware (Wi-Fi, NVS, NTP). Copied to the board's /lib/board.py.
+# constructs hardware (Wi-Fi, NVS, NTP). Installed as the board's /lib/board.mpy.
 import time
 
 from micropython import const

@@ -5,7 +5,7 @@ station writes a board in one pass (esptool) instead of a REPL session.
   CSV by esp-idf-defs (PyPI; ESP-IDF's gen_esp32part CSV rules and binary format, packaged);
 - vfs.bin: a littlefs v2 image of the `vfs` partition (block size 4096, as MicroPython's ESP32
   port mounts it) with the device package as provision installs it (.mpy), boot.py, main.py,
-  /lib/board.py, /upcert.d/config.json, /upcert.d/roots.der and, for store fs, the credentials;
+  /lib/board.mpy, /upcert.d/config.json, /upcert.d/roots.der and, for store fs, the credentials;
 - nvs.bin (store nvs): the `nvs` partition made by Espressif's esp-idf-nvs-partition-gen,
   namespace `upcert`, blobs `cert` and `key` (firmware/upcert/store_nvs.py's slot A);
 - upcert.bin (store partition): the `upcert` data partition with one committed record in slot A
