@@ -76,7 +76,8 @@ def _batch(account, boards, cloud, ca, tmp_path, capsys, settings, path):
     assert rc == 1, err
     res = {r["thing"]: r for r in json.loads(out)}
     assert {r["result"] for r in res.values()} == {"failed"}, res
-    assert all("another public key than the board's CSR" in r["detail"] for r in res.values()), res
+    assert all("another public key than the board's CSR" in r["detail"] for r in res.values()), {
+        t: r["detail"] for t, r in res.items()}
     assert [c["certificateId"] for c in iot.list_certificates()["certificates"]] == [claim]
     inv = open_inventory(inv_path)
     first = {r["thing"]: r for r in inv.rows()}

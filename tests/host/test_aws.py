@@ -273,3 +273,31 @@ def test_amazon_roots_checked_by_fingerprint():
         roots.amazon_roots(one + fake.public_bytes(serialization.Encoding.PEM))
     with pytest.raises(awsclient.AwsError, match="Amazon Root CA 3: .*lacks it"):
         roots.amazon_roots(one)
+
+
+def test_thing_type_and_group_made_by_another_board_meanwhile(account):
+    # Boards of one batch share a thing type and group: another board's thread may create them
+    # between this one's describe and create. Here describe says "not found" once, after the
+    # other board made them: the create is refused (ResourceAlreadyExists), and the thing is
+    # still made, typed and grouped.
+    a = aws()
+    iot = a.iot
+    iot.create_thing_type(thingTypeName="sensor")
+    iot.create_thing_group(thingGroupName="line-a")
+    real = {n: getattr(iot, n) for n in ("describe_thing_type", "describe_thing_group")}
+
+    def not_yet(name):
+        def call(**kw):
+            setattr(iot, name, real[name])  # once
+            raise iot.exceptions.ResourceNotFoundException(
+                {"Error": {"Code": "ResourceNotFoundException", "Message": "not yet"}}, name)
+        return call
+
+    for name in real:
+        setattr(iot, name, not_yet(name))
+    done = identity.ensure_thing(a, "dev-race", "sensor", "line-a", {"line": "a"})
+    # (moto refuses a second CreateThingGroup, but answers a second CreateThingType as created)
+    assert "thing dev-race created" in done and "thing group line-a created" not in done, done
+    assert iot.describe_thing(thingName="dev-race")["thingTypeName"] == "sensor"
+    groups = iot.list_thing_groups_for_thing(thingName="dev-race")["thingGroups"]
+    assert [g["groupName"] for g in groups] == ["line-a"]

@@ -90,6 +90,18 @@ def retire(aws, certificate_id):
         iot.delete_certificate(certificateId=certificate_id)
 
 
+def _create(call, iot, **kw):
+    """True when call(**kw) created the resource; False when it exists after all: boards of one
+    batch share a thing type and group, and another board's thread (or another station) may
+    create it between our describe and our create, and the create is then refused
+    (ResourceAlreadyExists: AWS's answer for a name taken; moto's for a thing group)."""
+    try:
+        call(**kw)
+        return True
+    except iot.exceptions.ResourceAlreadyExistsException:
+        return False
+
+
 def ensure_thing(aws, name, thing_type=None, group=None, attributes=None):
     """Create the thing (or update its type and attributes), and put it in the group; what was
     done, as text."""
@@ -101,8 +113,8 @@ def ensure_thing(aws, name, thing_type=None, group=None, attributes=None):
             try:
                 iot.describe_thing_type(thingTypeName=thing_type)
             except iot.exceptions.ResourceNotFoundException:
-                iot.create_thing_type(thingTypeName=thing_type)
-                done.append(f"thing type {thing_type} created")
+                if _create(iot.create_thing_type, iot, thingTypeName=thing_type):
+                    done.append(f"thing type {thing_type} created")
         try:
             have = iot.describe_thing(thingName=name)
         except iot.exceptions.ResourceNotFoundException:
@@ -127,8 +139,8 @@ def ensure_thing(aws, name, thing_type=None, group=None, attributes=None):
             try:
                 iot.describe_thing_group(thingGroupName=group)
             except iot.exceptions.ResourceNotFoundException:
-                iot.create_thing_group(thingGroupName=group)
-                done.append(f"thing group {group} created")
+                if _create(iot.create_thing_group, iot, thingGroupName=group):
+                    done.append(f"thing group {group} created")
             iot.add_thing_to_thing_group(thingGroupName=group, thingName=name)
     return done
 
