@@ -15,6 +15,7 @@ Run: .venv/bin/python bench/bench_rotation_heap.py [--micropython PATH] [--runs 
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -126,8 +127,12 @@ def run(folder, cloud, lib, n, heap, profile=False):
     (dev / "board.mpy").write_bytes(compile_mpy(BOARD, folder / "cache"))
     (dev / "network.py").write_text(NETWORK)
     (dev / "run.py").write_text(PROFILE if profile else SCRIPT)
-    env = {"MICROPYPATH": f"{dev}:{lib}", "PATH": "/usr/bin:/bin"}
-    args = micropython_cmd(heap) + [str(dev / "run.py"), str(dev)] + ([str(lib)] if profile else [])
+    # Paths as short as a board's: MicroPython interns each imported module's path (__file__),
+    # "/lib/upcert/agent.mpy" on a board; "../lib/upcert/agent.mpy" here, not the 17 characters
+    # longer temporary folder's.
+    rel = os.path.relpath(lib, dev)
+    env = {"MICROPYPATH": f".:{rel}", "PATH": "/usr/bin:/bin"}
+    args = micropython_cmd(heap) + ["run.py", "."] + ([rel] if profile else [])
     try:
         proc = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env, cwd=dev)
     except subprocess.TimeoutExpired as e:

@@ -259,7 +259,7 @@ class Agent:
             m["rotation"] = self.rot.state  # idle, due, in-progress, failed:<step>, done
             m["renew_due"] = self.rot.due_iso()
         elif self.rot is False:
-            m["rotation"] = "off"  # app.py: no RAM left for it
+            m["rotation"] = "off"  # start.py: no RAM left for it
         q.append((self.seq, json.dumps(m)))
 
     def _report(self):

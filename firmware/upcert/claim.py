@@ -3,7 +3,7 @@
 # config's "claim" object) makes its own P-256 key (in the ATECC608 with that store) and CSR at
 # first boot, connects with the claim identity, gets its certificate (CreateCertificateFromCsr)
 # and its thing (RegisterThing with the claim template), writes the pair through its store,
-# connects once with it, and only then erases the claim. app.py loads this module while the
+# connects once with it, and only then erases the claim. start.py loads this module while the
 # claim is on the flash, before anything else connects, and drops it after.
 #
 # A power cut loses nothing: until the board's own identity has connected, the claim stays. The
@@ -58,8 +58,8 @@ def settings(config):
 
 def run(config, store, clock, make, roots, log):
     """Claim the board's own identity, or prove the one a cut claim left; then erase the
-    claim. make(cert, key, roots) -> connect(host, port) for the board's own identity (app's
-    _connector). Raises ConnectError (the caller retries with backoff) for a network failure,
+    claim. make(cert, key, roots) -> connect(host, port) for the board's own identity
+    (app.connector). Raises ConnectError (the caller retries with backoff) for a network failure,
     an AWS rejection or a refused certificate; StoreError/ConfigError when a person must act."""
     if not pending():
         return

@@ -85,7 +85,7 @@ def validate(cfg, path=PATH):
     # "alpn" (RFC 7301): protocols offered in the TLS handshake; AWS IoT serves MQTT on port
     # 443 only to clients that offer x-amzn-mqtt-ca, so that is the default there. "tls": which
     # TLS client connects: "builtin" (the port's tls module), "upcert" (tls12.py), or "auto"
-    # (upcert's when the key stays in a secure element or ALPN is asked for; app._connector).
+    # (upcert's when the key stays in a secure element or ALPN is asked for; app.connector).
     v = c.setdefault("alpn", ["x-amzn-mqtt-ca"] if c["port"] == 443 else [])
     if (type(v) is not list or [n for n in v if not _text(n, 255)]
             or c.setdefault("tls", "auto") not in ("auto", "builtin", "upcert")):

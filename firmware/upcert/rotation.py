@@ -1,6 +1,7 @@
 # Certificate rotation, the part that stays in RAM: state, renewal decision, Jobs events and a
 # non-blocking start-next, backoff, job reports, rollback when the broker refuses a committed
-# identity; the work (rotate, jobs, fleet, p256, csr) is loaded only meanwhile. Logs "upcert:
+# identity; the work (newkey, rotate, jobs, fleet, p256, csr; resume at start-up) is loaded
+# only meanwhile. Logs "upcert:
 # rotation: ...". A pair staged before a reboot is discarded at start-up, key erased, and its
 # certificate reported for retirement: its checks and job were in RAM, and a rotation still due
 # starts again. The post-commit watch is in RAM too:
@@ -33,7 +34,7 @@ _LOST = const("lost")  # service(): the link was closed for a trial that failed
 # and they keep the device offline only ~10 s before it falls back to the identity that worked.
 _REFUSALS = const(3)
 # Dropped after use (store_slots: the writing half of the slot stores).
-_WORK = ("rotate", "jobs", "fleet", "csr", "p256", "derw", "certlean", "sigalgs", "der",
+_WORK = ("newkey", "rotate", "jobs", "fleet", "csr", "p256", "derw", "certlean", "sigalgs", "der",
          "store_journal")
 
 
@@ -84,29 +85,14 @@ class Rotation:
         """At start-up: discard a pair staged before a reboot (erasing its key), logged, its
         certificate queued for the retirement report (abandoned, step "reboot"); and
         when the active identity was committed but not proven before the reboot, watch it again:
-        the broker refusing it rolls back (the store's journal says so)."""
-        from binascii import hexlify
-        from hashlib import sha256
+        the broker refusing it rolls back (the store's journal says so). resume.py does it."""
+        from upcert import resume
 
-        m = "staged pair from before the reboot discarded"
         try:
-            prev = self.store.staged()  # (not describe(): a secure element's talks to the chip)
-            if prev:
-                # RegisterThing may have activated its certificate before the reboot: reported
-                # for retirement at the first service(), as a failed rotation's is.
-                self.abandoned.append((hexlify(sha256(prev[0]).digest()).decode(), "reboot"))
-                self.store.discard()
-                self.say(m)
-            prev = self.store.trial()
-            if prev:
-                self.old = hexlify(sha256(prev).digest()).decode()  # its certificateId
-                self.say("identity committed before the reboot not proven yet: rollback to %s if"
-                         " the broker refuses it" % self.old[:16])
-        except Exception as e:  # StoreError, OSError: the next stage() overwrites it anyway
-            from upcert import diagnose  # loaded on a failure only
-
-            self.say("%s: failed: %s" % (m, diagnose.explain(e)))
-        drop(*_WORK)
+            self.abandoned, self.old = resume.found(self.store, self.say)
+        finally:
+            resume = None
+            drop("resume", *_WORK)
 
     def attach(self, client):
         """After every connect: subscribe to notify-next and to start-next's replies (AWS
@@ -281,37 +267,21 @@ class Rotation:
             )
 
     def _newkey(self, client, why):
-        # Steps 1-2 before the rest is loaded (p256 and csr are the biggest part): [CSR PEM,
-        # key DER, public point, trust anchors], or None after a failure.
+        # Steps 1-2 (newkey.py) before the rest is loaded (p256 and csr are the biggest part):
+        # [CSR PEM, key DER, public point, trust anchors], or None after a failure.
         self.state = "in-progress"
-        step = "key"
         try:
-            self.say("start (%s; %d bytes of RAM)" % (why, self.room()))  # (it needs RAM too)
-            # The trust anchors first, while the heap is whole: the check and the trial need
-            # each in one piece, and after the key and the CSR the free RAM is in small holes.
-            roots = self.roots() if self.roots else ()
-            from upcert import csr
+            from upcert import newkey
 
-            new_key = getattr(self.store, "new_key", None)
-            if new_key:  # a secure element: the key made in a spare slot, never leaves it
-                key, ref = new_key()
-            else:
-                from upcert import p256
-
-                key = p256.generate()
-                ref = None
-            self.say("new P-256 key")  # in the chip for the atecc608 store (its describe())
-            step = "csr"
-            t = self.config["thing"]
-            pem = csr.pem(csr.build(key, [("CN", t)] + list(self.config["fleet"]["subject"])))
-            self.say("CSR for CN=%s (%d bytes)" % (t, len(pem)))
-            # run() frees items as it goes; the chip's key is staged by its reference
-            return [pem, ref or key.private_der(), key.public_point(), roots]
-        except Exception as e:
-            self.fail(client, step, e)
+            step, k = newkey.make(self, why)
+        except MemoryError as e:  # newkey itself did not load
+            step, k = "key", e
         finally:
-            key = csr = p256 = new_key = None
+            newkey = None
             drop(*_WORK)
+        if not step:
+            return k
+        self.fail(client, step, k)
 
     def refused(self, e, why):
         """The agent's connect failed with e (why: its diagnosis). After a commit, until the

@@ -32,7 +32,7 @@ _PARTS = ("tls12hs", "chain", "certlean", "der", "tls12kx", "sigs", "rsa", "sha5
 
 
 def connector(config, store, clock, cert, key, roots, chip):
-    """connect(host, port) with this client for the agent (app._connector): the chip's signer
+    """connect(host, port) with this client for the agent (app.connector): the chip's signer
     (key None: the active identity; else a key reference, e.g. a staged one), else the key's
     scalar (key_scalar: a p256.Key is made for each handshake only), ALPN from
     config["alpn"]."""
