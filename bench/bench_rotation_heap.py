@@ -26,9 +26,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "host_tools")]
 
+from upcert.aws.roots import amazon_roots  # noqa: E402
 from upcert.board.firmware import compile_mpy  # noqa: E402
 from upcert.cloud.standin import Cloud  # noqa: E402
 from upcert.pki.ca import LocalCa  # noqa: E402
+from upcert.pki.certs import cert_to_der  # noqa: E402
 
 from bench import interp  # noqa: E402
 from tests.host.test_rotation_device import make_device, mpy_lib  # noqa: E402
@@ -123,6 +125,11 @@ def run(folder, cloud, lib, n, heap, profile=False):
     tests.tools.micropython_cmd's: $UPCERT_MICROPYTHON (interp.select) or the .venv's."""
     dev = folder / f"dev{n}"
     make_device(dev, cloud, f"heap-bench-{n}", left_days=20)
+    # The trust anchors of a board on AWS IoT with its own CA: Amazon Root CA 1 and 3 (the
+    # server's chain; `upcert provision` pins them) and the CA that issues its certificates
+    # (1.8 KB; the stand-in's CA alone is 0.5 KB). A rotation holds them from its start.
+    (dev / "roots.der").write_bytes(b"".join(cert_to_der(c) for c in amazon_roots())
+                                    + cert_to_der(cloud.ca.certificate))
     (dev / "board.py").unlink()  # make_device's, for the tests
     (dev / "board.mpy").write_bytes(compile_mpy(BOARD, folder / "cache"))
     (dev / "network.py").write_text(NETWORK)

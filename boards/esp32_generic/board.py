@@ -1,16 +1,15 @@
-# Board definition for a generic ESP32 running stock MicroPython: the only device code that
-# constructs hardware (Wi-Fi, NVS, NTP). Installed as the board's /lib/board.mpy.
+# Board definition for a generic ESP32 running stock MicroPython: Wi-Fi, NTP, the ATECC608's bus
+# pins; the credential store a config names is made by upcert.store.make (esp32.NVS,
+# esp32.Partition through the store's own module). Installed as the board's /lib/board.mpy.
 import time
 
 from micropython import const
-from upcert.errors import ConfigError, ConnectError, StoreError
+from upcert.errors import ConnectError
 
 NAME = "esp32-generic"
 # How the board reaches the network: "wifi" (the config needs 'wifi', so `upcert provision`
 # refuses without --wifi-ssid or --no-wifi) or "own" (Ethernet, or a network it brings up itself).
 NETWORK = "wifi"
-_STORES = ("fs", "nvs", "partition", "esp_secure_cert", "atecc608")
-_TYPE_SECURE_CERT = 0x3F  # esp_secure_cert_mgr: ESP_SECURE_CERT_TLV_PARTITION_TYPE
 
 
 def network_up(config, timeout_ms=20000):
@@ -108,20 +107,6 @@ def clock():
     return Clock(sync_fn=_ntp_sync)
 
 
-def _partition(label, types):
-    """The flash partition labelled `label` of one of `types`; StoreError when the table lacks it."""
-    import esp32
-
-    for t in types:
-        found = esp32.Partition.find(t, label=label)
-        if found:
-            return found[0]
-    raise StoreError(
-        "no partition labelled %r in this board's partition table: flash the custom table "
-        "boards/esp32_generic/partitions.csv (see its header), or use store fs or nvs" % label
-    )
-
-
 def atecc(st):
     """The ATECC608 driver for store settings `st`: I2C(0) at 100 kHz (the wake pulse needs
     <= 100 kHz) on sda/scl, default GPIO16/GPIO17 and address 0x60 as on the ESP32-WROOM-32SE
@@ -134,42 +119,8 @@ def atecc(st):
 
 
 def store(config):
-    """The credential store named by config['store']['kind']: 'fs' (root), 'nvs' (namespace),
-    'partition' (label, default 'upcert'), 'esp_secure_cert' (label; read-only) or 'atecc608'
-    (address, slot, spares, sda, scl, cert 'fs'|'slot8'; the key stays in the chip)."""
-    st = config.get("store") or {"kind": "fs"}
-    kind = st.get("kind", "fs")
-    if kind == "fs":
-        from upcert.store_fs import FsStore
+    """The credential store config['store'] names (upcert.store.make: fs, nvs, partition,
+    esp_secure_cert, atecc608), the ATECC608 on this board's bus (atecc)."""
+    from upcert.store import make
 
-        return FsStore(st.get("root", "/upcert.d"))
-    if kind == "nvs":
-        import esp32
-        from upcert.store_nvs import NvsStore
-
-        ns = st.get("namespace", "upcert")
-        return NvsStore(esp32.NVS(ns), ns)
-    if kind == "partition":
-        import esp32
-        from upcert.store_part import PartitionStore
-
-        label = st.get("label", "upcert")
-        return PartitionStore(_partition(label, (esp32.Partition.TYPE_DATA,)), label)
-    if kind == "esp_secure_cert":
-        import esp32
-        from upcert.store_part import SecureCertStore
-
-        label = st.get("label", "esp_secure_cert")
-        types = (_TYPE_SECURE_CERT, esp32.Partition.TYPE_DATA)
-        return SecureCertStore(_partition(label, types), label)
-    if kind == "atecc608":
-        from upcert.store_atecc import AteccStore
-
-        return AteccStore(
-            atecc(st),
-            st.get("slot", 0),
-            st.get("spares", (2, 3, 4)),
-            st.get("root", "/upcert.d"),
-            st.get("cert", "fs"),
-        )
-    raise ConfigError("config: store kind %r unknown: use one of %s" % (kind, ", ".join(_STORES)))
+    return make(config, atecc)

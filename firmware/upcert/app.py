@@ -26,10 +26,12 @@ def main(board, config_path="/upcert.d/config.json", log=print, sleep_ms=time.sl
 
 
 def _start(board, config_path, log, sleep_ms):
+    import sys
+
     from upcert import start
 
     try:
-        return start.agent(board, config_path, log, sleep_ms)
+        return start.agent(board, config_path, log, sleep_ms, sys.modules[__name__])
     finally:
         start = None
         drop("start")

@@ -16,11 +16,11 @@ _INT = const(0x02)
 _BITS = const(0x03)
 _OCTETS = const(0x04)
 _OID = const(0x06)
-_CN = b"U\x04\x03"  # id-at-commonName 2.5.4.3
-_SKI = b"U\x1d\x0e"  # id-ce-subjectKeyIdentifier 2.5.29.14 (RFC 5280 §4.2.1.2)
-_AKI = b"U\x1d#"  # id-ce-authorityKeyIdentifier 2.5.29.35 (RFC 5280 §4.2.1.1)
-_EC = b"*\x86H\xce=\x02\x01"  # id-ecPublicKey 1.2.840.10045.2.1 (RFC 5480 §2.1.1)
-_PKCS1 = b"*\x86H\x86\xf7\r\x01\x01"  # .1 rsaEncryption, .10 RSASSA-PSS (RFC 4055)
+_CN = const(b"U\x04\x03")  # id-at-commonName 2.5.4.3
+_SKI = const(b"U\x1d\x0e")  # id-ce-subjectKeyIdentifier 2.5.29.14 (RFC 5280 §4.2.1.2)
+_AKI = const(b"U\x1d#")  # id-ce-authorityKeyIdentifier 2.5.29.35 (RFC 5280 §4.2.1.1)
+_EC = const(b"*\x86H\xce=\x02\x01")  # id-ecPublicKey 1.2.840.10045.2.1 (RFC 5480 §2.1.1)
+_PKCS1 = const(b"*\x86H\x86\xf7\r\x01\x01")  # .1 rsaEncryption, .10 RSASSA-PSS (RFC 4055)
 # Named curves (RFC 5480 §2.1.1.1), OID content octets -> bits: P-256, P-384, P-521.
 _CURVES = {b"*\x86H\xce=\x03\x01\x07": 256, b"+\x81\x04\x00\x22": 384, b"+\x81\x04\x00\x23": 521}
 

@@ -21,12 +21,12 @@ _INTS = const((
 ))
 # "renew" (renew.py): key, default, min, max. 30 days: Device Defender's
 # DEVICE_CERTIFICATE_EXPIRING_CHECK default; days or fraction 0 turns that rule off.
-_RENEW = (
+_RENEW = const((
     ("days", 30, 0, 3650),
     ("fraction", 0.2, 0, 0.9),
     ("jitter_s", 3600, 0, 604800),
-)
-_SUBJECT = ("O", "OU", "C", "ST", "L", "serialNumber")  # CN is always the thing name
+))
+_SUBJECT = const(("O", "OU", "C", "ST", "L", "serialNumber"))  # CN is always the thing name
 _TEMPLATE = const("upcert-rotation")  # AWS provisioning template names: [0-9A-Za-z_-], <= 36 chars
 
 

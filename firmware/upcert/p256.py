@@ -23,7 +23,7 @@ N = _N  # the group order, public for callers that range-check scalars
 # DER of AlgorithmIdentifier {id-ecPublicKey, prime256v1} (RFC 5480 §2.1.1), shared with csr.py.
 EC_ALG = b"\x30\x13\x06\x07\x2a\x86\x48\xce\x3d\x02\x01\x06\x08\x2a\x86\x48\xce\x3d\x03\x01\x07"
 _EC_OID = const("1.2.840.10045.2.1")
-_CURVE_OID = "1.2.840.10045.3.1.7"
+_CURVE_OID = const("1.2.840.10045.3.1.7")
 
 
 def _inv(a, m):
@@ -38,9 +38,13 @@ def _inv(a, m):
     return r
 
 
-def _dbl(pt):
-    # Jacobian doubling for a = -3, "dbl-2001-b" (Bernstein-Lange EFD). Z = 0 stays infinity.
-    x, y, z = pt
+# Points are Jacobian triples (x, y, z). Parameters are named with letters other modules use too:
+# each distinct parameter name is interned for good when the module loads (it is in the .mpy).
+
+
+def _dbl(t):
+    # Jacobian doubling of t for a = -3, "dbl-2001-b" (Bernstein-Lange EFD). Z = 0 stays infinity.
+    x, y, z = t
     p = _P
     d = z * z % p
     g = y * y % p
@@ -51,14 +55,14 @@ def _dbl(pt):
     return x3, (a * (4 * b - x3) - 8 * g * g) % p, z3
 
 
-def _add(p1, p2):
-    # Jacobian addition "add-2007-bl" (EFD), with the infinity and equal-point cases.
-    x1, y1, z1 = p1
-    x2, y2, z2 = p2
+def _add(a, b):
+    # Jacobian addition a + b, "add-2007-bl" (EFD), with the infinity and equal-point cases.
+    x1, y1, z1 = a
+    x2, y2, z2 = b
     if not z1:
-        return p2
+        return b
     if not z2:
-        return p1
+        return a
     p = _P
     zz1 = z1 * z1 % p
     zz2 = z2 * z2 % p
@@ -67,7 +71,7 @@ def _add(p1, p2):
     s1 = y1 * z2 * zz2 % p
     s2 = y2 * z1 * zz1 % p
     if u1 == u2:
-        return _dbl(p1) if s1 == s2 else (1, 1, 0)
+        return _dbl(a) if s1 == s2 else (1, 1, 0)
     h = u2 - u1
     i = 4 * h * h % p
     j = h * i % p
@@ -77,16 +81,16 @@ def _add(p1, p2):
     return x3, (r * (v - x3) - 2 * s1 * j) % p, ((z1 + z2) * (z1 + z2) - zz1 - zz2) * h % p
 
 
-def _mul(k, pt):
-    # k*pt, fixed 2-bit window with an add at every window. k + n or k + 2n (same point) has
+def _mul(k, b):
+    # k*b, fixed 2-bit window with an add at every window. k + n or k + 2n (same point) has
     # exactly 257 bits, so the loop length and the leading bit never depend on k. A 4-bit window
     # is ~16 % faster, but its table of 16 points needs ~6 KB more heap while a rotation runs.
     k += _N
     if not k >> 256:
         k += _N
-    d = _dbl(pt)
-    t = (pt, pt, d, _add(d, pt))
-    r = pt  # bit 256 is set
+    d = _dbl(b)
+    t = (b, b, d, _add(d, b))
+    r = b  # bit 256 is set
     for i in range(254, -2, -2):
         r = _dbl(_dbl(r))
         d = (k >> i) & 3
@@ -95,13 +99,13 @@ def _mul(k, pt):
     return r
 
 
-def _affine(pt):
-    # (x, y) of a Jacobian point, None for infinity. The only inversion of a scalar multiply.
-    if not pt[2]:
+def _affine(t):
+    # (x, y) of the Jacobian point t, None for infinity. The only inversion of a scalar multiply.
+    if not t[2]:
         return None
-    zi = _inv(pt[2], _P)
+    zi = _inv(t[2], _P)
     zi2 = zi * zi % _P
-    return pt[0] * zi2 % _P, pt[1] * zi2 * zi % _P
+    return t[0] * zi2 % _P, t[1] * zi2 * zi % _P
 
 
 def _digest_int(digest):
@@ -121,8 +125,9 @@ def decode_point(point65):
     return x, y
 
 
-def _point_bytes(xy):
-    return b"\x04" + xy[0].to_bytes(32, "big") + xy[1].to_bytes(32, "big")
+def _point_bytes(t):
+    # (x, y) as 65 bytes 04||X||Y.
+    return b"\x04" + t[0].to_bytes(32, "big") + t[1].to_bytes(32, "big")
 
 
 def mul_base(k):

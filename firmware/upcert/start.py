@@ -1,13 +1,14 @@
 # Start-up, run once by app.main and then dropped from RAM: config, network, credentials, trust
 # anchors, TLS context, clock, provisioning by claim, the rotation's set-up; then the Agent.
 # Problems a person must fix end in one "upcert: cannot start: ..." line and None.
-# Functions that outlive start-up (the connectors, the link probe) are closures made in app.py:
-# one made here would keep this module's code in RAM (a closure holds its module's globals).
+# Functions that outlive start-up (the connectors, the link probe) are closures made by app.py,
+# passed in as `app` (not imported: app imports this module): one made here would keep this
+# module's code in RAM (a closure holds its module's globals).
 # There is no memory threshold for rotation: free RAM at start-up says little on an ESP32, whose
 # heap grows on demand, so each rotation step survives MemoryError instead (rotation.py).
 import gc
 
-from upcert import app, backoff, drop
+from upcert import backoff, drop
 from upcert.errors import ClockNotSetError, ConnectError, UpcertError
 
 
@@ -41,9 +42,10 @@ def _sync(clock):
         raise ClockNotSetError("%s (NTP: %s)" % (e, ntp)) from None
 
 
-def agent(board, config_path, log, sleep_ms):
+def agent(board, config_path, log, sleep_ms, app):
     """The Agent for board and its config (app.main documents board), or None after a
-    "cannot start" line."""
+    "cannot start" line. app: the upcert.app module (connector, probe, roots,
+    rotation_connector)."""
     from upcert import config as config_mod
     from upcert import store as store_mod
 
@@ -60,7 +62,7 @@ def agent(board, config_path, log, sleep_ms):
         clock = board.clock()
         if "claim" in config:  # provisioning by claim, until the board's identity connected
             _retry("clock not set", lambda: _sync(clock), log, sleep_ms)
-            _retry("claim", lambda: _claim(config, store, clock, roots, log), log, sleep_ms)
+            _retry("claim", lambda: _claim(app, config, store, clock, roots, log), log, sleep_ms)
         connect = app.connector(config, store, clock)(store.certificate(), store.private_key(),
                                                       roots)
         del roots
@@ -73,11 +75,11 @@ def agent(board, config_path, log, sleep_ms):
     )
 
     room = getattr(board, "heap_room", gc.mem_free)
-    rot = _rotation(config, store, clock, store_mod, roots_path, log, room)
+    rot = _rotation(app, config, store, clock, store_mod, roots_path, log, room)
     return Agent(config, store, clock, connect, log, rot, room, app.probe(board, config))
 
 
-def _claim(config, store, clock, roots, log):
+def _claim(app, config, store, clock, roots, log):
     from upcert import claim
 
     try:
@@ -87,7 +89,7 @@ def _claim(config, store, clock, roots, log):
         drop("claim")
 
 
-def _rotation(config, store, clock, store_mod, roots_path, log, room):
+def _rotation(app, config, store, clock, store_mod, roots_path, log, room):
     # A Rotation when the store has A/B slots (the base Store refuses to stage: a read-only
     # identity); False when even its code could not be loaded (telemetry says "rotation":
     # "off"); None for a store without slots.

@@ -1,10 +1,10 @@
 # Credential stores, the interface (docs/ARCHITECTURE.md "store"): the constants and helpers all
 # stores share, the base class Store and the trust anchors file. Imports go one way: the stores
 # (store_slots, store_fs, store_nvs, store_part, store_atecc) and the slot journal
-# (store_journal) import this module, never the reverse; the board picks and builds a store.
+# (store_journal) import this module, never the reverse; make() loads the one a config names.
 from micropython import const
 
-from upcert.errors import CertificateError, StoreError
+from upcert.errors import CertificateError, ConfigError, StoreError
 
 ROOTS = "/upcert.d/roots.der"
 SLOTS = "AB"
@@ -16,6 +16,26 @@ STAGED = const(2)  # staged by stage(), not committed yet
 # the identity before the last commit, and the active one is not proven yet (no telemetry
 # acknowledged): the rollback watch outlives a reboot. proven() turns it into PREV.
 TRIAL = const(3)
+
+
+def make(config, atecc=None):
+    """The credential store named by config['store']['kind']: 'fs' (root), 'nvs' (namespace),
+    'partition' (label, default 'upcert'), 'esp_secure_cert' (label; read-only) or 'atecc608'
+    (address, slot, spares, sda, scl, cert 'fs'|'slot8'; the key stays in the chip), made by
+    make(st, atecc) of its module (store_fs, store_nvs, store_part, store_atecc) on the ESP32
+    port's APIs; atecc(st) -> the board's ATECC608 driver. Only that module is loaded: the
+    others' code and names never reach RAM."""
+    st = config.get("store") or {"kind": "fs"}
+    kind = st.get("kind", "fs")
+    m = {"fs": "fs", "nvs": "nvs", "partition": "part", "esp_secure_cert": "part",
+         "atecc608": "atecc"}.get(kind)
+    if not m:
+        raise ConfigError("config: store kind %r unknown: use one of fs, nvs, partition, "
+                          "esp_secure_cert, atecc608" % kind)
+    __import__("upcert.store_" + m)
+    import sys
+
+    return sys.modules["upcert.store_" + m].make(st, atecc)
 
 
 def read(path, what):

@@ -37,6 +37,13 @@ def parse_ref(ref):
     return slot, sn.lower()
 
 
+def make(st, atecc):
+    """The store for config "store" settings st (store.make), its chip atecc(st) (the board's
+    driver on its bus): slot, spares, root, cert."""
+    return AteccStore(atecc(st), st.get("slot", 0), st.get("spares", (2, 3, 4)),
+                      st.get("root", "/upcert.d"), st.get("cert", "fs"))
+
+
 class AteccStore(FsStore):
     """Store whose private key never leaves an ATECC608 (chip: upcert.atecc.ATECC, injected).
 

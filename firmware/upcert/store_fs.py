@@ -39,6 +39,11 @@ def _remove(*paths):
             pass  # not there
 
 
+def make(st, atecc=None):
+    """The store for config "store" settings st (store.make): root, default /upcert.d."""
+    return FsStore(st.get("root", "/upcert.d"))
+
+
 class FsStore(SlotStore):
     """Certificate and PKCS#8 key as DER files under `root`.
 

@@ -13,8 +13,8 @@ from upcert.store import NONE, PREV, SLOTS, STAGED, TRIAL
 
 # Journal (on flash: keep it): magic, active slot, idle-slot state, seq, digest(active pair),
 # digest(idle pair); then the first 4 bytes of its own SHA-256, so a damaged one is never believed.
-_JFMT = "<4sBBI32s32s"
-_JMAGIC = b"UPJ1"
+_JFMT = const("<4sBBI32s32s")
+_JMAGIC = const(b"UPJ1")
 _JLEN = const(78)
 
 

@@ -20,6 +20,14 @@ def _code(exc):
     return exc.args[0] if exc.args else None
 
 
+def make(st, atecc=None):
+    """The store for config "store" settings st (store.make): namespace, default upcert."""
+    import esp32
+
+    ns = st.get("namespace", "upcert")
+    return NvsStore(esp32.NVS(ns), ns)
+
+
 class NvsStore(SlotStore):
     """Store over an injected NVS namespace handle (board.py passes esp32.NVS('upcert')).
 

@@ -22,6 +22,34 @@ _MARK_AT = const(48)
 _DATA = const(64)
 
 
+_TYPE_SECURE_CERT = const(0x3F)  # esp_secure_cert_mgr: ESP_SECURE_CERT_TLV_PARTITION_TYPE
+
+
+def make(st, atecc=None):
+    """The store for config "store" settings st (store.make): kind "partition" (label, default
+    upcert) or "esp_secure_cert" (label, default esp_secure_cert; read-only)."""
+    import esp32
+
+    data = esp32.Partition.TYPE_DATA
+    if st["kind"] == "partition":
+        label = st.get("label", "upcert")
+        return PartitionStore(_find(esp32, label, (data,)), label)
+    label = st.get("label", "esp_secure_cert")
+    return SecureCertStore(_find(esp32, label, (_TYPE_SECURE_CERT, data)), label)
+
+
+def _find(esp32, label, types):
+    # The flash partition labelled label of one of types; StoreError when the table lacks it.
+    for t in types:
+        found = esp32.Partition.find(t, label=label)
+        if found:
+            return found[0]
+    raise StoreError(
+        "no partition labelled %r in this board's partition table: flash the custom table "
+        "boards/esp32_generic/partitions.csv (see its header), or use store fs or nvs" % label
+    )
+
+
 class PartitionStore(SlotStore):
     """Store over an injected data partition (board.py: esp32.Partition.find(TYPE_DATA,
     label='upcert')). Each slot is half the partition; stage() erases the idle slot and writes a
