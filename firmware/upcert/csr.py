@@ -1,14 +1,16 @@
 # PKCS#10 certificate signing request (RFC 2986) for a P-256 key, signed ecdsa-with-SHA256
 # through a signer (p256.Key or a secure element), and its PEM form for AWS CreateCertificateFromCsr.
+# p256 is not imported: request_info() and signed() let a caller with little RAM hold this module
+# and the P-256 code one at a time (newkey.py).
 import hashlib
 from binascii import b2a_base64
 
 from micropython import const
 
 from upcert import derw
-from upcert.p256 import BIT_STRING, EC_ALG, signature_der
 
 SET = const(0x31)  # DER tag (X.690 §8.1.2)
+_BIT_STRING = const(0x03)
 
 _UTF8 = const(0x0C)
 _PRINTABLE = const(0x13)
@@ -84,6 +86,13 @@ def build(signer, subject, *, extensions=None):
     [("CN", "dev1"), ("O", "Acme")]. extensions: optional list of (dotted OID, critical bool,
     extnValue DER) put in a PKCS#9 extensionRequest attribute. ValueError on bad input.
     """
+    info = request_info(signer.public_point(), subject, extensions)
+    return signed(info, *signer.sign_digest(hashlib.sha256(info).digest()))
+
+
+def request_info(point, subject, extensions=None):
+    """DER CertificationRequestInfo (RFC 2986 §4.1) for the public point (65 bytes 04||X||Y):
+    what the signature covers (its SHA-256). subject, extensions: as build()."""
     if not isinstance(subject, (list, tuple)):
         raise ValueError("subject must be a list of (attribute, value) pairs, got %r" % (subject,))
     rdns = []
@@ -91,17 +100,21 @@ def build(signer, subject, *, extensions=None):
         if not isinstance(pair, (list, tuple)) or len(pair) != 2:
             raise ValueError("subject entries must be (attribute, value) pairs, got %r" % (pair,))
         rdns.append(_rdn(pair[0], pair[1]))
-    point = signer.public_point()
     if len(point) != 65 or point[0] != 4:
         raise ValueError("signer.public_point() must return 65 bytes 04||X||Y")
-    info = derw.seq(
+    return derw.seq(
         b"\x02\x01\x00",  # version v1(0)
         derw.seq(*rdns),
-        derw.seq(EC_ALG, derw.tlv(BIT_STRING, b"\x00" + point)),  # RFC 5480 §2
+        derw.seq(derw.EC_ALG, derw.tlv(_BIT_STRING, b"\x00" + point)),  # RFC 5480 §2
         derw.tlv(0xA0, _extensions(extensions) if extensions else b""),
     )
-    r, s = signer.sign_digest(hashlib.sha256(info).digest())
-    return derw.seq(info, _SIG_ALG, derw.tlv(BIT_STRING, b"\x00" + signature_der(r, s)))
+
+
+def signed(info, r, s):
+    """DER CertificationRequest: info (request_info()) with the ECDSA signature (r, s) of its
+    SHA-256, as ECDSA-Sig-Value (RFC 3279 §2.2.3)."""
+    sig = derw.seq(derw.uint(r), derw.uint(s))
+    return derw.seq(info, _SIG_ALG, derw.tlv(_BIT_STRING, b"\x00" + sig))
 
 
 def pem(der):

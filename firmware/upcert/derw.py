@@ -1,11 +1,14 @@
 # Minimal DER (X.690) writer: the few encoders a key file, an ECDSA signature and a PKCS#10
-# request need. Pure (values in, bytes out). The reader is upcert.der.
+# request need, and the P-256 key AlgorithmIdentifier both write. Pure (values in, bytes out). The reader is upcert.der.
 from micropython import const
 
 # DER tags (X.690 §8.1.2), as in der.py: writing needs no reader in RAM
 INTEGER = const(0x02)
 OID = const(0x06)
 SEQUENCE = const(0x30)
+# DER of AlgorithmIdentifier {id-ecPublicKey, prime256v1} (RFC 5480 §2.1.1): a P-256 public key
+# (csr.py) or private key (p256.py).
+EC_ALG = b"\x30\x13\x06\x07\x2a\x86\x48\xce\x3d\x02\x01\x06\x08\x2a\x86\x48\xce\x3d\x03\x01\x07"
 
 
 def tlv(tag, body):

@@ -16,8 +16,8 @@ PENDING = "/upcert.d/pending-key.der"
 
 
 def _store(config_path):
-    # The board's own store for the config at config_path (board.store: the one place that
-    # builds hardware), so host and device agree on the layout.
+    # The board's own store for the config at config_path (board.store, as the agent gets it),
+    # so host and device agree on the layout.
     import board
 
     from upcert import config

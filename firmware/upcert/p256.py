@@ -20,8 +20,6 @@ BIT_STRING = const(0x03)
 OID = const(0x06)
 SEQUENCE = const(0x30)
 N = _N  # the group order, public for callers that range-check scalars
-# DER of AlgorithmIdentifier {id-ecPublicKey, prime256v1} (RFC 5480 §2.1.1), shared with csr.py.
-EC_ALG = b"\x30\x13\x06\x07\x2a\x86\x48\xce\x3d\x02\x01\x06\x08\x2a\x86\x48\xce\x3d\x03\x01\x07"
 _EC_OID = const("1.2.840.10045.2.1")
 _CURVE_OID = const("1.2.840.10045.3.1.7")
 
@@ -204,7 +202,7 @@ class Key:
             self._d.to_bytes(32, "big"),
             derw.tlv(0xA1, derw.tlv(BIT_STRING, b"\x00" + self.public_point())),
         )
-        return derw.seq(b"\x02\x01\x00", EC_ALG, derw.tlv(_OCTETS, ec))
+        return derw.seq(b"\x02\x01\x00", derw.EC_ALG, derw.tlv(_OCTETS, ec))
 
     @classmethod
     def from_der(cls, data):

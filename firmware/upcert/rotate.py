@@ -30,10 +30,6 @@ def run(rot, client, cert, k):
     staged = False
     connect = cid = None
     try:
-        # The journal's code first, low in the heap: loaded at the stage, after the checks'
-        # readers have come and gone, it found no block in the holes they left (32-bit: no 640
-        # bytes with 34 KB free).
-        __import__("upcert.store_journal")
         from upcert import fleet
 
         cid, cpem, token = fleet.create_from_csr(client, k[0], rot.ms)
@@ -43,9 +39,7 @@ def run(rot, client, cert, k):
         # Checks before RegisterThing: a certificate we refuse stays PENDING_ACTIVATION, never
         # active, and AWS deletes it when the ownership token expires.
         step = "check"
-        roots = k[3]
-        k[3] = None
-        nid, na, new, name, how, sig = _checked(cpem, k[2], cert, rot.clock, roots)
+        nid, na, new, name, how, sig = _checked(cpem, k[2], cert, rot.clock, k[3])
         cpem = None
         drop("certlean", "sigalgs")  # before p256 comes in: the heap holds one of them at a time
         if sig:
@@ -58,6 +52,7 @@ def run(rot, client, cert, k):
         rot.store.stage(new, k[1])
         staged = True
         new = k[1] = None
+        drop("store_journal")  # the journal's code, until the commit needs it again
         say("staged")
         tpl = fl["template"]
         if tpl:
@@ -72,9 +67,8 @@ def run(rot, client, cert, k):
             say("RegisterThing(%s) accepted" % tpl)
         token = None
         step = "trial"
-        connect = _trial(rot, client, roots)
+        connect = _trial(rot, client, k)
         say("trial connection as %s accepted" % c["client_id"])
-        roots = None
         step = "commit"
         rot.store.commit()
         staged = False
@@ -111,13 +105,14 @@ def _discard(store):
         store.discard()
 
 
-def _trial(rot, client, roots):
+def _trial(rot, client, k):
     # The agent's link closes (DISCONNECT), then client connects with the staged pair under the
-    # same client id; CONNACK 0 = active, attached and allowed. Returns connect for reuse.
+    # same client id; CONNACK 0 = active, attached and allowed. Returns connect for reuse. The
+    # trust anchors (k[3]) leave RAM once the new TLS context holds them, before the handshake.
     c = rot.config
     pair = rot.store.staged()  # read back from the store: what the next boot would use
-    connect = rot.connector(pair[0], pair[1], roots or None)
-    pair = None
+    connect = rot.connector(pair[0], pair[1], k[3] or None)
+    pair = k[3] = None
     client.disconnect()
     client.connect(connect(c["endpoint"], c["port"]))
     return connect

@@ -25,7 +25,7 @@ from upcert.errors import MEMORY, MqttError, RotationError
 _FIRST_S = const(60)
 _MAX_S = const(3600)
 _TRIES = const(3)
-_HOLD_S = const(30)  # wait before sending again a job report that ran out of memory
+_HOLD_S = const(30)  # wait before Jobs traffic again (a report, start-next) after out of memory
 _NEW = const("new")  # service(): a new identity committed, the client connected with it
 _LOST = const("lost")  # service(): the link was closed for a trial that failed
 # Refusals in a row of the new identity after a commit before rolling back. Its trial connection
@@ -78,7 +78,7 @@ class Rotation:
         self._ask = None  # (b'"clientToken"', deadline in ticks_ms) of the start-next in flight
         self._reply = None  # (accepted, payload) for it, queued by on_message()
         self._next = None  # the trial's connect(): reused after the commit (one context less)
-        self._hold = 0  # no job report before this time (port epoch s): it ran out of memory
+        self._hold = 0  # no Jobs traffic before this time (port epoch s): it ran out of memory
         self.abandoned = []  # (certificate id, step) issued for failed rotations, to report
 
     def start(self):
@@ -144,7 +144,7 @@ class Rotation:
         a job report owed, or a request whose backoff is over."""
         a = self._ask
         return bool(
-            (self.jobs_pending and not a)
+            (self.jobs_pending and not a and self.clock.now() >= self._hold)
             or self._reply
             or (self._owed() and self.clock.now() >= self._hold)
             or self.abandoned
@@ -244,6 +244,13 @@ class Rotation:
                 j = jobs.serve(self, client, cert, ok, msg)
             except (RotationError, MemoryError) as e:
                 self.say(str(e) or "out of memory", "jobs: ")
+                if isinstance(e, MemoryError):
+                    # start-next has put the job IN_PROGRESS at AWS, and asking again returns
+                    # it: once the heap had time to recover, not now (the rotation that just
+                    # failed left it in pieces).
+                    self.jobs_pending = True
+                    self._hold = self.clock.now() + _HOLD_S
+                    self.say("asking for the job again in %d s" % _HOLD_S, "jobs: ")
             finally:
                 jobs = msg = None
                 drop(*_WORK)
@@ -254,7 +261,7 @@ class Rotation:
             self._ask = None
             self.say("no reply to start-next in %d ms: asking again after the next connect or"
                      " job event" % self.ms, "jobs: ")
-        elif self.jobs_pending and not a:
+        elif self.jobs_pending and not a and self.clock.now() >= self._hold:
             self.jobs_pending = False
             tok = self.token()
             self._ask = (b'"%s"' % tok, ticks_add(ticks_ms(), self.ms))

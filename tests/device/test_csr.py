@@ -3,7 +3,7 @@
 import hashlib
 
 from checks import eq, raises, true
-from upcert import csr, der, p256
+from upcert import csr, der, derw, p256
 from upcert.der import BIT_STRING, INTEGER, OID, SEQUENCE, SET
 
 OIDS = {
@@ -84,7 +84,7 @@ def test_structure_and_signature():
     want = [(OIDS[a], 0x13 if a in ("C", "serialNumber") else 0x0C, v) for a, v in subject]
     eq(got, want, "subject in order, C and serialNumber PrintableString, others UTF8String")
     spki = bytes(buf[fields[2][1] - 2 : fields[2][2]])
-    eq(spki, b"\x30\x59" + p256.EC_ALG + b"\x03\x42\x00" + key.public_point(), "SPKI")
+    eq(spki, b"\x30\x59" + derw.EC_ALG + b"\x03\x42\x00" + key.public_point(), "SPKI")
     eq(fields[3][1], fields[3][2], "attributes [0] empty")
     eq(signer.digests, [hashlib.sha256(info).digest()], "signed SHA-256 of the info, once")
     true(p256.verify_digest(key.public_point(), signer.digests[0], r, s), "signature verifies")

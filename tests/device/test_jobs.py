@@ -174,6 +174,39 @@ def test_job_at_connect_rotates_and_reconnects():
     true(t[1]["renew_due"].startswith("20"), "renew_due %r" % t[1]["renew_due"])
 
 
+class _NoRoom:
+    # jobs.py as a full heap would run it: serve() out of memory.
+    def serve(self, *a):
+        raise MemoryError("memory allocation failed, allocating 272 bytes")
+
+
+def test_job_reply_out_of_memory_asks_again_later():
+    # start-next has put the job IN_PROGRESS at AWS; a reply the device could not handle for
+    # lack of RAM is asked for again after a hold, and the job then runs.
+    import sys
+
+    import upcert
+
+    a, aws, store, lines = _rig()
+    rot = a.rot
+    aws.add_job("j1", ROTATE)
+    sys.modules["upcert.jobs"] = upcert.jobs = _NoRoom()
+    try:
+        a.cycle()
+    finally:
+        sys.modules.pop("upcert.jobs", None)  # the rotation drops it after use anyway
+        upcert.__dict__.pop("jobs", None)
+    true("upcert: jobs: memory allocation failed, allocating 272 bytes" in lines, lines)
+    true("upcert: jobs: asking for the job again in 30 s" in lines, lines)
+    eq((rot.jobs_pending, rot.pending()), (True, False), "held: not asked again at once")
+    eq(aws.job("j1")["status"], "IN_PROGRESS", "AWS has started it")
+    a.rot.clock.t += 31
+    true(rot.pending(), "asked again once the hold is over")
+    a.run(max_cycles=3)
+    true("upcert: job j1: rotate-certificate" in lines, lines)
+    eq(aws.job("j1")["status"], "SUCCEEDED", "the job ran")
+
+
 def test_notify_next_while_serving():
     a, aws, store, lines = _rig(interval_s=1)
     fed = []

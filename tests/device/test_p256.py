@@ -4,7 +4,7 @@ import hashlib
 from binascii import hexlify, unhexlify
 
 from checks import eq, raises, true
-from upcert import der, p256
+from upcert import der, derw, p256
 from upcert.errors import CertificateError
 
 N = p256.N
@@ -192,7 +192,7 @@ def test_private_der_layout_and_reload():
     key = p256.Key(RFC_X)
     blob = key.private_der()
     eq(len(blob), 138, "PKCS#8 size as OpenSSL writes it")
-    true(blob.startswith(b"\x30\x81\x87\x02\x01\x00" + p256.EC_ALG + b"\x04\x6d\x30\x6b"), "header")
+    true(blob.startswith(b"\x30\x81\x87\x02\x01\x00" + derw.EC_ALG + b"\x04\x6d\x30\x6b"), "header")
     true(RFC_X.to_bytes(32, "big") in blob and blob.endswith(RFC_U), "scalar and public key")
     eq(p256.Key.from_der(blob).public_point(), RFC_U, "PKCS#8 reload")
     small = p256.Key(5).private_der()

@@ -232,7 +232,7 @@ def test_command_gives_up_after_three_tries():
 
 
 class _NoRoom:
-    # A module stand-in whose every function runs out of memory (p256.generate, csr.build).
+    # A module stand-in whose every function runs out of memory (p256.generate, csr.request_info).
     def __getattr__(self, name):
         def f(*a, **k):
             raise MemoryError("no room (test)")

@@ -3,6 +3,7 @@ Provisioning MQTT API of the local stand-in, by expiry, by an AWS IoT Job and by
 
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 
@@ -11,10 +12,11 @@ import pytest
 CLI = [sys.executable, "-m", "upcert.cli"]
 FAST = {"telemetry_interval_s": 2, "keepalive_s": 30}
 # The boards run at the emulated board's default heap (an ESP32's grown heap in 64-bit terms,
-# boards/unix/README.md), except the one that must run out of memory: at 104K the agent runs
-# and a rotation does not fit (100K fails at the key, 104K at the CSR, 106K at the check, 108K
-# at the trial; 110K completes since the lean certificate reader; measured 2026-12-02).
-SMALL_HEAP = "104K"
+# boards/unix/README.md), except the one that must run out of memory: at 98K the agent runs
+# and a rotation does not fit; 92K is too small for provisioning, and 104K completed a rotation
+# under load since the P-256 code and the CSR writer take turns in RAM (measured 2026-12-02; it
+# was 104K before).
+SMALL_HEAP = os.environ.get("UPCERT_E2E_HEAP_SMALL", "98K")
 
 
 def _provision(board, cloud, ca, thing, store="fs", minutes=None, renew=None, fleet=None):

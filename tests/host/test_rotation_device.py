@@ -25,14 +25,15 @@ from upcert.pki.certs import cert_to_der, generate_key, key_to_der
 from tests.tools import ROOT, micropython_cmd, require_plugin_build
 
 # GC heap (-X heapsize) for the whole app cycle with a rotation, modules loaded as .mpy. Measured
-# on this 64-bit unix port (bench/bench_rotation_heap.py): a rotation completes from about 102K;
+# on this 64-bit unix port (bench/bench_rotation_heap.py): a rotation completes from about 98K;
 # the connected agent alone needs about 90K. Frozen modules would stay in flash.
 HEAP = os.environ.get("UPCERT_HEAP_ROTATION", "128K")
 # Room for the connected agent and its telemetry but not for a rotation (keygen, CSR, the trial
-# connection's TLS context): the rotation needs 100-102K here since start-up, the rotation's
-# start and its key step left RAM between rotations (bench/bench_rotation_heap.py), and below
-# 88K the harness itself may not fit; 90K fails at the key or the CSR (measured 2026-12-02).
-SMALL_HEAP = os.environ.get("UPCERT_HEAP_SMALL", "90K")
+# connection's TLS context): the rotation needs 96-98K here since the P-256 code and the CSR
+# writer take turns in RAM (bench/bench_rotation_heap.py), and below 88K the harness itself may
+# not fit; at 90K the Jobs reply ran out of memory under load now and then (then asked for again
+# after 30 s: longer than this test waits); 92K fails at a rotation step (measured 2026-12-02).
+SMALL_HEAP = os.environ.get("UPCERT_HEAP_SMALL", "92K")
 NEW_MODULES = ("renew", "fleet", "jobs", "rotation", "newkey", "resume", "rotate")
 # 8 KiB until the non-blocking Jobs exchange, the rollback after a refused reconnect and the
 # discard of a pair staged before a reboot joined them (~1.4 KB); 10 KiB until out-of-memory
@@ -40,8 +41,9 @@ NEW_MODULES = ("renew", "fleet", "jobs", "rotation", "newkey", "resume", "rotate
 # journal across reboots and the one-connection trial joined them (~0.3 KB); 11 KiB until jobs.py
 # learnt to reject a job document it cannot hold or parse, once (+0.6 KB). The whole lifecycle's
 # target (<= 16 KiB, bench/mpy_size.py) is missed. newkey and resume are rotation.py's start-up and
-# key steps, moved out of RAM between rotations (+0.3 KB of module overhead).
-MPY_BUDGET = 12 * 1024
+# key steps, moved out of RAM between rotations (+0.3 KB of module overhead): 12.5 KiB since,
+# with the Jobs reply's out-of-memory retry (+0.1 KB).
+MPY_BUDGET = 12 * 1024 + 512
 
 # The board: real clock, the real fs store (slots A/B, journal) over the files in store.root.
 BOARD = r"""

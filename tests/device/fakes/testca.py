@@ -60,7 +60,7 @@ class TestCa:
             name(issuer or self.cn),
             derw.seq(_time(not_before), _time(not_after)),
             name(cn),
-            derw.seq(p256.EC_ALG, derw.tlv(BIT_STRING, b"\x00" + point)),
+            derw.seq(derw.EC_ALG, derw.tlv(BIT_STRING, b"\x00" + point)),
         )
         r, s = self.key.sign_digest(hashlib.sha256(tbs).digest())
         sig = p256.signature_der(r, s)
