@@ -1,11 +1,10 @@
 # Certificate rotation, the part that stays in RAM: state, renewal decision, Jobs events and a
 # non-blocking start-next, backoff, job reports, rollback when the broker refuses a committed
 # identity; the work (newkey, rotate, jobs, fleet, p256, csr; resume at start-up) is loaded
-# only meanwhile. Logs "upcert:
-# rotation: ...". A pair staged before a reboot is discarded at start-up, key erased, and its
-# certificate reported for retirement: its checks and job were in RAM, and a rotation still due
-# starts again. The post-commit watch is in RAM too:
-# after a reboot the committed identity stands (jobs.serve() reports the job).
+# only meanwhile. Logs "upcert: rotation: ...". A pair staged before a reboot is discarded at
+# start-up, key erased, and its certificate reported for retirement: its checks and job were in
+# RAM, and a rotation still due starts again. The post-commit watch is in RAM too: after a
+# reboot the committed identity stands (jobs.serve() reports the job).
 # One TLS connection at a time: the agent's link is closed before the trial connection, which
 # then stays as the agent's link under the new identity (an ESP32 has IDF heap for one mbedTLS
 # session beside a grown Python heap, not two: ports/esp32/mpconfigport.h).
