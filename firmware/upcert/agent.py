@@ -28,25 +28,6 @@ _TICK_MS = const(100)  # how often the link is serviced while waiting for the ne
 _MAX_REPLIES = const(4)  # replies queued between two services; more commands are answered busy
 
 
-class Ident:
-    """What the agent keeps of its certificate (certlean.Cert c), so that the certificate
-    reader can leave RAM: cert_id(), not_before, not_after (port epoch), issuer_cn."""
-
-    def __init__(self, c):
-        self.id = c.cert_id()
-        self.not_before = c.not_before
-        self.not_after = c.not_after
-        self.issuer_cn = c.issuer_cn
-
-    def cert_id(self):
-        """AWS IoT certificateId (hex SHA-256 of the DER)."""
-        return self.id
-
-    def days_left(self, now):
-        """Days (float) from now to not_after; negative once expired."""
-        return (self.not_after - now) / 86400
-
-
 class Agent:
     """Agent(config, store, clock, connect, log=print, rotation=None, heap_room=gc.mem_free).
 
@@ -121,9 +102,7 @@ class Agent:
                 self._connect()
             except Exception as e:
                 self.mqtt.close()
-                from upcert import diagnose  # loaded on a failure only
-
-                why = diagnose.explain(e, c["endpoint"], c["port"])
+                why = self._explain(e)
                 if self.rot:  # after a commit: the broker may refuse the new identity
                     self.connect = self.rot.refused(e, why) or self.connect
                 if isinstance(e, ClockNotSetError):
@@ -139,19 +118,33 @@ class Agent:
         except Exception as e:
             self.mqtt.close()
             self.connected = False
-            from upcert import diagnose  # loaded on a failure only
-
-            why = "link lost: " + diagnose.explain(e, c["endpoint"], c["port"])
+            why = "link lost: " + self._explain(e)
             if self._good:
                 self.log("upcert: " + why)
             else:  # dropped before any report got through: do not hammer the broker
                 self._retry(why)
 
+    def _explain(self, e):
+        # diagnose.explain(e), its module in RAM only meanwhile: 5 KB on a 32-bit port that a
+        # board whose link failed once must not carry into its next rotation. When even that
+        # finds no room (e may be a MemoryError), the exception's own words: the loop goes on.
+        c = self.config
+        try:
+            from upcert import diagnose
+
+            return diagnose.explain(e, c["endpoint"], c["port"])
+        except MemoryError:
+            gc.collect()
+            return "%s: %s" % (type(e).__name__, e)
+        finally:
+            diagnose = None
+            drop("diagnose")
+
     def _read_cert(self):
         from upcert.certlean import Cert
 
         try:
-            return Ident(Cert(self.store.certificate()))
+            return tlsconn.Ident(Cert(self.store.certificate()))
         except CertificateError as e:
             raise CertificateError(
                 "device certificate unreadable (%s): run upcert provision" % e
@@ -308,11 +301,8 @@ class Agent:
             # AWS IoT allows one CONNECT per second per client id, and the trial just used ours.
             self.sleep_ms(1000)
             return True
-        self.connect = self.rot.connect_new()  # the trial's context, for later reconnections
-        try:
-            cert = self._read_cert()
-        finally:
-            drop("certlean")
+        # The trial's context, for later reconnections, and the identity the rotation checked.
+        self.connect, cert = self.rot.connect_new()
         self._up(cert, self.mqtt.sock.sock)
         return True
 

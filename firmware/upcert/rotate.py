@@ -11,14 +11,15 @@ import hashlib
 from upcert import drop
 from upcert.clock import iso
 from upcert.errors import CHECK, RotationError
+from upcert.tlsconn import Ident
 
 
 def run(rot, client, cert, k):
     """Steps 3-8 of a rotation for rot (upcert.rotation.Rotation, read only) over the agent's
     connected client; cert: the identity in use (cert_id(), not_after, issuer_cn); k: [CSR PEM,
     new key DER, its public point, the trust anchors (DER list)] (emptied as the steps use
-    them). Returns (None, (new id, not_after), connect) once the new identity is committed,
-    client connected with it (connect: the trial's, for later reconnections), or (step,
+    them). Returns (None, ident, connect) once the new identity is committed, client connected
+    with it (ident: its tlsconn.Ident; connect: the trial's, for later reconnections), or (step,
     exception, id) after a failed step, the
     staged pair discarded (its key erased; from the trial on, client is closed), id: the
     certificate AWS issued for it, if any (to be retired: it must not stay usable). The caller
@@ -39,7 +40,7 @@ def run(rot, client, cert, k):
         # Checks before RegisterThing: a certificate we refuse stays PENDING_ACTIVATION, never
         # active, and AWS deletes it when the ownership token expires.
         step = "check"
-        nid, na, new, name, how, sig = _checked(cpem, k[2], cert, rot.clock, k[3])
+        ident, new, name, how, sig = _checked(cpem, k[2], cert, rot.clock, k[3])
         cpem = None
         drop("certlean", "sigalgs")  # before p256 comes in: the heap holds one of them at a time
         if sig:
@@ -79,19 +80,20 @@ def run(rot, client, cert, k):
         if staged:
             _discard(rot.store)  # erases the key; a failure here reaches the agent's log
         return step, e, cid
-    say("committed certificate %s" % nid[:16])
-    return None, (nid, na), connect
+    say("committed certificate %s" % ident.id[:16])
+    return None, ident, connect
 
 
 def _checked(pem, point, cert, clock, roots):
-    # The issued certificate (PEM) read and checked in a frame of its own: (id, not_after, DER)
-    # + check()'s result. MicroPython's VM leaves popped values in a frame's stack slots, and
+    # The issued certificate (PEM) read and checked in a frame of its own: (its Ident, DER) +
+    # check()'s result. The Ident spares the agent the certificate reader after the commit, when
+    # the heap is at its most fragmented. MicroPython's VM leaves popped values in a frame's stack slots, and
     # the GC scans them: had run() held the Cert, the certificate reader would stay in RAM
     # (via its class) however it is dropped.
     from upcert.certlean import load
 
     new = load(pem)
-    return (new.cert_id(), new.not_after, new.der) + check(
+    return (Ident(new), new.der) + check(
         new, point, cert, clock.require_trusted(), roots
     )
 

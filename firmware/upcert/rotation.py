@@ -76,7 +76,7 @@ class Rotation:
         self._topics = ()  # notify-next, start-next/accepted, start-next/rejected (bytes)
         self._ask = None  # (b'"clientToken"', deadline in ticks_ms) of the start-next in flight
         self._reply = None  # (accepted, payload) for it, queued by on_message()
-        self._next = None  # the trial's connect(): reused after the commit (one context less)
+        self._next = None  # (the trial's connect(), new Ident): reused after the commit
         self._hold = 0  # no Jobs traffic before this time (port epoch s): it ran out of memory
         self.abandoned = []  # (certificate id, step) issued for failed rotations, to report
 
@@ -91,7 +91,7 @@ class Rotation:
             self.abandoned, self.old = resume.found(self.store, self.say)
         finally:
             resume = None
-            drop("resume", *_WORK)
+            drop("resume", "diagnose", *_WORK)
 
     def attach(self, client):
         """After every connect: subscribe to notify-next and to start-next's replies (AWS
@@ -156,10 +156,11 @@ class Rotation:
         return self.due_at and self.clock.iso(self.due_at)
 
     def connect_new(self):
-        """connect(host, port) for the identity now in the store (after a commit: the trial's
-        TLS context; after a rollback: a new one)."""
+        """(connect(host, port), ident) for the identity now in the store: after a commit the
+        trial's TLS context and the new certificate's tlsconn.Ident (the agent needs no
+        certificate reader then); after a rollback a new context and None."""
         n, self._next = self._next, None
-        return n or self.connector(self.store.certificate(), self.store.private_key())
+        return n or (self.connector(self.store.certificate(), self.store.private_key()), None)
 
     def token(self):
         """A new clientToken for a Jobs request (echoed in its reply; <= 64 chars)."""
@@ -212,8 +213,8 @@ class Rotation:
             if isinstance(r, (MqttError, OSError)) and step in ("issue", "register"):
                 raise r  # the agent's own link is gone: it reconnects
             return _LOST if lost else False
-        self._next = nxt
-        nid, na = r
+        self._next = nxt, r
+        nid, na = r.id, r.not_after
         self.state = "done"
         self.want = None
         self._backoff_s = self._retry_at = self.tries = 0
@@ -294,20 +295,26 @@ class Rotation:
         new identity connects: the _REFUSALS-th refusal in a row by the broker (diagnose.refused:
         not a clock or network problem) rolls the store back. Returns connect(host, port) for
         the restored identity, or None."""
-        from upcert import diagnose  # loaded on a failure only
-
-        if not self.old or not diagnose.refused(e):
+        if not self.old:
             return None
-        self.refusals += 1
-        if self.refusals < _REFUSALS:
-            return None
-        old, self.old = self.old, None
         try:
-            self.store.rollback()
-            connect = self.connect_new()
-        except Exception as x:  # StoreError (no intact previous pair), MemoryError
-            self.say("rollback failed: %s" % diagnose.explain(x))
-            return None
+            from upcert import diagnose  # loaded on a failure only, and only meanwhile
+
+            if not diagnose.refused(e):
+                return None
+            self.refusals += 1
+            if self.refusals < _REFUSALS:
+                return None
+            old, self.old = self.old, None
+            try:
+                self.store.rollback()
+                connect = self.connect_new()[0]
+            except Exception as x:  # StoreError (no intact previous pair), MemoryError
+                self.say("rollback failed: %s" % diagnose.explain(x))
+                return None
+        finally:
+            diagnose = None
+            drop("diagnose")
         self.say("new identity refused by the broker (%s); rolled back to %s" % (why, old[:16]))
         self.final = None
         self.fail(None, "reconnect", "new identity refused", True)
@@ -366,6 +373,7 @@ class Rotation:
                 self.say("failed at %s: %s; retry in %d s" % (step, why, d))
             except MemoryError:
                 pass  # the state and the backoff above stand
+        drop("diagnose")  # 5 KB on a 32-bit port: not to be carried into the next rotation
         if (self.want or self.job) and (give_up or self.tries >= _TRIES):
             if self.want:
                 self.say("%s given up after %d tries" % (self.want, self.tries))

@@ -99,6 +99,26 @@ def check_validity(cert, clock):
     return now
 
 
+class Ident:
+    """What the agent keeps of its certificate (certlean.Cert c), so that the certificate
+    reader can leave RAM: cert_id(), not_before, not_after (port epoch), issuer_cn. Made by the
+    agent at each connect and by a rotation for the certificate it committed (rotate.py)."""
+
+    def __init__(self, c):
+        self.id = c.cert_id()
+        self.not_before = c.not_before
+        self.not_after = c.not_after
+        self.issuer_cn = c.issuer_cn
+
+    def cert_id(self):
+        """AWS IoT certificateId (hex SHA-256 of the DER)."""
+        return self.id
+
+    def days_left(self, now):
+        """Days (float) from now to not_after; negative once expired."""
+        return (self.not_after - now) / 86400
+
+
 class TlsSocket:
     """The TLS stream plus the TCP socket under it: the tls module's SSLSocket has no
     settimeout, and its setblocking(True) clears the TCP timeout, so both go to the TCP socket.

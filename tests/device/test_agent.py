@@ -3,6 +3,7 @@
 # in-memory store and a fake broker on FakeSock.
 import json
 import os
+import sys
 
 from agentfakes import CERT_ID, CERT_NOT_AFTER, CERT_NOT_BEFORE, DAY, FakeClock, FakeStore, config
 from fakesock import FakeBroker, eq, has, publish_packet, raises
@@ -148,7 +149,11 @@ def test_connect_failure_logged_then_backoff_reset_after_report():
         return broker.socket()
 
     a, broker, lines, sleeps = _agent(broker, connect=connect, telemetry_interval_s=0)
-    a.run(max_cycles=3)
+    a.run(max_cycles=1)
+    # The diagnosis's code (5 KB on a 32-bit port) left RAM: a board whose link failed once
+    # would else carry it into every rotation.
+    eq("upcert.diagnose" in sys.modules, False, "diagnose dropped after use")
+    a.run(max_cycles=2)
     has(lines[1], "upcert: connection failed: connection refused by localhost:8883", "retry in 1.")
     has(lines[3], "retry in 2.")
     has(lines[-1], "published telemetry seq=1")
@@ -200,6 +205,26 @@ def test_memory_error_is_logged_not_fatal():
     a, broker, lines, _ = _agent(connect=connect)
     a.run(max_cycles=1)
     has(lines[-1], "connection failed: out of memory")
+
+
+def test_no_room_to_diagnose_is_logged_not_fatal():
+    # At the edge of the heap even the diagnosis may not load: the exception's own words, the
+    # backoff, the loop goes on.
+    class NoRoom:
+        def explain(self, *a):
+            raise MemoryError
+
+    def connect(host, port):
+        raise ConnectError("refused by the broker")
+
+    a, broker, lines, sleeps = _agent(connect=connect)
+    sys.modules["upcert.diagnose"] = NoRoom()
+    try:
+        a.run(max_cycles=1)
+    finally:
+        sys.modules.pop("upcert.diagnose", None)
+    has(lines[-1], "upcert: connection failed: ConnectError: refused by the broker", "retry in 1.")
+    eq(len(sleeps), 1, "backed off")
 
 
 def test_bad_client_id_rejected():

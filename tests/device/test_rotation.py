@@ -145,6 +145,7 @@ def test_rejection_backs_off_then_succeeds():
     r.aws.reject = (400, "InvalidCsr", "bad CSR")
     eq(r.service(), False, "rejected")
     first = r.failed("issue", "CreateCertificateFromCsr rejected: 400 InvalidCsr: bad CSR")
+    eq("upcert.diagnose" in sys.modules, False, "the diagnosis's code dropped after use")
     n = len(r.aws.events)
     r.clock.t += first - 1
     eq(r.service(), False, "still backing off")

@@ -103,10 +103,10 @@ def log(line):
     print(line)
     if line.startswith("upcert: rotation: failed at"):
         failed.append(0)
-    if failed and line.startswith("upcert: published telemetry"):
+    if line.startswith("upcert: job ") and " FAILED" in line:  # reported: stop at the next one
         failed.append(1)
-        if len(failed) > 2:
-            raise KeyboardInterrupt
+    if 1 in failed and line.startswith("upcert: published telemetry"):
+        raise KeyboardInterrupt
     if line.startswith("upcert: rotation: done"):  # the heap had room after all
         raise KeyboardInterrupt
 try:
