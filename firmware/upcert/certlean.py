@@ -64,13 +64,14 @@ def items(b, s, e):
         s = n
 
 
-def uint(b, s, e):
-    """Content of a non-negative INTEGER without its leading 0x00 pad bytes (bytes)."""
+def uint(b, s, e, copy=True):
+    """Content of a non-negative INTEGER without its leading 0x00 pad bytes (bytes; copy False:
+    a view into b)."""
     if s == e:
         raise error("bad INTEGER", s)
     while e - s > 1 and not b[s]:
         s += 1
-    return bytes(b[s:e])
+    return bytes(b[s:e]) if copy else b[s:e]
 
 
 def oid(b, s, e):
@@ -177,12 +178,12 @@ class Cert:
     """A certificate read for checking. Attributes: der (as given: a memoryview is kept, not
     copied, so it must not change meanwhile), subject_cn, issuer_cn (str or None), not_before,
     not_after (seconds, port epoch), key_type ("EC", "RSA" or the dotted OID), key_bits (None
-    for another curve or key), public_key (EC: the point as sent; RSA: the modulus), key_exp
-    (RSA exponent, else None), sig_oid (the signature algorithm's dotted OID; sigalgs.py has
-    AWS's names),
-    signature (a view into der), ski, aki (bytes; None when absent or unreadable), _at (offsets
-    into der: tbsCertificate, the signature AlgorithmIdentifier's content, issuer and subject
-    Names, the extensions' [3] content or 0, 0; chain.py reads them).
+    for another curve or key), public_key (EC: the point as sent, bytes; RSA: the modulus;
+    another key: the BIT STRING's content; those two are views into der), key_exp (RSA
+    exponent, else None), sig_oid (the signature algorithm's dotted OID; sigalgs.py has AWS's
+    names), signature (a view into der), ski, aki (bytes; None when absent or unreadable), _at
+    (offsets into der: tbsCertificate, the signature AlgorithmIdentifier's content, issuer and
+    subject Names, the extensions' [3] content or 0, 0; chain.py reads them).
     CertificateError ('<what> at byte <n>') for anything malformed."""
 
     def __init__(self, data):
@@ -257,10 +258,11 @@ class Cert:
         _, s, e = tlv(b, ae, end, _BITS)
         if s == e or b[s]:
             raise error("bad BIT STRING", s)
-        self.public_key = bytes(b[s + 1 : e])
+        self.public_key = b[s + 1 : e]
         self.key_bits = self.key_exp = None
         if k == _EC:  # ECParameters namedCurve (RFC 5480 §2.1.1); the point as it is
             self.key_type = "EC"
+            self.public_key = bytes(self.public_key)
             t, s, e = tlv(b, p, ae)
             if t == _OID:
                 self.key_bits = _CURVES.get(bytes(b[s:e]))
@@ -268,7 +270,8 @@ class Cert:
             # RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER } (RFC 8017)
             _, s, e = tlv(b, s + 1, e, _SEQ)
             _, s, p = tlv(b, s, e, _INT)
-            n = self.public_key = uint(b, s, p)
+            # A view: a trust anchor's 256-byte modulus is not copied each time it is read.
+            n = self.public_key = uint(b, s, p, False)
             _, s, p = tlv(b, p, e, _INT)
             self.key_exp = int.from_bytes(uint(b, s, p), "big")
             self.key_type = "RSA"

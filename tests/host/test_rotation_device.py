@@ -34,7 +34,7 @@ HEAP = os.environ.get("UPCERT_HEAP_ROTATION", "128K")
 # not fit; at 90K the Jobs reply ran out of memory under load now and then (then asked for again
 # after 30 s: longer than this test waits); 92K fails at a rotation step (measured 2026-12-02).
 SMALL_HEAP = os.environ.get("UPCERT_HEAP_SMALL", "92K")
-NEW_MODULES = ("renew", "fleet", "jobs", "rotation", "newkey", "resume", "rotate")
+NEW_MODULES = ("renew", "fleet", "jobs", "rotation", "newkey", "resume", "rotate", "vet")
 # 8 KiB until the non-blocking Jobs exchange, the rollback after a refused reconnect and the
 # discard of a pair staged before a reboot joined them (~1.4 KB); 10 KiB until out-of-memory
 # handling at every step (failed:memory, a job report kept owed), the rollback watch kept in the
@@ -42,7 +42,8 @@ NEW_MODULES = ("renew", "fleet", "jobs", "rotation", "newkey", "resume", "rotate
 # learnt to reject a job document it cannot hold or parse, once (+0.6 KB). The whole lifecycle's
 # target (<= 16 KiB, bench/mpy_size.py) is missed. newkey and resume are rotation.py's start-up and
 # key steps, moved out of RAM between rotations (+0.3 KB of module overhead): 12.5 KiB since,
-# with the Jobs reply's out-of-memory retry (+0.1 KB).
+# with the Jobs reply's out-of-memory retry (+0.1 KB). vet.py is rotate.py's checks, loaded for
+# that step only (+0.2 KB).
 MPY_BUDGET = 12 * 1024 + 512
 
 # The board: real clock, the real fs store (slots A/B, journal) over the files in store.root.

@@ -23,6 +23,7 @@ from upcert.pki.certs import common_name, load_certificate
 
 STATUSES = ("ACTIVE", "INACTIVE", "REVOKED", "PENDING_ACTIVATION")  # AWS CertificateStatus
 TOKEN_TTL_S = 3600  # AWS: the ownership token expires after 1 h (fleet-provision-api)
+TOKEN_BYTES = 360  # 480 URL-safe base64 characters: see issue_token
 UPDATE_STATUSES = ("IN_PROGRESS", "SUCCEEDED", "FAILED", "REJECTED")  # UpdateJobExecution
 PENDING = ("QUEUED", "IN_PROGRESS")
 THING_RE = re.compile(r"[A-Za-z0-9:_-]{1,128}")  # AWS CreateThing thingName
@@ -196,8 +197,11 @@ class Registry:
         return self.get(cid)
 
     def issue_token(self, cert_id, ttl_s=TOKEN_TTL_S, now=None):
-        """A new random ownership token for the certificate (only its hash is stored)."""
-        token = secrets.token_urlsafe(48)
+        """A new random ownership token for the certificate (only its hash is stored). As long
+        as AWS's (opaque, a few hundred characters: AWS's Embedded C SDK fleet provisioning demos
+        hold one in OWNERSHIP_TOKEN_BUFFER_LENGTH, 512 bytes), so that a device's memory is
+        measured with one of that length between CreateCertificateFromCsr and RegisterThing."""
+        token = secrets.token_urlsafe(TOKEN_BYTES)
         with self._tx(write=True) as con:
             cid = _resolve(con, cert_id)
             con.execute("UPDATE certificates SET token_hash=?, token_expires=? WHERE cert_id=?",
