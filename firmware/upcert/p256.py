@@ -1,11 +1,10 @@
 # NIST P-256 in pure MicroPython: Jacobian point arithmetic, key generation, ECDSA with RFC 6979
-# nonces, key files. NOT constant time (big-int operations take data-dependent time); the ladder
-# below only keeps the sequence of point operations independent of the scalar's bits.
+# nonces, key files (read back by keyder.py). NOT constant time (big-int operations take
+# data-dependent time); the ladder below only keeps the sequence of point operations independent
+# of the scalar's bits.
 import hashlib
 
 from micropython import const
-
-from upcert.errors import CertificateError
 
 # Curve parameters, SEC 2 v2 §2.4.2 (secp256r1 = prime256v1 = NIST P-256), a = -3.
 _P = const(0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF)
@@ -14,14 +13,8 @@ _B = const(0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B)
 _GX = const(0x6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296)
 _GY = const(0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5)
 _OCTETS = const(0x04)
-# DER tags (X.690 §8.1.2; as in der.py, which loads only when a key is read back)
-INTEGER = const(0x02)
-BIT_STRING = const(0x03)
-OID = const(0x06)
-SEQUENCE = const(0x30)
+_BIT_STRING = const(0x03)  # DER tag (X.690 §8.1.2)
 N = _N  # the group order, public for callers that range-check scalars
-_EC_OID = const("1.2.840.10045.2.1")
-_CURVE_OID = const("1.2.840.10045.3.1.7")
 
 
 def _inv(a, m):
@@ -200,57 +193,18 @@ class Key:
         ec = derw.seq(
             b"\x02\x01\x01\x04\x20",  # version 1, privateKey OCTET STRING (32 bytes)
             self._d.to_bytes(32, "big"),
-            derw.tlv(0xA1, derw.tlv(BIT_STRING, b"\x00" + self.public_point())),
+            derw.tlv(0xA1, derw.tlv(_BIT_STRING, b"\x00" + self.public_point())),
         )
         return derw.seq(b"\x02\x01\x00", derw.EC_ALG, derw.tlv(_OCTETS, ec))
 
     @classmethod
     def from_der(cls, data):
-        """Load a P-256 key from PKCS#8 (RFC 5208) or SEC 1 ECPrivateKey (RFC 5915) DER.
+        """Load a P-256 key from PKCS#8 (RFC 5208) or SEC 1 ECPrivateKey (RFC 5915) DER:
+        keyder.load, whose reader is in RAM only while a key is read (not for a key made, a
+        signature or a check)."""
+        from upcert.keyder import load
 
-        Raises CertificateError naming the problem (other curve, encrypted or corrupt file, public
-        key that does not belong to the private key)."""
-        if data[:5] == b"-----":
-            raise CertificateError("private key: got PEM text, want DER (der.pem_to_der converts)")
-        from upcert import der
-
-        buf, s, e = der.single(data, SEQUENCE, "private key")
-        if s < e and buf[s] == SEQUENCE:  # EncryptedPrivateKeyInfo (RFC 5208 §6)
-            raise CertificateError("private key: encrypted PKCS#8 is not supported, store it plain")
-        vs, p = der.expect(buf, s, e, INTEGER, "private key version")
-        if bytes(buf[vs:p]) == b"\x00":  # PKCS#8: version 0, algorithm, privateKey
-            as_, ae = der.expect(buf, p, e, SEQUENCE, "privateKeyAlgorithm")
-            _check_oid(buf, as_, ae, _EC_OID, "key algorithm (want id-ecPublicKey)")
-            _check_oid(buf, der.expect(buf, as_, ae, OID, "")[1], ae, _CURVE_OID, "curve")
-            os_, oe = der.expect(buf, ae, e, _OCTETS, "privateKey")
-            buf, s, e = der.single(buf[os_:oe], SEQUENCE, "ECPrivateKey")
-            vs, p = der.expect(buf, s, e, INTEGER, "ECPrivateKey version")
-        if bytes(buf[vs:p]) != b"\x01":
-            raise CertificateError("private key: not a PKCS#8 or SEC 1 EC key (bad version)")
-        ds, p = der.expect(buf, p, e, _OCTETS, "ECPrivateKey privateKey")
-        if p - ds > 32:
-            raise CertificateError("private key: %d-byte scalar is not P-256" % (p - ds))
-        try:
-            key = cls(int.from_bytes(bytes(buf[ds:p]), "big"))
-        except ValueError:
-            raise CertificateError("private key: scalar out of range [1, n-1]") from None
-        for t, fs, fe in der.children(buf, p, e):
-            if t == 0xA0:  # [0] parameters: must name P-256
-                _check_oid(buf, fs, fe, _CURVE_OID, "curve")
-            elif t == 0xA1:  # [1] publicKey: must be ours
-                bs, be = der.expect(buf, fs, fe, BIT_STRING, "publicKey")
-                if der.read_bits(buf, bs, be) != key.public_point():
-                    raise CertificateError("private key: stored public key does not match it")
-        return key
-
-
-def _check_oid(buf, s, e, want, what):
-    from upcert import der
-
-    os_, oe = der.expect(buf, s, e, OID, what)
-    got = der.read_oid(buf, os_, oe)
-    if got != want:
-        raise CertificateError("private key: %s is %s, need %s (P-256)" % (what, got, want))
+        return load(data, cls)
 
 
 def generate(rng=None):

@@ -28,7 +28,7 @@ from upcert.tls12rec import (  # noqa: F401 (the names this client has always of
 # the handshake's modules, dropped after it (p256 and hmac256 too: the record protection
 # keeps what it uses)
 _PARTS = ("tls12hs", "chain", "certlean", "der", "tls12kx", "sigs", "rsa", "sha512", "p256",
-          "derw", "hmac256")
+          "keyder", "derw", "hmac256")
 
 
 def connector(config, store, clock, cert, key, roots, chip):
@@ -59,7 +59,7 @@ def key_scalar(der):
 
     d = Key.from_der(bytes(der))._d.to_bytes(32, "big")
     Key = None
-    drop("p256", "der", "derw")
+    drop("p256", "keyder", "der", "derw")
     return d
 
 

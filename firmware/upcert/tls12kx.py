@@ -137,7 +137,7 @@ def _key(b):
         return Key(int.from_bytes(b, "big"))
     k = Key.from_der(b)
     Key = None
-    drop("der")  # read the key file
+    drop("keyder", "der")  # read the key file
     return k
 
 
