@@ -16,7 +16,7 @@ from upcert.errors import UpcertError  # noqa: E402
 # certificate lifecycle adds (keys, CSR, rotation) <= 16 KiB; the ATECC608 driver <= 6 KB.
 GROUPS = {
     "foundation": ("__init__", "errors", "der", "x509", "certlean", "sigalgs", "clock", "config", "store", "store_slots",
-                   "store_fs", "store_nvs", "tlsconn", "diagnose", "mqtt", "agent", "app", "start"),
+                   "store_fs", "store_nvs", "tlsconn", "tlsctx", "diagnose", "mqtt", "agent", "app", "start"),
     "lifecycle": ("p256", "keyder", "csr", "derw", "rotation", "newkey", "resume", "rotate", "vet", "renew",
                   "store_journal", "store_part", "fleet", "jobs"),
     "atecc608 driver": ("atecc", "atecc_cmd"),

@@ -48,18 +48,22 @@ def roots(store_mod, path):
 
 
 def connector(config, store, clock):
-    # make(cert, key, roots) -> connect(host, port): the port's tls module (a fresh context per
-    # identity), or upcert's own TLS client (tls12.connector) when the key is in a secure
+    # make(cert, key, roots, room=None) -> connect(host, port): the port's tls module (a fresh
+    # context per identity; room() frees the block its context object takes, called just before
+    # it is made: the code that makes it, loaded meanwhile, would take that block), or upcert's
+    # own TLS client (tls12.connector) when the key is in a secure
     # element (the atecc608 store; key None or a key reference), the store holds no key bytes,
     # ALPN is configured (port 443), or config "tls" is "upcert". The choice's own code and
     # strings load only with tls12: the heap here is counted in interned names.
     chip = store.kind == "atecc608"
 
-    def make(cert, key, roots):
+    def make(cert, key, roots, room=None):
         t = config["tls"]
         if t == "builtin" or not (chip or key is None or t == "upcert" or config["alpn"]):
-            return tlsconn.Connector(tlsconn.make_context(cert, None if chip else key,
-                                                          roots)).connect
+            return tlsconn.Connector(tlsconn.make_context(cert, None if chip else key, roots,
+                                                          room)).connect
+        if room:
+            room()
         from upcert.tls12 import connector
 
         return connector(config, store, clock, cert, key, roots, chip)
@@ -78,17 +82,21 @@ def rotation_connector(config, store, clock, store_mod, roots_path):
     make = connector(config, store, clock)
 
     def keep():
+        if spare:  # (room() was not called: the context was refused before it was made)
+            return
         try:
             spare.append(bytearray(spare_n))
         except MemoryError:
             pass  # the next rotation goes without
 
-    def connect(cert, key, roots=None):
-        roots = roots or store_mod.load_roots(roots_path)
+    def room():
         spare.clear()
         gc.collect()
+
+    def connect(cert, key, roots=None):
+        roots = roots or store_mod.load_roots(roots_path)
         try:
-            return make(cert, key, roots)
+            return make(cert, key, roots, room)
         finally:
             keep()
 

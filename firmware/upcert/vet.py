@@ -11,7 +11,7 @@ from upcert.tlsconn import Ident
 
 
 def checked(pem, point, cert, clock, roots):
-    """The issued certificate (PEM) read and checked: (its tlsconn.Ident, DER) + check()'s
+    """The issued certificate (DER, or PEM) read and checked: (its tlsconn.Ident, DER) + check()'s
     result, or RotationError. The Ident spares the agent the certificate reader after the
     commit, when the heap is at its most fragmented. In a frame of its own: MicroPython's VM
     leaves popped values in a frame's stack slots, and the GC scans them; had the caller held
@@ -34,6 +34,8 @@ def check(new, point, old, now, roots):
     from upcert.sigalgs import SIG_ALGS
 
     alg = SIG_ALGS.get(new.sig_oid)
+    SIG_ALGS = None
+    drop("sigalgs")  # before the trust anchors are read
     why = None
     if new.public_key != point:
         why = "is not for our new key"

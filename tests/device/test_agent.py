@@ -334,7 +334,7 @@ def test_app_clock_sync_retried_then_agent_runs():
     board.clk.sync_ok = False
     made = []
 
-    def fake_context(cert, key, roots):  # the test has no private key for a real context
+    def fake_context(cert, key, roots, room=None):  # the test has no key for a real context
         made.append(len(roots))
         return None
 

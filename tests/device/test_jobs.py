@@ -340,7 +340,7 @@ def test_app_wires_rotation_for_slot_stores():
             pass
 
     real = tlsconn.make_context, agent.Agent
-    tlsconn.make_context = lambda c, k, r: None
+    tlsconn.make_context = lambda c, k, r, room=None: None
     agent.Agent = Recorder
     try:
         app.main(Board(RecordedFsStore(EC_DER, b"k")), d + "/config.json", print, lambda ms: None)
