@@ -104,7 +104,7 @@ def log(line):
     print(line)
     if line.startswith("upcert: rotation: failed at"):
         failed.append(0)
-    if line.startswith("upcert: job ") and " FAILED" in line:  # reported: stop at the next one
+    if line.startswith("upcert: job ") and line.endswith(" FAILED"):  # reported: stop after
         failed.append(1)
     if 1 in failed and line.startswith("upcert: published telemetry"):
         raise KeyboardInterrupt
