@@ -27,6 +27,8 @@ def request(client, what, topic, body, timeout_ms, token=None, want=()):
     client.subscribe(acc, 1, timeout_ms)
     client.subscribe(rej, 1, timeout_ms)
     a, r = acc.encode(), rej.encode()
+    if type(body) is list:  # a holder: emptied, so that the body is free once sent
+        body = body.pop()
     tok = b'"%s"' % token if token else b""  # quoted: token "t-1" must not match "t-12"
     got = []
     prev = client.cb
@@ -81,11 +83,17 @@ def reply(what, topic, ok, raw, want=()):
 def create_from_csr(client, csr_pem, timeout_ms=30000):
     """CreateCertificateFromCsr: (certificateId, certificatePem, certificateOwnershipToken).
 
-    csr_pem: PKCS#10 PEM text (upcert.csr.pem). A rejection raises RotationError with AWS's
-    statusCode, errorCode and errorMessage; so does a timeout.
+    csr_pem: PKCS#10 PEM text (upcert.csr.pem), or a list holding it first, whose item is set
+    to None here: the text is then free once sent, while AWS's reply is awaited (an argument
+    stays alive in the caller until the call returns). A rejection raises RotationError with
+    AWS's statusCode, errorCode and errorMessage; so does a timeout.
     """
     want = ("certificateId", "certificatePem", "certificateOwnershipToken")
-    body = {"certificateSigningRequest": csr_pem}
+    if type(csr_pem) is list:
+        body = [{"certificateSigningRequest": csr_pem[0]}]
+        csr_pem[0] = None
+    else:
+        body = [{"certificateSigningRequest": csr_pem}]
     r = request(client, "CreateCertificateFromCsr", CSR_TOPIC, body, timeout_ms, None, want)
     return r[want[0]], r[want[1]], r[want[2]]
 

@@ -30,8 +30,8 @@ def run(rot, client, cert, k):
     try:
         from upcert import fleet
 
-        cid, cpem, token = fleet.create_from_csr(client, k[0], rot.ms)
-        k[0] = fleet = None  # the CSR is sent: free it (the caller shares k)
+        cid, cpem, token = fleet.create_from_csr(client, k, rot.ms)  # sets k[0] None once sent
+        fleet = None
         drop("fleet")
         cpem = _der(cpem)
         say("certificate %s issued" % cid[:16])

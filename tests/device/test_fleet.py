@@ -50,6 +50,26 @@ def test_create_from_csr_accepted():
     eq(aws.certs[cid], "PENDING_ACTIVATION", "not active before RegisterThing")
 
 
+def test_create_from_csr_empties_the_holder_once_sent():
+    # The rotation passes its list: the CSR text leaves it once sent, so that it is free while
+    # AWS's reply is awaited (the reply is the issue step's largest block).
+    aws, client, _, _, pem = _setup()
+    k = [pem, "key"]
+    seen = []
+    service = client.service
+
+    def watched():
+        seen.append(k[0])
+        return service()
+
+    client.service = watched
+    cid = fleet.create_from_csr(client, k, 2000)[0]
+    eq(aws.events[3][2], json.dumps({"certificateSigningRequest": pem}).encode(), "CSR sent")
+    true(seen and all(x is None for x in seen), "gone from the holder while waiting: %r" % seen)
+    eq(k, [None, "key"], "only the CSR taken")
+    eq(aws.certs[cid], "PENDING_ACTIVATION", "issued")
+
+
 def test_register_thing_activates():
     aws, client, _, _, pem = _setup()
     cid, _, token = fleet.create_from_csr(client, pem, 2000)
