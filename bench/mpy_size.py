@@ -17,8 +17,8 @@ from upcert.errors import UpcertError  # noqa: E402
 GROUPS = {
     "foundation": ("__init__", "errors", "der", "x509", "certlean", "sigalgs", "clock", "config", "store", "store_slots",
                    "store_fs", "store_nvs", "tlsconn", "tlsctx", "diagnose", "mqtt", "agent", "app", "start"),
-    "lifecycle": ("p256", "keyder", "csr", "derw", "rotation", "newkey", "resume", "rotate", "vet", "renew",
-                  "store_journal", "store_part", "fleet", "jobs"),
+    "lifecycle": ("p256", "keyder", "csr", "derw", "rotation", "newkey", "resume", "rotate", "issued", "vet",
+                  "renew", "store_journal", "store_part", "fleet", "jobs"),
     "atecc608 driver": ("atecc", "atecc_cmd"),
     # What the host calls over the raw REPL (provisioning, status): on the flash, never imported
     # by the agent, so never resident while it runs.

@@ -1,10 +1,11 @@
 # One certificate rotation, step by step (scheduled by rotation.py, in RAM only meanwhile):
-# CreateCertificateFromCsr, checks (vet.py, loaded for them only), stage in the idle slot,
-# RegisterThing (when a template is set), trial connection (the agent's link closed first: one
-# TLS connection at a time; the same client id, so the AWS policy needs no other), commit; the
-# trial connection stays as the agent's link. Steps log "upcert: rotation: ...". Unlike the Jobs
-# exchange these steps block the agent's loop (each AWS request up to fleet.timeout_s): a rotation is rare,
-# and until it is over the device has nothing better to do; telemetry resumes right after.
+# CreateCertificateFromCsr, checks (issued.py reads, vet.py checks: each loaded for that only),
+# stage in the idle slot, RegisterThing (when a template is set), trial connection (the agent's
+# link closed first: one TLS connection at a time; the same client id, so the AWS policy needs
+# no other), commit; the trial connection stays as the agent's link. Steps log "upcert:
+# rotation: ...". Unlike the Jobs exchange these steps block the agent's loop (each AWS request
+# up to fleet.timeout_s): a rotation is rare, and until it is over the device has nothing better
+# to do; telemetry resumes right after.
 import gc
 from binascii import a2b_base64
 
@@ -38,12 +39,16 @@ def run(rot, client, cert, k):
         # Checks before RegisterThing: a certificate we refuse stays PENDING_ACTIVATION, never
         # active, and AWS deletes it when the ownership token expires.
         step = "check"
+        from upcert import issued  # the reader's part of the checks, then the checks' own
+
+        ident, new, facts, anchors = issued.read(cpem, k[3])
+        cpem = issued = None
+        drop("issued", "certlean")
         from upcert import vet
 
-        ident, new, name, how, sig = vet.checked(cpem, k[2], cert, rot.clock, k[3])
-        cpem = None
-        drop("certlean", "sigalgs")  # before p256 comes in: the heap holds one of them at a time
-        if sig:
+        name, how, sig = vet.check(facts, k[2], cert, rot.clock.require_trusted(), anchors)
+        facts = anchors = None
+        if sig:  # p256 comes in: the heap holds it or the certificate reader, not both
             how = vet.verify(name, sig)
         vet = None
         drop("vet")

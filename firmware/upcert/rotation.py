@@ -33,8 +33,8 @@ _LOST = const("lost")  # service(): the link was closed for a trial that failed
 # and they keep the device offline only ~10 s before it falls back to the identity that worked.
 _REFUSALS = const(3)
 # Dropped after use (store_slots: the writing half of the slot stores).
-_WORK = ("newkey", "rotate", "vet", "jobs", "fleet", "csr", "p256", "derw", "certlean", "sigalgs",
-         "der", "store_journal")
+_WORK = ("newkey", "rotate", "issued", "vet", "jobs", "fleet", "csr", "p256", "derw", "certlean",
+         "sigalgs", "der", "store_journal")
 
 
 class Rotation:
