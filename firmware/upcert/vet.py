@@ -76,7 +76,7 @@ def verify(name, sig):
         return "is a trust anchor (no RAM left); signature not verified on device"
     finally:
         p256 = None
-        drop("p256", "der", "derw")  # p256 brings the DER modules along
+        drop("p256")
     if not ok:
         raise RotationError("issuer %r signature does not verify" % name, CHECK)
     return "signature verified"
