@@ -166,11 +166,16 @@ def board_definition(board="esp32_generic"):
 def board_network(board="esp32_generic"):
     """How a board definition reaches the network: its NETWORK constant ("wifi" or "own"),
     read from boards/<board>/board.py without running it; "wifi" when it does not say."""
+    from upcert.board.transport import AST_LOCK
+
     path = board_definition(board)
-    for node in ast.parse(path.read_text(), str(path)).body:
+    with AST_LOCK:  # (see there)
+        body = ast.parse(path.read_text(), str(path)).body
+    for node in body:
         if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == [
                 "NETWORK"]:
-            value = ast.literal_eval(node.value)
+            with AST_LOCK:
+                value = ast.literal_eval(node.value)
             if value not in ("wifi", "own"):
                 raise UpcertError(f"{path}: NETWORK = {value!r}: use \"wifi\" or \"own\"")
             return value

@@ -29,6 +29,18 @@ from serial import SerialException
 
 from upcert.errors import UpcertError
 
+# CPython 3.11 shares the AST constructor's recursion count across threads: two boards' answers
+# parsed at once (a factory batch, the power-cut matrix) can fail with "SystemError: AST
+# constructor recursion depth mismatch" (python/cpython#106905, fixed in later releases). Every
+# ast call of the host tools that may run in a thread takes this lock.
+AST_LOCK = threading.Lock()
+
+
+def literal(text):
+    """ast.literal_eval(text), one thread at a time (AST_LOCK)."""
+    with AST_LOCK:
+        return ast.literal_eval(text)
+
 DEFAULT_DEADLINE_S = 120  # a whole Board session, unless the caller gives another
 # What an ESP32's ROM prints first after every reset, also on the emulated board
 # (boards/unix/README.md "Resets"): "rst:0x1 (POWERON_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)".
@@ -492,7 +504,7 @@ class Board:
         # splitlines(): a certificate's CN may hold U+2028 or U+0085, which repr() leaves raw).
         lines = [ln.strip("\r") for ln in text.split("\n") if ln.strip()]
         try:
-            return ast.literal_eval(lines[-1])
+            return literal(lines[-1])
         except (ValueError, SyntaxError, IndexError, MemoryError, RecursionError):
             raise BoardError(f"{what}: the board's answer makes no sense: "
                              f"{text.strip()[-160:]!r}") from None
@@ -610,7 +622,7 @@ class Board:
         wanted = [(name, list(attrs)) for name, attrs in modules]
         text = self.exec(_PROBE % (wanted,), what="asking what firmware it runs").strip()
         try:
-            got = ast.literal_eval(_last_line(text))
+            got = literal(_last_line(text))
             fs = got.get("fs") or (None, None, None)
             return BoardInfo(got["name"], tuple(got["version"]), got["mpy"], got["machine"],
                              got["platform"], got["modules"], *fs)
