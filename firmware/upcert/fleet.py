@@ -89,11 +89,11 @@ def create_from_csr(client, csr_pem, timeout_ms=30000):
     AWS's statusCode, errorCode and errorMessage; so does a timeout.
     """
     want = ("certificateId", "certificatePem", "certificateOwnershipToken")
-    if type(csr_pem) is list:
+    if type(csr_pem) is list:  # the body in a holder too: request() empties it once sent
         body = [{"certificateSigningRequest": csr_pem[0]}]
         csr_pem[0] = None
     else:
-        body = [{"certificateSigningRequest": csr_pem}]
+        body = {"certificateSigningRequest": csr_pem}
     r = request(client, "CreateCertificateFromCsr", CSR_TOPIC, body, timeout_ms, None, want)
     return r[want[0]], r[want[1]], r[want[2]]
 
